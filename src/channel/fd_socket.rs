@@ -1,0 +1,188 @@
+//! A non-blocking AF_UNIX stream socket that carries file descriptors (SCM_RIGHTS) beside its bytes.
+
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+/// Descriptors one read may carry. Node sends one per message; a child that sends more is cut off
+/// when the kernel truncates them (MSG_CTRUNC), which we report as a protocol error.
+const MAX_FDS_PER_READ: usize = 8;
+
+/// A connected pair for a child: `(ours, theirs)`. Both ends are close-on-exec; the spawner
+/// re-creates `theirs` at the wanted number in the child without that flag.
+pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Registers a descriptor with the runtime's reactor. Only for types that own their descriptor
+/// (`OwnedFd`, a pidfd held in an `Arc`): it then stays open, and the same, for the watch's life.
+pub fn watch<T: AsRawFd>(inner: T, interest: Interest) -> io::Result<AsyncFd<T>> {
+    // SAFETY: per this function's contract, `inner` owns an open descriptor until it is dropped,
+    // which happens only when the AsyncFd itself is dropped.
+    unsafe { AsyncFd::register_with_interest(inner, interest) }.map_err(|e| e.into_parts().1)
+}
+
+pub struct FdSocket {
+    inner: AsyncFd<OwnedFd>,
+}
+
+/// What one read brought: bytes (0 means end of stream) and any descriptors that came with them.
+pub struct Received {
+    pub len: usize,
+    pub fds: Vec<OwnedFd>,
+    pub fds_truncated: bool,
+}
+
+impl FdSocket {
+    /// Wraps an already non-blocking stream socket. Must be called inside a tokio runtime.
+    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        set_nonblocking(fd.as_fd())?;
+        Ok(FdSocket {
+            inner: watch(fd, Interest::READABLE | Interest::WRITABLE)?,
+        })
+    }
+
+    /// Waits for data and reads it.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        self.inner
+            .async_io(Interest::READABLE, |fd| recv_now(fd.as_raw_fd(), buf))
+            .await
+    }
+
+    /// Reads what is there now; `WouldBlock` when nothing is.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+        recv_now(self.inner.as_raw_fd(), buf)
+    }
+
+    /// Waits until the socket takes bytes, then writes some of `data`; `fd` rides on this write.
+    pub async fn send(&self, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<usize> {
+        self.inner
+            .async_io(Interest::WRITABLE, |sock| {
+                send_now(sock.as_raw_fd(), data, fd.map(|f| f.as_raw_fd()))
+            })
+            .await
+    }
+
+    /// Ends both directions: the peer reads end-of-stream, our pending reads return 0.
+    pub fn shutdown(&self) {
+        // ENOTCONN when the peer is already gone: nothing to do.
+        let _ =
+            nix::sys::socket::shutdown(self.inner.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+    }
+}
+
+fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_READ]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        fd,
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
+    )
+    .map_err(io::Error::from)?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: the kernel just installed these descriptors in our table; we own them now.
+            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+        }
+    }
+    Ok(Received {
+        len: msg.bytes,
+        fds,
+        fds_truncated: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+    })
+}
+
+fn send_now(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
+    let iov = [IoSlice::new(data)];
+    let fds;
+    let cmsgs: &[ControlMessage] = match fd {
+        Some(f) => {
+            fds = [f];
+            &[ControlMessage::ScmRights(&fds)]
+        }
+        None => &[],
+    };
+    sendmsg::<()>(
+        sock,
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)
+}
+
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    if !flags.contains(OFlag::O_NONBLOCK) {
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn bytes_and_a_descriptor_cross_together() {
+        runtime().block_on(async {
+            let (a, b) = stream_pair().unwrap();
+            let (a, b) = (FdSocket::new(a).unwrap(), FdSocket::new(b).unwrap());
+            let (passed, _keep) = stream_pair().unwrap();
+            let n = a.send(b"hello\n", Some(passed.as_fd())).await.unwrap();
+            assert_eq!(n, 6);
+            let mut buf = [0u8; 64];
+            let got = b.recv(&mut buf).await.unwrap();
+            assert_eq!(&buf[..got.len], b"hello\n");
+            assert_eq!(got.fds.len(), 1);
+            assert!(!got.fds_truncated);
+        });
+    }
+
+    #[test]
+    fn shutdown_reads_as_end_of_stream() {
+        runtime().block_on(async {
+            let (a, b) = stream_pair().unwrap();
+            let (a, b) = (FdSocket::new(a).unwrap(), FdSocket::new(b).unwrap());
+            a.shutdown();
+            let mut buf = [0u8; 8];
+            assert_eq!(b.recv(&mut buf).await.unwrap().len, 0);
+        });
+    }
+
+    #[test]
+    fn try_recv_would_block_when_empty() {
+        runtime().block_on(async {
+            let (a, _b) = stream_pair().unwrap();
+            let a = FdSocket::new(a).unwrap();
+            let mut buf = [0u8; 8];
+            let err = a.try_recv(&mut buf).err().unwrap();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        });
+    }
+}

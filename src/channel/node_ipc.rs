@@ -1,0 +1,315 @@
+//! Node's child-process IPC as a foreign primary speaks it (docs/node-ipc.md):
+//! framing, and sorting what a child sends into cluster traffic, handle bookkeeping and user messages.
+
+use serde_json::{Map, Value};
+
+use super::v8_wire;
+
+/// `NODE_CHANNEL_SERIALIZATION_MODE`: how every message on one channel is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serialization {
+    /// `JSON.stringify(msg) + "\n"`.
+    Json,
+    /// `[u32 big-endian length][V8 ValueSerializer payload]`.
+    Advanced,
+}
+
+impl Serialization {
+    pub fn env_value(self) -> &'static str {
+        match self {
+            Serialization::Json => "json",
+            Serialization::Advanced => "advanced",
+        }
+    }
+}
+
+/// A user message as it travelled: JSON text, or a V8-serialized buffer for JavaScript to decode.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Payload {
+    Json(String),
+    V8(Vec<u8>),
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// `{cmd: 'NODE_CLUSTER', ...}`: the cluster state machine.
+    Cluster(Map<String, Value>),
+    /// `{cmd: 'NODE_HANDLE', type, msg}`: a message that came with a descriptor.
+    Handle {
+        handle_type: String,
+        msg: Box<Incoming>,
+    },
+    HandleAck,
+    HandleNack,
+    /// Other `NODE_*` traffic: Node's own bookkeeping that no user code sees.
+    OtherInternal,
+    User(Payload),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    TooLarge { limit: usize },
+    Malformed(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::TooLarge { limit } => {
+                write!(f, "a message on the IPC channel exceeded {limit} bytes")
+            }
+            DecodeError::Malformed(why) => write!(f, "malformed message on the IPC channel: {why}"),
+        }
+    }
+}
+
+/// Splits the byte stream from a child into whole frames.
+pub struct Decoder {
+    mode: Serialization,
+    buf: Vec<u8>,
+    /// JSON mode: how far `buf` is known to hold no newline, so a large message is scanned once.
+    scanned: usize,
+    max_message: usize,
+}
+
+impl Decoder {
+    pub fn new(mode: Serialization, max_message: usize) -> Self {
+        Decoder {
+            mode,
+            buf: Vec::new(),
+            scanned: 0,
+            max_message,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next complete frame, if the buffer holds one.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.mode {
+            Serialization::Json => self.next_line(),
+            Serialization::Advanced => self.next_length_prefixed(),
+        }
+    }
+
+    fn next_line(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        match self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            Some(at) => {
+                let end = self.scanned + at;
+                if end > self.max_message {
+                    return Err(DecodeError::TooLarge {
+                        limit: self.max_message,
+                    });
+                }
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                self.scanned = 0;
+                Ok(Some(line))
+            }
+            None => {
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.max_message {
+                    return Err(DecodeError::TooLarge {
+                        limit: self.max_message,
+                    });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn next_length_prefixed(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max_message {
+            return Err(DecodeError::TooLarge {
+                limit: self.max_message,
+            });
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let frame = self.buf[4..4 + len].to_vec();
+        self.buf.drain(..4 + len);
+        Ok(Some(frame))
+    }
+}
+
+/// Turns one frame into what it means.
+pub fn decode(mode: Serialization, frame: Vec<u8>) -> Result<Incoming, DecodeError> {
+    match mode {
+        Serialization::Json => {
+            let text =
+                String::from_utf8(frame).map_err(|_| DecodeError::Malformed("not UTF-8".into()))?;
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| DecodeError::Malformed(format!("not JSON ({e})")))?;
+            Ok(classify(value, || Payload::Json(text)))
+        }
+        Serialization::Advanced => match v8_wire::decode(&frame) {
+            // Node's internal messages are plain objects; anything richer is a user message.
+            Ok(value) => Ok(classify(value, || Payload::V8(frame))),
+            Err(_) => Ok(Incoming::User(Payload::V8(frame))),
+        },
+    }
+}
+
+/// Node's rule (`internal/child_process.js`): a message is internal when `cmd` is a string longer
+/// than `NODE_` that starts with it.
+fn classify(value: Value, as_user: impl FnOnce() -> Payload) -> Incoming {
+    let cmd = match value.get("cmd").and_then(Value::as_str) {
+        Some(cmd) if cmd.len() > 5 && cmd.starts_with("NODE_") => cmd.to_owned(),
+        _ => return Incoming::User(as_user()),
+    };
+    match (cmd.as_str(), value) {
+        ("NODE_CLUSTER", Value::Object(map)) => Incoming::Cluster(map),
+        ("NODE_HANDLE_ACK", _) => Incoming::HandleAck,
+        ("NODE_HANDLE_NACK", _) => Incoming::HandleNack,
+        ("NODE_HANDLE", Value::Object(mut map)) => {
+            let handle_type = map
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let inner = map.remove("msg").unwrap_or(Value::Null);
+            let msg = classify_inner(inner);
+            Incoming::Handle {
+                handle_type,
+                msg: Box::new(msg),
+            }
+        }
+        _ => Incoming::OtherInternal,
+    }
+}
+
+/// The message inside a `NODE_HANDLE` wrapper has no text of its own: re-encode it as JSON.
+fn classify_inner(inner: Value) -> Incoming {
+    let text = inner.to_string();
+    classify(inner, || Payload::Json(text))
+}
+
+/// Frames a message that the primary builds (cluster replies, handle wrappers, acks).
+pub fn encode(mode: Serialization, value: &Value) -> Vec<u8> {
+    match mode {
+        Serialization::Json => {
+            let mut out = value.to_string().into_bytes();
+            out.push(b'\n');
+            out
+        }
+        Serialization::Advanced => frame_payload(mode, &v8_wire::encode(value)),
+    }
+}
+
+/// Frames a payload that JavaScript already serialized for this channel's mode.
+pub fn frame_payload(mode: Serialization, payload: &[u8]) -> Vec<u8> {
+    match mode {
+        Serialization::Json => {
+            let mut out = Vec::with_capacity(payload.len() + 1);
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+            out
+        }
+        Serialization::Advanced => {
+            let mut out = Vec::with_capacity(payload.len() + 4);
+            out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            out.extend_from_slice(payload);
+            out
+        }
+    }
+}
+
+/// Wraps a message so that a descriptor can travel with it.
+pub fn handle_wrapper(handle_type: &str, msg: Value) -> Value {
+    serde_json::json!({ "cmd": "NODE_HANDLE", "type": handle_type, "msg": msg })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn frames(d: &mut Decoder) -> Vec<Vec<u8>> {
+        let mut out = vec![];
+        while let Some(f) = d.next_frame().unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_across_reads() {
+        let mut d = Decoder::new(Serialization::Json, 1024);
+        d.push(b"{\"a\":1}\n{\"b\"");
+        assert_eq!(frames(&mut d), vec![b"{\"a\":1}".to_vec()]);
+        d.push(b":2}\n\"x\"\n");
+        assert_eq!(
+            frames(&mut d),
+            vec![b"{\"b\":2}".to_vec(), b"\"x\"".to_vec()]
+        );
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_an_error_even_before_its_newline() {
+        let mut d = Decoder::new(Serialization::Json, 8);
+        d.push(b"0123456789");
+        assert_eq!(d.next_frame(), Err(DecodeError::TooLarge { limit: 8 }));
+    }
+
+    #[test]
+    fn length_prefixed_frames() {
+        let mut d = Decoder::new(Serialization::Advanced, 1024);
+        let mut bytes = frame_payload(Serialization::Advanced, b"abc");
+        bytes.extend(frame_payload(Serialization::Advanced, b""));
+        d.push(&bytes[..5]);
+        assert!(d.next_frame().unwrap().is_none());
+        d.push(&bytes[5..]);
+        assert_eq!(frames(&mut d), vec![b"abc".to_vec(), vec![]]);
+    }
+
+    #[test]
+    fn classifies_like_node() {
+        let j = |v: Value| decode(Serialization::Json, v.to_string().into_bytes()).unwrap();
+        assert!(
+            matches!(j(json!({"cmd":"NODE_CLUSTER","act":"online","seq":0})), Incoming::Cluster(m) if m["act"] == "online")
+        );
+        assert_eq!(j(json!({"cmd":"NODE_HANDLE_ACK"})), Incoming::HandleAck);
+        assert_eq!(j(json!({"cmd":"NODE_X"})), Incoming::OtherInternal);
+        // Exactly "NODE_" is not internal, nor is a non-string cmd.
+        assert!(matches!(j(json!({"cmd":"NODE_"})), Incoming::User(_)));
+        assert!(matches!(j(json!({"cmd":1})), Incoming::User(_)));
+        assert_eq!(
+            j(json!("hi")),
+            Incoming::User(Payload::Json("\"hi\"".into()))
+        );
+        match j(json!({"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"x":1}})) {
+            Incoming::Handle { handle_type, msg } => {
+                assert_eq!(handle_type, "net.Socket");
+                assert_eq!(*msg, Incoming::User(Payload::Json("{\"x\":1}".into())));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed_not_a_panic() {
+        for bad in [&b"{"[..], b"", b"\xff\xfe", b"nul", b"[1,"] {
+            assert!(matches!(
+                decode(Serialization::Json, bad.to_vec()),
+                Err(DecodeError::Malformed(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn encodes_one_line_per_message() {
+        let out = encode(
+            Serialization::Json,
+            &json!({"cmd":"NODE_CLUSTER","text":"a\nb"}),
+        );
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert_eq!(out.last(), Some(&b'\n'));
+    }
+}

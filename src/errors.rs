@@ -1,0 +1,62 @@
+//! Errors that reach users. Each carries a stable `code` that JavaScript sees as `err.code`.
+
+use std::fmt;
+
+pub const INVALID_OPTION: &str = "ERR_RCLUSTER_INVALID_OPTION";
+pub const EXEC_NOT_FOUND: &str = "ERR_RCLUSTER_EXEC_NOT_FOUND";
+pub const EXEC_UNREADABLE: &str = "ERR_RCLUSTER_EXEC_UNREADABLE";
+pub const SPAWN_FAILED: &str = "ERR_RCLUSTER_SPAWN_FAILED";
+pub const UNKNOWN_WORKER: &str = "ERR_RCLUSTER_UNKNOWN_WORKER";
+pub const NOT_RUNNING: &str = "ERR_RCLUSTER_NOT_RUNNING";
+pub const RESTART_BUDGET: &str = "ERR_RCLUSTER_RESTART_BUDGET";
+pub const READY_TIMEOUT: &str = "ERR_RCLUSTER_READY_TIMEOUT";
+pub const PROTOCOL: &str = "ERR_RCLUSTER_PROTOCOL";
+pub const MESSAGE_TOO_LARGE: &str = "ERR_RCLUSTER_MESSAGE_TOO_LARGE";
+/// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
+pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl RcError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        RcError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn invalid_option(name: &str, expected: &str, got: &serde_json::Value) -> Self {
+        RcError::new(
+            INVALID_OPTION,
+            format!("option `{name}` must be {expected}, got {}", describe(got)),
+        )
+    }
+}
+
+/// A short rendering of a JSON value for error messages (never the whole of a large value).
+pub fn describe(value: &serde_json::Value) -> String {
+    let text = value.to_string();
+    if text.len() > 60 {
+        let cut = (0..=60)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        format!("{}...", &text[..cut])
+    } else {
+        text
+    }
+}
+
+impl fmt::Display for RcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for RcError {}
+
+pub type RcResult<T> = Result<T, RcError>;

@@ -1,0 +1,8 @@
+//! rcluster's native core: a Node.js cluster primary in Rust, loaded into Node as an addon.
+//! `binding` is all that JavaScript sees; `primary` supervises children; `channel` is the wire.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod binding;
+pub mod channel;
+pub mod errors;
+pub mod primary;

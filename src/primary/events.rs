@@ -1,0 +1,127 @@
+//! What the primary tells JavaScript. Events queue here and JavaScript takes them in batches: the
+//! queue wakes it once when it goes from empty to non-empty, however many events follow.
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+
+use super::child_command::WorkerKind;
+use super::process::ExitStatus;
+use crate::channel::connection::Ticket;
+use crate::channel::node_ipc::Payload;
+
+pub type WorkerId = u32;
+
+#[derive(Debug)]
+pub enum Event {
+    Fork {
+        id: WorkerId,
+        pid: u32,
+        kind: WorkerKind,
+        slot: Option<usize>,
+    },
+    Online {
+        id: WorkerId,
+    },
+    /// `address` holds `{ addressType, address, port, fd }` as the worker reported them.
+    Listening {
+        id: WorkerId,
+        address: Value,
+    },
+    Message {
+        id: WorkerId,
+        payload: Payload,
+        handle: Option<(String, OwnedFd)>,
+    },
+    ExitedAfterDisconnect {
+        id: WorkerId,
+    },
+    Disconnect {
+        id: WorkerId,
+    },
+    Exit {
+        id: WorkerId,
+        status: ExitStatus,
+    },
+    Sent {
+        ticket: Ticket,
+        error: Option<String>,
+    },
+    /// The worker met the readiness condition.
+    WorkerReady {
+        id: WorkerId,
+    },
+    /// Every worker of the cluster is ready, for the first time.
+    Ready,
+    /// A failure of the cluster as a whole; it is stopping.
+    Error {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    /// Something went wrong with one worker, and the primary dealt with it.
+    Warning {
+        code: &'static str,
+        message: String,
+        id: Option<WorkerId>,
+    },
+    Stopped,
+}
+
+#[derive(Clone)]
+pub struct EventQueue {
+    events: Arc<Mutex<Vec<Event>>>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl EventQueue {
+    pub fn new(wake: Arc<dyn Fn() + Send + Sync>) -> Self {
+        EventQueue {
+            events: Arc::new(Mutex::new(Vec::new())),
+            wake,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
+        // A panic while holding this lock cannot leave the Vec half-changed: keep using it.
+        self.events.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn push(&self, event: Event) {
+        let was_empty = {
+            let mut events = self.lock();
+            let was_empty = events.is_empty();
+            events.push(event);
+            was_empty
+        };
+        if was_empty {
+            (self.wake)();
+        }
+    }
+
+    pub fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut *self.lock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn wakes_once_per_batch() {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let q = EventQueue::new(Arc::new(move || {
+            w.fetch_add(1, Ordering::SeqCst);
+        }));
+        q.push(Event::Ready);
+        q.push(Event::Stopped);
+        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(q.take().len(), 2);
+        q.push(Event::Ready);
+        assert_eq!(wakes.load(Ordering::SeqCst), 2);
+    }
+}

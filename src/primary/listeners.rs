@@ -1,0 +1,604 @@
+//! Every socket that workers listen on, owned by the primary. A worker's `queryServer` is answered
+//! from here: with a shared descriptor (shared), its slot's own SO_REUSEPORT descriptor
+//! (reuseport), or a promise of connections that the primary accepts itself (round-robin).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use serde_json::{Map, Value};
+use tokio::io::Interest;
+use tokio::task::AbortHandle;
+
+use super::round_robin::{Handoff, RoundRobin};
+use super::sockets::{self, Bound, Endpoint, Kind};
+
+pub type WorkerId = u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distribution {
+    Shared,
+    ReusePort,
+    RoundRobin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// `start()`: sockets stay open until the cluster stops, so a worker that dies or is replaced
+    /// never gets a connection refused.
+    ForService,
+    /// Node's cluster: a socket closes when its last worker lets go.
+    WhileHeld,
+}
+
+/// A worker's `queryServer`, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenRequest {
+    /// Node's handle key, unique among one worker's handles.
+    pub key: String,
+    pub endpoint: Endpoint,
+    pub backlog: i32,
+    /// Opaque data the first worker attaches (TLS session ticket keys); every worker gets it back.
+    pub data: Value,
+}
+
+pub enum Grant {
+    Handle {
+        fd: OwnedFd,
+        handle_type: &'static str,
+        data: Value,
+    },
+    RoundRobin {
+        sockname: Option<Value>,
+        data: Value,
+    },
+    Error {
+        errno: i64,
+        data: Value,
+    },
+}
+
+/// A connection accepted on a round-robin socket: `(generation, key, connection)`.
+pub type AcceptSink = Arc<dyn Fn(u64, String, OwnedFd) + Send + Sync>;
+
+struct Shared {
+    bound: Bound,
+    holders: BTreeSet<WorkerId>,
+    data: Value,
+}
+
+struct ReusePortGroup {
+    ip: Option<IpAddr>,
+    port: u16,
+    ipv6_only: bool,
+    per_slot: HashMap<usize, Bound>,
+    holders: BTreeSet<WorkerId>,
+    data: Value,
+}
+
+struct RoundRobinSocket {
+    /// Held for the socket's lifetime; the acceptor task works on a duplicate of it.
+    _bound: Bound,
+    generation: u64,
+    acceptor: AbortHandle,
+    rr: RoundRobin<OwnedFd>,
+    sockname: Option<Value>,
+    data: Value,
+}
+
+impl Drop for RoundRobinSocket {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+enum Entry {
+    Shared(Shared),
+    ReusePort(ReusePortGroup),
+    RoundRobin(RoundRobinSocket),
+}
+
+pub struct Listeners {
+    distribution: Distribution,
+    retention: Retention,
+    entries: HashMap<String, Entry>,
+    on_accept: AcceptSink,
+    next_generation: u64,
+}
+
+impl Listeners {
+    pub fn new(distribution: Distribution, retention: Retention, on_accept: AcceptSink) -> Self {
+        Listeners {
+            distribution,
+            retention,
+            entries: HashMap::new(),
+            on_accept,
+            next_generation: 1,
+        }
+    }
+
+    /// Answers a worker's `queryServer`. `slot` is its place in a supervised cluster, if any.
+    pub fn query(&mut self, worker: WorkerId, slot: Option<usize>, req: &ListenRequest) -> Grant {
+        let result = match (&req.endpoint, self.distribution, slot) {
+            // Datagram sockets and adopted descriptors are always shared, as under Node.
+            (Endpoint::Udp { .. } | Endpoint::Fd(_), _, _) => self.grant_shared(worker, req),
+            (
+                Endpoint::Tcp {
+                    ip,
+                    port,
+                    ipv6_only,
+                },
+                Distribution::ReusePort,
+                Some(slot),
+            ) => self.grant_reuseport(worker, slot, req, *ip, *port, *ipv6_only),
+            (_, Distribution::RoundRobin, _) => self.grant_round_robin(worker, req),
+            _ => self.grant_shared(worker, req),
+        };
+        result.unwrap_or_else(|e| Grant::Error {
+            errno: sockets::uv_errno(e),
+            data: req.data.clone(),
+        })
+    }
+
+    fn grant_shared(&mut self, worker: WorkerId, req: &ListenRequest) -> Result<Grant, Errno> {
+        let entry = match self.entries.get_mut(&req.key) {
+            Some(Entry::Shared(s)) => s,
+            Some(_) => return Err(Errno::EADDRINUSE),
+            None => {
+                // On a bind error nothing is kept, so the next worker tries again (as Node does).
+                let bound = sockets::bind_endpoint(&req.endpoint, false)?;
+                let shared = Shared {
+                    bound,
+                    holders: BTreeSet::new(),
+                    data: req.data.clone(),
+                };
+                match self
+                    .entries
+                    .entry(req.key.clone())
+                    .or_insert(Entry::Shared(shared))
+                {
+                    Entry::Shared(s) => s,
+                    _ => return Err(Errno::EINVAL),
+                }
+            }
+        };
+        entry.holders.insert(worker);
+        if entry.data.is_null() {
+            entry.data = req.data.clone();
+        }
+        Ok(Grant::Handle {
+            fd: sockets::duplicate(&entry.bound.fd)?,
+            handle_type: entry.bound.kind.handle_type(),
+            data: entry.data.clone(),
+        })
+    }
+
+    fn grant_reuseport(
+        &mut self,
+        worker: WorkerId,
+        slot: usize,
+        req: &ListenRequest,
+        ip: Option<IpAddr>,
+        port: u16,
+        ipv6_only: bool,
+    ) -> Result<Grant, Errno> {
+        // A second server on a port already served under another key: Node would fail to bind it.
+        let clash = self.entries.iter().any(|(key, e)| {
+            key != &req.key
+                && port != 0
+                && matches!(e, Entry::ReusePort(g) if g.port == port && g.ip == ip)
+        });
+        if clash {
+            return Err(Errno::EADDRINUSE);
+        }
+        let group = match self.entries.entry(req.key.clone()).or_insert_with(|| {
+            Entry::ReusePort(ReusePortGroup {
+                ip,
+                port,
+                ipv6_only,
+                per_slot: HashMap::new(),
+                holders: BTreeSet::new(),
+                data: req.data.clone(),
+            })
+        }) {
+            Entry::ReusePort(g) => g,
+            _ => return Err(Errno::EADDRINUSE),
+        };
+        if !group.per_slot.contains_key(&slot) {
+            let endpoint = Endpoint::Tcp {
+                ip: group.ip,
+                port: group.port,
+                ipv6_only: group.ipv6_only,
+            };
+            let bound = match sockets::bind_endpoint(&endpoint, true) {
+                Ok(b) => b,
+                Err(e) => {
+                    if group.per_slot.is_empty() {
+                        self.entries.remove(&req.key);
+                    }
+                    return Err(e);
+                }
+            };
+            // `listen(0)`: the first slot's socket picks the port, the others join it.
+            if group.port == 0 {
+                group.port = sockets::local_port(&bound.fd).unwrap_or(0);
+            }
+            group.per_slot.insert(slot, bound);
+        }
+        group.holders.insert(worker);
+        let bound = group.per_slot.get(&slot).ok_or(Errno::EINVAL)?;
+        Ok(Grant::Handle {
+            fd: sockets::duplicate(&bound.fd)?,
+            handle_type: Kind::Tcp.handle_type(),
+            data: group.data.clone(),
+        })
+    }
+
+    fn grant_round_robin(&mut self, worker: WorkerId, req: &ListenRequest) -> Result<Grant, Errno> {
+        if !self.entries.contains_key(&req.key) {
+            let bound = sockets::listen_endpoint(&req.endpoint, req.backlog)?;
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let acceptor = spawn_acceptor(
+                sockets::duplicate(&bound.fd)?,
+                generation,
+                req.key.clone(),
+                self.on_accept.clone(),
+            )
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))?;
+            let sockname = if bound.kind == Kind::Tcp {
+                sockets::sockname(&bound.fd)
+            } else {
+                None
+            };
+            self.entries.insert(
+                req.key.clone(),
+                Entry::RoundRobin(RoundRobinSocket {
+                    _bound: bound,
+                    generation,
+                    acceptor,
+                    rr: RoundRobin::default(),
+                    sockname,
+                    data: req.data.clone(),
+                }),
+            );
+        }
+        match self.entries.get_mut(&req.key) {
+            Some(Entry::RoundRobin(s)) => {
+                s.rr.add(worker);
+                Ok(Grant::RoundRobin {
+                    sockname: s.sockname.clone(),
+                    data: s.data.clone(),
+                })
+            }
+            _ => Err(Errno::EADDRINUSE),
+        }
+    }
+
+    /// After the reply to its `queryServer`: the worker is ready for a round-robin connection.
+    pub fn rr_ready(&mut self, key: &str, worker: WorkerId) -> Option<Handoff<OwnedFd>> {
+        match self.entries.get_mut(key) {
+            Some(Entry::RoundRobin(s)) => s.rr.handoff(worker),
+            _ => None,
+        }
+    }
+
+    /// A connection the acceptor took; stale generations (a closed socket) are dropped.
+    pub fn rr_accepted(
+        &mut self,
+        generation: u64,
+        key: &str,
+        conn: OwnedFd,
+    ) -> Option<Handoff<OwnedFd>> {
+        match self.entries.get_mut(key) {
+            Some(Entry::RoundRobin(s)) if s.generation == generation => s.rr.distribute(conn),
+            _ => None,
+        }
+    }
+
+    /// A worker refused a connection (it is closing): pass it on. Dropped if the socket is gone.
+    pub fn rr_refused(&mut self, key: &str, conn: OwnedFd) -> Option<Handoff<OwnedFd>> {
+        match self.entries.get_mut(key) {
+            Some(Entry::RoundRobin(s)) => s.rr.distribute(conn),
+            _ => None,
+        }
+    }
+
+    /// The worker closed this server (`close`).
+    pub fn release(&mut self, worker: WorkerId, key: &str) {
+        let now_unused = match self.entries.get_mut(key) {
+            Some(Entry::Shared(s)) => {
+                s.holders.remove(&worker);
+                s.holders.is_empty()
+            }
+            Some(Entry::ReusePort(g)) => {
+                g.holders.remove(&worker);
+                g.holders.is_empty()
+            }
+            Some(Entry::RoundRobin(s)) => s.rr.remove(worker),
+            None => false,
+        };
+        // A round-robin socket lives in the primary's hands only: unused, nobody would accept.
+        let is_rr = matches!(self.entries.get(key), Some(Entry::RoundRobin(_)));
+        if now_unused && (self.retention == Retention::WhileHeld || is_rr) {
+            self.entries.remove(key);
+        }
+    }
+
+    /// The worker disconnected or died: it holds nothing any more.
+    pub fn release_all(&mut self, worker: WorkerId) {
+        let keys: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| match e {
+                Entry::Shared(s) => s.holders.contains(&worker),
+                Entry::ReusePort(g) => g.holders.contains(&worker),
+                Entry::RoundRobin(s) => s.rr.has(worker),
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.release(worker, &key);
+        }
+    }
+
+    /// The cluster stopped: close everything.
+    pub fn close_all(&mut self) {
+        self.entries.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+fn spawn_acceptor(
+    listener: OwnedFd,
+    generation: u64,
+    key: String,
+    on_accept: AcceptSink,
+) -> io::Result<AbortHandle> {
+    let listener = crate::channel::fd_socket::watch(listener, Interest::READABLE)?;
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = listener
+                .async_io(Interest::READABLE, |fd| {
+                    nix::sys::socket::accept4(
+                        fd.as_raw_fd(),
+                        nix::sys::socket::SockFlag::SOCK_CLOEXEC
+                            | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+                    )
+                    .map_err(io::Error::from)
+                })
+                .await;
+            match accepted {
+                // SAFETY: accept4 returned a new descriptor that nothing else owns.
+                Ok(raw) => on_accept(generation, key.clone(), unsafe {
+                    OwnedFd::from_raw_fd(raw)
+                }),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                // Out of descriptors or memory: wait rather than spin on a readable socket.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    });
+    Ok(task.abort_handle())
+}
+
+/// JavaScript's `String(value)` for the parts of a handle key.
+fn js_string(value: Option<&Value>) -> String {
+    match value {
+        None => "undefined".into(),
+        Some(Value::Null) => "null".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Node's handle key: `${address}:${port}:${addressType}:${fd}:${index}`.
+pub fn handle_key(msg: &Map<String, Value>) -> String {
+    format!(
+        "{}:{}:{}:{}:{}",
+        js_string(msg.get("address")),
+        js_string(msg.get("port")),
+        js_string(msg.get("addressType")),
+        js_string(msg.get("fd")),
+        js_string(msg.get("index")),
+    )
+}
+
+/// Reads a worker's `queryServer` message.
+pub fn parse_query(msg: &Map<String, Value>) -> Result<ListenRequest, String> {
+    let key = handle_key(msg);
+    let address = msg.get("address").and_then(Value::as_str);
+    let port = msg.get("port").and_then(Value::as_i64);
+    let flags = msg.get("flags").and_then(Value::as_u64).unwrap_or(0);
+    let tcp_port = || {
+        port.and_then(|p| u16::try_from(p).ok())
+            .ok_or_else(|| format!("bad port in queryServer: {key}"))
+    };
+    let ip = |a: &str| {
+        a.parse::<IpAddr>()
+            .map_err(|_| format!("bad address in queryServer: {a}"))
+    };
+    let endpoint = match (
+        msg.get("fd").and_then(Value::as_i64),
+        msg.get("addressType"),
+    ) {
+        (Some(fd), _) if fd >= 0 => {
+            Endpoint::Fd(i32::try_from(fd).map_err(|_| "bad fd".to_string())?)
+        }
+        (_, Some(Value::String(t))) if t == "udp4" || t == "udp6" => Endpoint::Udp {
+            ip: ip(address.unwrap_or(if t == "udp4" { "0.0.0.0" } else { "::" }))?,
+            port: tcp_port()?,
+            reuse_addr: flags & sockets::UV_UDP_REUSEADDR != 0,
+            ipv6_only: flags & sockets::UV_UDP_IPV6ONLY != 0,
+        },
+        _ if port.is_some_and(|p| p < 0) => match address {
+            Some(path) => Endpoint::Unix(PathBuf::from(path)),
+            None => return Err("a pipe listen without a path".into()),
+        },
+        _ => Endpoint::Tcp {
+            ip: address.map(ip).transpose()?,
+            port: tcp_port()?,
+            ipv6_only: flags & sockets::UV_TCP_IPV6ONLY != 0,
+        },
+    };
+    let backlog = msg
+        .get("backlog")
+        .and_then(Value::as_i64)
+        .and_then(|b| i32::try_from(b).ok())
+        .filter(|b| *b > 0)
+        .unwrap_or(511);
+    Ok(ListenRequest {
+        key,
+        endpoint,
+        backlog,
+        data: msg.get("data").cloned().unwrap_or(Value::Null),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn query(v: Value) -> ListenRequest {
+        parse_query(v.as_object().unwrap()).unwrap()
+    }
+
+    fn no_accept() -> AcceptSink {
+        Arc::new(|_, _, _| {})
+    }
+
+    #[test]
+    fn keys_are_built_as_node_builds_them() {
+        let r = query(
+            json!({"act":"queryServer","index":0,"data":null,"address":null,"port":0,"addressType":4,"backlog":511}),
+        );
+        assert_eq!(r.key, "null:0:4:undefined:0");
+        assert_eq!(
+            r.endpoint,
+            Endpoint::Tcp {
+                ip: None,
+                port: 0,
+                ipv6_only: false
+            }
+        );
+        let r = query(json!({"index":1,"address":"/tmp/x.sock","port":-1,"addressType":-1}));
+        assert_eq!(r.key, "/tmp/x.sock:-1:-1:undefined:1");
+        assert_eq!(r.endpoint, Endpoint::Unix("/tmp/x.sock".into()));
+        let r = query(json!({"index":0,"address":"::","port":53,"addressType":"udp6","flags":5}));
+        assert_eq!(
+            r.endpoint,
+            Endpoint::Udp {
+                ip: "::".parse().unwrap(),
+                port: 53,
+                reuse_addr: true,
+                ipv6_only: true
+            }
+        );
+        let r = query(json!({"index":0,"address":null,"port":null,"addressType":null,"fd":9}));
+        assert_eq!(r.key, "null:null:null:9:0");
+        assert_eq!(r.endpoint, Endpoint::Fd(9));
+        assert!(parse_query(
+            json!({"address":"not-an-ip","port":80,"addressType":4})
+                .as_object()
+                .unwrap()
+        )
+        .is_err());
+        assert!(parse_query(
+            json!({"address":null,"port":70000,"addressType":4})
+                .as_object()
+                .unwrap()
+        )
+        .is_err());
+    }
+
+    fn handle_port(g: &Grant) -> u16 {
+        match g {
+            Grant::Handle { fd, .. } => sockets::local_port(fd).unwrap(),
+            _ => panic!("not a handle"),
+        }
+    }
+
+    #[test]
+    fn shared_sockets_are_one_socket() {
+        let mut l = Listeners::new(Distribution::Shared, Retention::WhileHeld, no_accept());
+        let r = query(
+            json!({"index":0,"address":"127.0.0.1","port":0,"addressType":4,"data":"tickets"}),
+        );
+        let a = l.query(1, None, &r);
+        let b = l.query(
+            2,
+            None,
+            &ListenRequest {
+                data: Value::Null,
+                ..r.clone()
+            },
+        );
+        assert_eq!(handle_port(&a), handle_port(&b));
+        assert!(matches!(b, Grant::Handle { ref data, .. } if data == "tickets"));
+        l.release(1, &r.key);
+        assert!(!l.is_empty());
+        l.release_all(2);
+        assert!(
+            l.is_empty(),
+            "Node closes a shared socket with its last worker"
+        );
+    }
+
+    #[test]
+    fn for_the_service_a_socket_outlives_its_workers() {
+        let mut l = Listeners::new(Distribution::Shared, Retention::ForService, no_accept());
+        let r = query(json!({"index":0,"address":"127.0.0.1","port":0,"addressType":4}));
+        let port = handle_port(&l.query(1, Some(0), &r));
+        l.release_all(1);
+        assert!(!l.is_empty());
+        assert_eq!(handle_port(&l.query(2, Some(0), &r)), port);
+        l.close_all();
+        assert!(l.is_empty());
+    }
+
+    #[test]
+    fn reuseport_gives_each_slot_its_own_socket_on_one_port() {
+        let mut l = Listeners::new(Distribution::ReusePort, Retention::ForService, no_accept());
+        let r = query(json!({"index":0,"address":"127.0.0.1","port":0,"addressType":4}));
+        let (a, b) = (l.query(1, Some(0), &r), l.query(2, Some(1), &r));
+        assert_eq!(handle_port(&a), handle_port(&b));
+        let (Grant::Handle { fd: fa, .. }, Grant::Handle { fd: fb, .. }) = (&a, &b) else {
+            panic!()
+        };
+        let same_socket = |x: &OwnedFd, y: &OwnedFd| {
+            let (sx, sy) = (
+                nix::sys::stat::fstat(x).unwrap(),
+                nix::sys::stat::fstat(y).unwrap(),
+            );
+            sx.st_ino == sy.st_ino
+        };
+        assert!(!same_socket(fa, fb));
+        // A replacement in slot 0 gets slot 0's socket back.
+        let Grant::Handle { fd: again, .. } = l.query(3, Some(0), &r) else {
+            panic!()
+        };
+        assert!(same_socket(fa, &again));
+    }
+
+    #[test]
+    fn bind_errors_are_reported_and_not_kept() {
+        let mut l = Listeners::new(Distribution::Shared, Retention::WhileHeld, no_accept());
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let r = query(json!({"index":0,"address":"127.0.0.1","port":port,"addressType":4}));
+        assert!(matches!(
+            l.query(1, None, &r),
+            Grant::Error { errno: -98, .. }
+        ));
+        assert!(l.is_empty());
+    }
+}

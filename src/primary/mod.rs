@@ -1,0 +1,14 @@
+//! The primary: starts and supervises children, owns the listening sockets, speaks Node's cluster
+//! protocol. `supervisor` is the control loop; the other modules are its parts.
+
+pub mod child_command;
+pub mod events;
+pub mod listeners;
+pub mod options;
+pub mod process;
+pub mod restart;
+pub mod round_robin;
+pub mod sockets;
+pub mod spawner;
+pub mod supervisor;
+mod worker_protocol;

@@ -1,0 +1,717 @@
+//! The primary's control loop. One task owns every worker, every listening socket and every
+//! restart decision; JavaScript, the per-child channel tasks, the acceptors and timers all talk to
+//! it through one queue, so its state needs no locks and its decisions happen in a fixed order.
+//!
+//! Two plans: `Supervised` (`rcluster.start()`: N worker slots kept filled, within a restart
+//! budget) and `Manual` (`require('rcluster/cluster')`: JavaScript forks, nothing is restarted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Map, Value};
+use tokio::sync::mpsc;
+
+use super::child_command::{self, Role, WorkerKind};
+use super::events::{Event, EventQueue, WorkerId};
+use super::listeners::{Distribution, Listeners, Retention};
+use super::options::{ClusterOptions, Readiness, StdioEntry};
+use super::process::{ChildProcess, ExitStatus};
+use super::restart::{Decision, RestartHistory};
+use super::spawner;
+use crate::channel::connection::{self, ChannelEvent, ConnectionSpec, Outbound, Ticket};
+use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
+use crate::errors;
+
+/// The largest message a child may send on Node's channel. Node itself has no limit, but V8
+/// cannot hold a string much larger than 512 MiB, so nothing useful is lost above this.
+pub const NODE_IPC_MAX_MESSAGE: usize = 1 << 30;
+/// How long the Node-compatible primary waits for a child that broke the protocol to exit.
+const MANUAL_KILL_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub enum Plan {
+    Supervised(Box<ClusterOptions>),
+    Manual { distribution: Distribution },
+}
+
+/// A child the JavaScript thread started (`fork()` of the Node-compatible primary).
+pub struct NewChild {
+    pub id: WorkerId,
+    pub process: Arc<ChildProcess>,
+    pub ipc: OwnedFd,
+    pub mode: Serialization,
+}
+
+pub enum Command {
+    Start,
+    Register(Box<NewChild>),
+    /// A message serialized by JavaScript for the worker's channel, maybe with a descriptor.
+    Send {
+        id: WorkerId,
+        payload: Vec<u8>,
+        fd: Option<OwnedFd>,
+        ticket: Option<Ticket>,
+    },
+    /// `worker.disconnect()`: ask the worker to close its servers and its channel.
+    Disconnect {
+        id: WorkerId,
+    },
+    /// `worker.process.disconnect()`: close the channel from our side.
+    CloseChannel {
+        id: WorkerId,
+    },
+    Stop {
+        timeout: Option<Duration>,
+    },
+}
+
+pub enum Input {
+    Command(Command),
+    Channel(WorkerId, ChannelEvent),
+    Accepted {
+        generation: u64,
+        key: String,
+        conn: OwnedFd,
+    },
+    Timer(Timer),
+}
+
+pub enum Timer {
+    Restart { slot: usize, generation: u64 },
+    ReadyDeadline { id: WorkerId },
+    StopDeadline,
+    KillIfAlive { id: WorkerId },
+}
+
+/// The children's processes by id, for signals sent straight from the JavaScript thread.
+#[derive(Clone, Default)]
+pub struct ProcessTable(Arc<Mutex<HashMap<WorkerId, Arc<ChildProcess>>>>);
+
+impl ProcessTable {
+    fn lock(&self) -> MutexGuard<'_, HashMap<WorkerId, Arc<ChildProcess>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn insert(&self, id: WorkerId, p: Arc<ChildProcess>) {
+        self.lock().insert(id, p);
+    }
+    pub fn remove(&self, id: WorkerId) {
+        self.lock().remove(&id);
+    }
+    pub fn get(&self, id: WorkerId) -> Option<Arc<ChildProcess>> {
+        self.lock().get(&id).cloned()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+}
+
+pub(super) struct Worker {
+    pub slot: Option<usize>,
+    pub process: Arc<ChildProcess>,
+    pub conn: mpsc::UnboundedSender<Outbound>,
+    pub mode: Serialization,
+    /// Our counter for the cluster messages we send it.
+    pub seq: u64,
+    pub connected: bool,
+    pub ready: bool,
+    /// The primary asked it to go (stop, replacement): its exit is no failure.
+    pub leaving: bool,
+    /// Round-robin connections sent as `newconn`, awaiting `accepted`, by our seq.
+    pub rr_in_flight: HashMap<u64, (String, OwnedFd)>,
+}
+
+#[derive(Default)]
+struct Slot {
+    current: Option<WorkerId>,
+    history: RestartHistory,
+    /// Bumped on every scheduled restart, so that a stale timer does nothing.
+    generation: u64,
+}
+
+pub struct Supervisor {
+    plan: Plan,
+    pub(super) workers: BTreeMap<WorkerId, Worker>,
+    slots: Vec<Slot>,
+    pub(super) listeners: Listeners,
+    pub(super) events: EventQueue,
+    inputs: mpsc::UnboundedSender<Input>,
+    processes: ProcessTable,
+    ids: Arc<AtomicU32>,
+    phase: Phase,
+}
+
+/// Starts the loop on the current runtime; returns the queue that feeds it.
+pub fn launch(
+    plan: Plan,
+    events: EventQueue,
+    processes: ProcessTable,
+    ids: Arc<AtomicU32>,
+) -> mpsc::UnboundedSender<Input> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let accept_tx = tx.clone();
+    let (distribution, retention) = match &plan {
+        Plan::Supervised(o) => (
+            match o.schedule {
+                super::options::Schedule::Shared => Distribution::Shared,
+                super::options::Schedule::ReusePort => Distribution::ReusePort,
+            },
+            Retention::ForService,
+        ),
+        Plan::Manual { distribution } => (*distribution, Retention::WhileHeld),
+    };
+    let listeners = Listeners::new(
+        distribution,
+        retention,
+        Arc::new(move |generation, key, conn| {
+            let _ = accept_tx.send(Input::Accepted {
+                generation,
+                key,
+                conn,
+            });
+        }),
+    );
+    let slots = match &plan {
+        Plan::Supervised(o) => (0..o.workers).map(|_| Slot::default()).collect(),
+        Plan::Manual { .. } => Vec::new(),
+    };
+    let supervisor = Supervisor {
+        plan,
+        workers: BTreeMap::new(),
+        slots,
+        listeners,
+        events,
+        inputs: tx.clone(),
+        processes,
+        ids,
+        phase: Phase::Idle,
+    };
+    tokio::spawn(supervisor.run(rx));
+    tx
+}
+
+impl Supervisor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        while let Some(input) = rx.recv().await {
+            match input {
+                Input::Command(c) => self.on_command(c).await,
+                Input::Channel(id, e) => self.on_channel(id, e),
+                Input::Accepted {
+                    generation,
+                    key,
+                    conn,
+                } => {
+                    if let Some(h) = self.listeners.rr_accepted(generation, &key, conn) {
+                        self.send_newconn(h.worker, key, h.conn);
+                    }
+                }
+                Input::Timer(t) => self.on_timer(t).await,
+            }
+        }
+    }
+
+    fn options(&self) -> Option<&ClusterOptions> {
+        match &self.plan {
+            Plan::Supervised(o) => Some(o),
+            Plan::Manual { .. } => None,
+        }
+    }
+
+    fn kill_timeout(&self) -> Duration {
+        self.options()
+            .map_or(MANUAL_KILL_TIMEOUT, |o| o.kill_timeout)
+    }
+
+    fn after(&self, delay: Duration, timer: Timer) {
+        let tx = self.inputs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = tx.send(Input::Timer(timer));
+        });
+    }
+
+    pub(super) fn warn(&self, id: Option<WorkerId>, code: &'static str, message: String) {
+        self.events.push(Event::Warning { code, message, id });
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Start => self.start().await,
+            Command::Register(child) => {
+                let NewChild {
+                    id,
+                    process,
+                    ipc,
+                    mode,
+                } = *child;
+                self.register(id, None, process, ipc, mode);
+            }
+            Command::Send {
+                id,
+                payload,
+                fd,
+                ticket,
+            } => match self.workers.get(&id) {
+                Some(w) if w.connected => {
+                    let bytes = node_ipc::frame_payload(w.mode, &payload);
+                    let _ = w.conn.send(Outbound::Frame { bytes, fd, ticket });
+                }
+                _ => {
+                    if let Some(ticket) = ticket {
+                        self.events.push(Event::Sent {
+                            ticket,
+                            error: Some("ERR_IPC_CHANNEL_CLOSED".into()),
+                        });
+                    }
+                }
+            },
+            Command::Disconnect { id } => {
+                self.send_cluster(id, json!({ "act": "disconnect" }), None);
+                self.listeners.release_all(id);
+            }
+            Command::CloseChannel { id } => {
+                if let Some(w) = self.workers.get(&id) {
+                    let _ = w.conn.send(Outbound::Close);
+                }
+            }
+            Command::Stop { timeout } => {
+                let timeout = timeout.unwrap_or_else(|| self.kill_timeout());
+                self.begin_stop(timeout);
+            }
+        }
+    }
+
+    // ---- starting workers ----
+
+    async fn start(&mut self) {
+        if self.phase != Phase::Idle || self.options().is_none() {
+            return;
+        }
+        self.phase = Phase::Starting;
+        for slot in 0..self.slots.len() {
+            self.start_slot(slot).await;
+        }
+    }
+
+    async fn start_slot(&mut self, slot: usize) {
+        let Some(options) = self.options() else {
+            return;
+        };
+        let mut spec = options.child.clone();
+        // A cluster's workers do not share the terminal's input.
+        if let Some(stdin) = spec.stdio.first_mut() {
+            *stdin = StdioEntry::Ignore;
+        }
+        let ready_timeout = options.ready_timeout;
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let role = Role {
+            id,
+            kind: WorkerKind::App,
+            supervised: true,
+        };
+        let spawned = match child_command::prepare(&spec, &role) {
+            Ok(prepared) => spawner::spawn(prepared.command)
+                .await
+                .map(|p| (p, prepared.ipc)),
+            Err(e) => Err(e),
+        };
+        match spawned {
+            Ok((process, ipc)) => {
+                let pid = process.pid();
+                self.register(id, Some(slot), Arc::new(process), ipc, spec.serialization);
+                self.slots[slot].current = Some(id);
+                self.events.push(Event::Fork {
+                    id,
+                    pid,
+                    kind: WorkerKind::App,
+                    slot: Some(slot),
+                });
+                self.after(ready_timeout, Timer::ReadyDeadline { id });
+            }
+            Err(e) => {
+                self.warn(
+                    None,
+                    errors::SPAWN_FAILED,
+                    format!("could not start a worker for slot {slot}: {e}"),
+                );
+                self.on_slot_vacated(slot, format!("spawn failed ({e})"));
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        id: WorkerId,
+        slot: Option<usize>,
+        process: Arc<ChildProcess>,
+        ipc: OwnedFd,
+        mode: Serialization,
+    ) {
+        let tx = self.inputs.clone();
+        let sink = Box::new(move |event| {
+            let _ = tx.send(Input::Channel(id, event));
+        });
+        let spec = ConnectionSpec {
+            socket: ipc,
+            process: process.clone(),
+            mode,
+            max_message: NODE_IPC_MAX_MESSAGE,
+        };
+        let conn = match connection::start(spec, sink) {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Without a channel the child is useless to us and would never be reaped.
+                let _ = process.signal(Signal::SIGKILL);
+                self.warn(
+                    Some(id),
+                    errors::SPAWN_FAILED,
+                    format!("worker {id}: cannot watch its channel: {e}"),
+                );
+                return;
+            }
+        };
+        self.processes.insert(id, process.clone());
+        self.workers.insert(
+            id,
+            Worker {
+                slot,
+                process,
+                conn,
+                mode,
+                seq: 0,
+                connected: true,
+                ready: false,
+                leaving: false,
+                rr_in_flight: HashMap::new(),
+            },
+        );
+    }
+
+    // ---- what the channels report ----
+
+    fn on_channel(&mut self, id: WorkerId, event: ChannelEvent) {
+        match event {
+            ChannelEvent::Message(Incoming::Cluster(msg)) => self.on_cluster_message(id, msg),
+            ChannelEvent::Message(Incoming::User(payload)) => {
+                self.on_user_message(id, payload, None)
+            }
+            ChannelEvent::Message(_) => {}
+            ChannelEvent::MessageWithFd {
+                handle_type,
+                msg,
+                fd,
+            } => {
+                if let Incoming::User(payload) = msg {
+                    self.on_user_message(id, payload, Some((handle_type, fd)));
+                }
+            }
+            ChannelEvent::Sent { ticket, error } => self.events.push(Event::Sent { ticket, error }),
+            ChannelEvent::ProtocolError(why) => {
+                let pid = self.workers.get(&id).map_or(0, |w| w.process.pid());
+                self.warn(
+                    Some(id),
+                    errors::PROTOCOL,
+                    format!("worker {id} (pid {pid}) broke the IPC protocol: {why}; its channel is closed"),
+                );
+                // A Node worker exits when its channel closes; one that does not is killed.
+                self.after(self.kill_timeout(), Timer::KillIfAlive { id });
+            }
+            ChannelEvent::Disconnected => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.connected = false;
+                    w.rr_in_flight.clear();
+                }
+                self.listeners.release_all(id);
+                self.events.push(Event::Disconnect { id });
+            }
+            ChannelEvent::Exited(status) => self.on_exit(id, status),
+        }
+    }
+
+    fn on_user_message(
+        &mut self,
+        id: WorkerId,
+        payload: Payload,
+        handle: Option<(String, OwnedFd)>,
+    ) {
+        let readiness = self.options().map(|o| o.readiness);
+        if readiness == Some(Readiness::Message) && is_ready_message(&payload) {
+            self.mark_ready(id);
+        }
+        self.events.push(Event::Message {
+            id,
+            payload,
+            handle,
+        });
+    }
+
+    pub(super) fn on_online(&mut self, id: WorkerId) {
+        self.events.push(Event::Online { id });
+        if self.options().map(|o| o.readiness) == Some(Readiness::Online) {
+            self.mark_ready(id);
+        }
+    }
+
+    pub(super) fn on_listening(&mut self, id: WorkerId, address: Value) {
+        self.events.push(Event::Listening { id, address });
+        if self.options().map(|o| o.readiness) == Some(Readiness::Listening) {
+            self.mark_ready(id);
+        }
+    }
+
+    fn mark_ready(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if w.ready {
+            return;
+        }
+        w.ready = true;
+        self.events.push(Event::WorkerReady { id });
+        let all_ready = self.slots.iter().all(|s| {
+            s.current
+                .and_then(|c| self.workers.get(&c))
+                .is_some_and(|w| w.ready)
+        });
+        if self.phase == Phase::Starting && all_ready {
+            self.phase = Phase::Running;
+            self.events.push(Event::Ready);
+        }
+    }
+
+    fn on_exit(&mut self, id: WorkerId, status: ExitStatus) {
+        self.processes.remove(id);
+        let Some(worker) = self.workers.remove(&id) else {
+            return;
+        };
+        self.listeners.release_all(id);
+        self.events.push(Event::Exit { id, status });
+        if let Some(slot) = worker.slot {
+            if self.slots.get(slot).and_then(|s| s.current) == Some(id) {
+                self.slots[slot].current = None;
+                if !worker.leaving {
+                    self.on_slot_vacated(slot, status.describe());
+                }
+            }
+        }
+        self.maybe_finish_stop();
+    }
+
+    // ---- restarts ----
+
+    fn on_slot_vacated(&mut self, slot: usize, exit: String) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return;
+        }
+        let Some(policy) = self.options().map(|o| o.restart) else {
+            return;
+        };
+        let decision = self.slots[slot]
+            .history
+            .on_unexpected_exit(Instant::now(), &policy, exit);
+        match decision {
+            Decision::RestartAfter(delay) => {
+                self.slots[slot].generation += 1;
+                let generation = self.slots[slot].generation;
+                self.after(delay, Timer::Restart { slot, generation });
+            }
+            Decision::GiveUp => self.give_up(slot),
+        }
+    }
+
+    fn give_up(&mut self, slot: usize) {
+        let Some(options) = self.options() else {
+            return;
+        };
+        let history = &self.slots[slot].history;
+        let exits = history.recent_exits();
+        let message = format!(
+            "{} keeps exiting: worker slot {slot} exited {} times within {} s (last exit codes, oldest first: {}); \
+             not restarting it again (restart budget: {} restarts per {} s)",
+            options.child.script_name(),
+            history.exits_in_window(),
+            options.restart.window.as_secs_f64(),
+            exits.join(", "),
+            options.restart.max_restarts,
+            options.restart.window.as_secs_f64(),
+        );
+        let details = json!({
+            "script": options.child.exec.display().to_string(),
+            "slot": slot,
+            "exitCodes": exits.iter().map(|e| e.parse::<i64>().map_or(json!(e), |n| json!(n))).collect::<Vec<_>>(),
+            "maxRestarts": options.restart.max_restarts,
+            "restartWindow": options.restart.window.as_millis() as u64,
+        });
+        let kill_timeout = options.kill_timeout;
+        self.events.push(Event::Error {
+            code: errors::RESTART_BUDGET,
+            message,
+            details,
+        });
+        self.begin_stop(kill_timeout);
+    }
+
+    async fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Restart { slot, generation } => {
+                let due = self
+                    .slots
+                    .get(slot)
+                    .is_some_and(|s| s.generation == generation && s.current.is_none());
+                if due && matches!(self.phase, Phase::Starting | Phase::Running) {
+                    self.start_slot(slot).await;
+                }
+            }
+            Timer::ReadyDeadline { id } => self.on_ready_deadline(id),
+            Timer::StopDeadline => {
+                if self.phase == Phase::Stopping {
+                    for w in self.workers.values() {
+                        let _ = w.process.signal(Signal::SIGKILL);
+                    }
+                }
+            }
+            Timer::KillIfAlive { id } => {
+                if let Some(w) = self.workers.get(&id) {
+                    let _ = w.process.signal(Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn on_ready_deadline(&mut self, id: WorkerId) {
+        let Some(options) = self.options() else {
+            return;
+        };
+        let Some(w) = self.workers.get(&id) else {
+            return;
+        };
+        if w.ready || w.leaving {
+            return;
+        }
+        let what = match options.readiness {
+            Readiness::Listening => "it never listened on a port (readiness: 'listening'; use 'online' for workers that do not serve)",
+            Readiness::Online => "it never came online",
+            Readiness::Message => "it never sent 'ready' (readiness: 'message')",
+        };
+        let message = format!(
+            "worker {id} (pid {}) of {} was not ready {} ms after it started: {what}",
+            w.process.pid(),
+            options.child.script_name(),
+            options.ready_timeout.as_millis()
+        );
+        if self.phase == Phase::Starting {
+            let details = json!({ "id": id, "pid": w.process.pid(), "readyTimeout": options.ready_timeout.as_millis() as u64 });
+            let kill_timeout = options.kill_timeout;
+            self.events.push(Event::Error {
+                code: errors::READY_TIMEOUT,
+                message,
+                details,
+            });
+            self.begin_stop(kill_timeout);
+        } else {
+            // A replacement that hangs at boot: kill it; its exit counts against the budget.
+            let _ = w.process.signal(Signal::SIGKILL);
+            self.warn(
+                Some(id),
+                errors::READY_TIMEOUT,
+                format!("{message}; killing it"),
+            );
+        }
+    }
+
+    // ---- stopping ----
+
+    fn begin_stop(&mut self, timeout: Duration) {
+        match self.phase {
+            Phase::Stopping => return,
+            Phase::Stopped => {
+                self.events.push(Event::Stopped);
+                return;
+            }
+            _ => {}
+        }
+        self.phase = Phase::Stopping;
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.ask_to_leave(id);
+        }
+        self.after(timeout, Timer::StopDeadline);
+        self.maybe_finish_stop();
+    }
+
+    /// Graceful: the worker closes its servers, finishes what it serves, then exits.
+    fn ask_to_leave(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        w.leaving = true;
+        if w.connected {
+            self.send_cluster(id, json!({ "act": "disconnect" }), None);
+        } else if let Some(w) = self.workers.get(&id) {
+            let _ = w.process.signal(Signal::SIGTERM);
+        }
+    }
+
+    fn maybe_finish_stop(&mut self) {
+        if self.phase == Phase::Stopping && self.workers.is_empty() {
+            self.listeners.close_all();
+            self.phase = Phase::Stopped;
+            self.events.push(Event::Stopped);
+        }
+    }
+
+    // ---- sending ----
+
+    /// Sends `{cmd: 'NODE_CLUSTER', ...fields, seq}`, wrapped with a descriptor if one is given.
+    /// Returns the seq used, or None if the worker is gone.
+    pub(super) fn send_cluster(
+        &mut self,
+        id: WorkerId,
+        fields: Value,
+        handle: Option<(&str, OwnedFd)>,
+    ) -> Option<u64> {
+        let w = self.workers.get_mut(&id)?;
+        if !w.connected {
+            return None;
+        }
+        let seq = w.seq;
+        w.seq += 1;
+        let mut msg = Map::new();
+        msg.insert("cmd".into(), json!("NODE_CLUSTER"));
+        if let Value::Object(fields) = fields {
+            msg.extend(fields);
+        }
+        msg.insert("seq".into(), json!(seq));
+        let (value, fd) = match handle {
+            Some((handle_type, fd)) => (
+                node_ipc::handle_wrapper(handle_type, Value::Object(msg)),
+                Some(fd),
+            ),
+            None => (Value::Object(msg), None),
+        };
+        let bytes = node_ipc::encode(w.mode, &value);
+        w.conn
+            .send(Outbound::Frame {
+                bytes,
+                fd,
+                ticket: None,
+            })
+            .ok()?;
+        Some(seq)
+    }
+}
+
+fn is_ready_message(payload: &Payload) -> bool {
+    match payload {
+        Payload::Json(text) => text == "\"ready\"",
+        Payload::V8(bytes) => crate::channel::v8_wire::decode(bytes).is_ok_and(|v| v == "ready"),
+    }
+}
