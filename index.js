@@ -1,0 +1,20 @@
+'use strict';
+
+// rcluster: a Node.js cluster whose primary is written in Rust. See README.md and index.d.ts.
+
+const child = require('./lib/child');
+
+module.exports = {
+  isPrimary: child.isPrimary,
+  isWorker: child.isWorker,
+  isAgent: child.isAgent,
+  worker: child.worker,
+  ready: child.ready,
+  // The native primary is loaded only where one can run: a child never starts a cluster.
+  start(options) {
+    return require('./lib/cluster').start(options);
+  },
+  get Cluster() {
+    return require('./lib/cluster').Cluster;
+  },
+};

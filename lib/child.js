@@ -1,0 +1,26 @@
+'use strict';
+
+// What `require('rcluster')` means inside a child: who am I, and how to talk to the primary.
+// The primary tells a child its role through RCLUSTER_WORKER_KIND and RCLUSTER_WORKER_ID.
+
+const kind = process.env.RCLUSTER_WORKER_KIND;
+const isAgent = kind === 'agent';
+const isWorker = kind === 'app' || (!isAgent && process.env.NODE_UNIQUE_ID !== undefined);
+const isPrimary = !isWorker && !isAgent;
+
+const worker = isPrimary
+  ? null
+  : Object.freeze({
+      id: Number(process.env.RCLUSTER_WORKER_ID || process.env.NODE_UNIQUE_ID),
+      pid: process.pid,
+      kind: isAgent ? 'agent' : 'app',
+    });
+
+/** Tells the primary this process is ready (readiness: 'message'). */
+function ready() {
+  if (isPrimary || typeof process.send !== 'function' || !process.connected) return false;
+  process.send('ready');
+  return true;
+}
+
+module.exports = { isPrimary, isWorker, isAgent, worker, ready };

@@ -1,0 +1,168 @@
+'use strict';
+
+// `rcluster start <script> ...`: runs a cluster in the foreground, the way systemd, Docker and
+// Kubernetes expect. Exit codes: 0 after a graceful stop, 1 when the cluster fails, 2 on bad usage.
+
+const { parseArgs } = require('node:util');
+const path = require('node:path');
+
+const USAGE = `Usage: rcluster start <script> [options] [-- script args...]
+
+Runs <script> as a cluster of Node processes sharing its ports, in the foreground.
+
+Options:
+  -i, --instances N|max     number of app workers (default: max = one per CPU)
+      --schedule MODE       shared (one listening socket) | reuseport (one per worker)
+      --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
+  -h, --help                print this help
+  -v, --version             print the version
+
+Signals: SIGINT/SIGTERM stop gracefully (exit 0); a second one kills the workers at once.`;
+
+class UsageError extends Error {}
+
+function parseCount(value) {
+  if (value === 'max') return 'max';
+  if (!/^\d+$/.test(value)) throw new UsageError(`--instances must be a whole number or 'max', got '${value}'`);
+  return Number(value);
+}
+
+function parseMs(name, value) {
+  if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a whole number of milliseconds, got '${value}'`);
+  return Number(value);
+}
+
+/** Turns argv (without node and the bin) into a command, or throws UsageError. */
+function parseCommandLine(argv) {
+  const split = argv.indexOf('--');
+  const ours = split === -1 ? argv : argv.slice(0, split);
+  const scriptArgs = split === -1 ? [] : argv.slice(split + 1);
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: ours,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        instances: { type: 'string', short: 'i' },
+        schedule: { type: 'string' },
+        'kill-timeout': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(error.message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { command: 'help' };
+  if (values.version) return { command: 'version' };
+  const [command, script, ...rest] = positionals;
+  if (command === undefined) throw new UsageError('missing command');
+  if (command !== 'start') throw new UsageError(`unknown command '${command}'`);
+  if (script === undefined) throw new UsageError('missing <script>');
+  const options = { exec: path.resolve(script), args: [...rest, ...scriptArgs] };
+  options.workers = values.instances === undefined ? 'max' : parseCount(values.instances);
+  if (values.schedule !== undefined) {
+    if (!['shared', 'reuseport'].includes(values.schedule)) {
+      throw new UsageError(`--schedule must be shared or reuseport, got '${values.schedule}'`);
+    }
+    options.schedule = values.schedule;
+  }
+  if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
+  return { command: 'start', options };
+}
+
+function describeAddress(info) {
+  if (info.addressType === -1) return `unix:${info.address}`;
+  const udp = info.addressType === 'udp4' || info.addressType === 'udp6';
+  const host = info.address === null || info.address === undefined ? '*' : info.address.includes(':') ? `[${info.address}]` : info.address;
+  return `${udp ? 'udp ' : ''}${host}:${info.port}`;
+}
+
+function log(line) {
+  process.stdout.write(`[rcluster] ${line}\n`);
+}
+
+function logError(line) {
+  process.stderr.write(`[rcluster] ${line}\n`);
+}
+
+function run(options) {
+  const rcluster = require('../index');
+  let cluster;
+  try {
+    cluster = rcluster.start(options);
+  } catch (error) {
+    logError(`${error.message} (${error.code})`);
+    process.exitCode = 1;
+    return;
+  }
+  const addresses = new Set();
+  let stopping = false;
+  let failed = false;
+  cluster.on('fork', (w) => log(`worker ${w.id} started (pid ${w.pid})`));
+  cluster.on('listening', (w, info) => {
+    const address = describeAddress(info);
+    if (!addresses.has(address)) {
+      addresses.add(address);
+      log(`listening on ${address}`);
+    }
+  });
+  cluster.on('exit', (w, code, signal) => {
+    if (stopping || w.exitedAfterDisconnect) return;
+    logError(`worker ${w.id} (pid ${w.pid}) exited unexpectedly (${signal ? `signal ${signal}` : `code ${code}`})`);
+  });
+  cluster.on('warning', (warning) => logError(`warning: ${warning.message}`));
+  cluster.on('error', (error) => {
+    failed = true;
+    logError(`${error.message} (${error.code})`);
+  });
+  cluster.on('stopped', () => {
+    process.exitCode = failed ? 1 : 0;
+    log('stopped');
+  });
+  cluster.ready.then(
+    () => log(`${Object.keys(cluster.workers).length} workers ready`),
+    () => {},
+  );
+  const onSignal = (signal) => {
+    if (stopping) {
+      log(`${signal} again: killing the workers now`);
+      cluster.stop({ timeout: 0 });
+      return;
+    }
+    stopping = true;
+    log(`${signal}: stopping gracefully`);
+    cluster.stop();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  cluster.on('stopped', () => {
+    process.removeListener('SIGINT', onSignal);
+    process.removeListener('SIGTERM', onSignal);
+  });
+}
+
+function main(argv) {
+  let command;
+  try {
+    command = parseCommandLine(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`rcluster: ${error.message}\n\n${USAGE}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  if (command.command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if (command.command === 'version') {
+    process.stdout.write(`${require('../package.json').version}\n`);
+    return;
+  }
+  run(command.options);
+}
+
+module.exports = { main, parseCommandLine, describeAddress };

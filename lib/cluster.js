@@ -1,0 +1,180 @@
+'use strict';
+
+// `rcluster.start(options)`: the supervised cluster of api.md section 1. The Rust supervisor
+// decides everything (forks, restarts, readiness, stopping); this class turns its events into
+// Node-style `Worker` objects and EventEmitter events.
+
+const EventEmitter = require('node:events');
+const { PrimaryCore } = require('./primary-core');
+const { Worker, WorkerProcess } = require('./worker');
+const { rclusterError } = require('./errors');
+
+function noop() {}
+
+/** A supervised worker: Node's Worker plus `pid`, `kind` and its slot. */
+function ClusterWorker(cluster, event) {
+  const process = new WorkerProcess(cluster._core, event.id, event.pid, cluster._serialization);
+  Worker.call(this, { id: event.id, process });
+  this.kind = event.workerKind || 'app';
+  this.slot = event.slot === undefined ? null : event.slot;
+  this._cluster = cluster;
+}
+Object.setPrototypeOf(ClusterWorker.prototype, Worker.prototype);
+Object.defineProperty(ClusterWorker.prototype, 'pid', {
+  get() {
+    return this.process.pid;
+  },
+});
+ClusterWorker.prototype.disconnect = function disconnect() {
+  this.exitedAfterDisconnect = true;
+  if (this.process.connected) this._cluster._core.disconnect(this.id);
+  return this;
+};
+
+class Cluster extends EventEmitter {
+  constructor(options) {
+    super();
+    if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+      throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', 'rcluster.start(options): options must be an object');
+    }
+    this.workers = {};
+    this._serialization = options.serialization || 'json';
+    this._settled = false;
+    this._stopped = false;
+    this._stopWaiters = [];
+    this.ready = new Promise((resolve, reject) => {
+      this._resolveReady = resolve;
+      this._rejectReady = reject;
+    });
+    this._core = new PrimaryCore('supervised', options, (event) => this._onEvent(event));
+    this._core.hold(true);
+    this._core.start();
+  }
+
+  /** Graceful stop; resolves once every child has exited. */
+  stop(options) {
+    const timeout = options && options.timeout;
+    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
+      return Promise.reject(
+        rclusterError('ERR_RCLUSTER_INVALID_OPTION', `stop(): timeout must be a non-negative integer of ms, got ${timeout}`),
+      );
+    }
+    if (this._stopped) return Promise.resolve();
+    const stopped = new Promise((resolve) => this._stopWaiters.push(resolve));
+    this._core.stop(timeout);
+    return stopped;
+  }
+
+  _onEvent(event) {
+    const worker = event.id === undefined || event.id === null ? undefined : this.workers[event.id];
+    switch (event.kind) {
+      case 'fork': {
+        const created = new ClusterWorker(this, event);
+        created.on('message', (message, handle) => this.emit('message', created, message, handle));
+        this.workers[created.id] = created;
+        this.emit('fork', created);
+        break;
+      }
+      case 'online':
+        if (!worker) break;
+        worker.state = 'online';
+        worker.emit('online');
+        this.emit('online', worker);
+        break;
+      case 'listening': {
+        if (!worker) break;
+        const address = JSON.parse(event.json);
+        const info = { addressType: address.addressType, address: address.address, port: address.port, fd: address.fd === null ? undefined : address.fd };
+        worker.state = 'listening';
+        worker.emit('listening', info);
+        this.emit('listening', worker, info);
+        break;
+      }
+      case 'message':
+        if (worker) worker.process._deliver(event);
+        break;
+      case 'exitedAfterDisconnect':
+        if (worker) worker.exitedAfterDisconnect = true;
+        break;
+      case 'disconnect':
+        if (!worker) break;
+        worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
+        worker.state = 'disconnected';
+        worker.process._onDisconnect();
+        worker.emit('disconnect');
+        this.emit('disconnect', worker);
+        break;
+      case 'exit': {
+        if (!worker) break;
+        delete this.workers[worker.id];
+        const code = event.exitCode === undefined ? null : event.exitCode;
+        const signal = event.signal === undefined ? null : event.signal;
+        worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
+        worker.state = 'dead';
+        worker.process._onExit(code, signal);
+        worker.emit('exit', code, signal);
+        this.emit('exit', worker, code, signal);
+        break;
+      }
+      case 'workerReady':
+        if (worker) worker.emit('ready');
+        break;
+      case 'ready':
+        this._settled = true;
+        this._resolveReady();
+        this.emit('ready');
+        break;
+      case 'error':
+        this._fail(rclusterError(event.code, event.message, event.json ? { details: JSON.parse(event.json) } : undefined));
+        break;
+      case 'warning':
+        this._warn(event);
+        break;
+      case 'stopped':
+        this._onStopped();
+        break;
+      default:
+        break;
+    }
+  }
+
+  _fail(error) {
+    if (!this._settled) {
+      this._settled = true;
+      if (this.listenerCount('error') > 0) {
+        // Reported as an event; the rejection must not also crash the process as unhandled.
+        this.ready.catch(noop);
+        this.emit('error', error);
+      }
+      this._rejectReady(error);
+      return;
+    }
+    this.emit('error', error);
+  }
+
+  _warn(event) {
+    const warning = rclusterError(event.code, event.message);
+    warning.name = 'RclusterWarning';
+    if (event.id !== undefined && event.id !== null) warning.workerId = event.id;
+    if (this.listenerCount('warning') > 0) this.emit('warning', warning);
+    else process.emitWarning(warning);
+  }
+
+  _onStopped() {
+    this._stopped = true;
+    this._core.hold(false);
+    if (!this._settled) {
+      this._settled = true;
+      this.ready.catch(noop);
+      this._rejectReady(rclusterError('ERR_RCLUSTER_NOT_RUNNING', 'the cluster was stopped before it was ready'));
+    }
+    for (const resolve of this._stopWaiters.splice(0)) resolve();
+    this.emit('stopped');
+  }
+}
+
+function start(options) {
+  return new Cluster(options);
+}
+
+module.exports = { start, Cluster, ClusterWorker };
