@@ -93,6 +93,9 @@ class Cluster extends EventEmitter {
       case 'message':
         if (worker) worker.process._deliver(event);
         break;
+      case 'internalMessage':
+        if (worker) worker.process._onInternal(JSON.parse(event.json));
+        break;
       case 'exitedAfterDisconnect':
         if (worker) worker.exitedAfterDisconnect = true;
         break;

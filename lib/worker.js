@@ -69,6 +69,8 @@ class WorkerProcess extends EventEmitter {
     this.stdout = null;
     this.stderr = null;
     this.stdio = [null, null, null];
+    /** Sockets received from the child, by the key of the server they came from. */
+    this._socketLists = new Map();
   }
 
   send(message, handle, options, callback) {
@@ -144,7 +146,46 @@ class WorkerProcess extends EventEmitter {
       this.emit('message', message);
       return;
     }
-    adoptHandle(event.handleType, event.fd, null, (handle) => this.emit('message', message, handle));
+    adoptHandle(event.handleType, event.fd, null, (handle) => {
+      if (handle && event.handleType === 'net.Socket' && event.handleKey) this._trackSocket(event.handleKey, handle);
+      this.emit('message', message, handle);
+    });
+  }
+
+  // A child that sent us sockets of its server asks, before closing that server, whether we
+  // still hold any (NODE_SOCKET_NOTIFY_CLOSE / NODE_SOCKET_GET_COUNT); Node's child_process
+  // answers, and so do we, or the child's server.close() never completes.
+  _trackSocket(key, socket) {
+    let list = this._socketLists.get(key);
+    if (!list) {
+      list = { connections: 0, notifyWhenEmpty: false };
+      this._socketLists.set(key, list);
+    }
+    list.connections += 1;
+    socket.once('close', () => {
+      list.connections -= 1;
+      if (list.connections === 0 && list.notifyWhenEmpty) {
+        list.notifyWhenEmpty = false;
+        this._sendInternal({ cmd: 'NODE_SOCKET_ALL_CLOSED', key });
+      }
+    });
+  }
+
+  /** A `NODE_*` message outside the cluster protocol. */
+  _onInternal(message) {
+    const list = this._socketLists.get(message.key);
+    if (!list) return;
+    if (message.cmd === 'NODE_SOCKET_NOTIFY_CLOSE') {
+      if (list.connections === 0) this._sendInternal({ cmd: 'NODE_SOCKET_ALL_CLOSED', key: message.key });
+      else list.notifyWhenEmpty = true;
+    } else if (message.cmd === 'NODE_SOCKET_GET_COUNT') {
+      this._sendInternal({ cmd: 'NODE_SOCKET_COUNT', key: message.key, count: list.connections });
+    }
+  }
+
+  _sendInternal(message) {
+    if (!this.connected) return;
+    this._core.send(this._id, this._serialization.encode(message), undefined, () => {});
   }
 
   _onDisconnect() {

@@ -89,6 +89,8 @@ pub struct JsEvent {
     /// A message in V8 serialization (`serialization: 'advanced'`).
     pub buffer: Option<Buffer>,
     pub handle_type: Option<String>,
+    /// The server a received socket came from (Node's `NODE_HANDLE` `key`).
+    pub handle_key: Option<String>,
     /// A descriptor that now belongs to JavaScript.
     pub fd: Option<i32>,
     pub ticket: Option<i64>,
@@ -109,6 +111,7 @@ impl JsEvent {
             json: None,
             buffer: None,
             handle_type: None,
+            handle_key: None,
             fd: None,
             ticket: None,
             code: None,
@@ -152,18 +155,23 @@ impl From<Event> for JsEvent {
                     Payload::Json(text) => (Some(text), None),
                     Payload::V8(bytes) => (None, Some(bytes.into())),
                 };
-                let (handle_type, fd) = match handle {
-                    Some((t, fd)) => (Some(t), Some(OwnedFd::into_raw_fd(fd))),
-                    None => (None, None),
+                let (handle_type, handle_key, fd) = match handle {
+                    Some(h) => (Some(h.handle_type), h.key, Some(OwnedFd::into_raw_fd(h.fd))),
+                    None => (None, None, None),
                 };
                 JsEvent {
                     json,
                     buffer,
                     handle_type,
+                    handle_key,
                     fd,
                     ..JsEvent::of("message", id)
                 }
             }
+            Event::Internal { id, message } => JsEvent {
+                json: Some(message.to_string()),
+                ..JsEvent::of("internalMessage", id)
+            },
             Event::ExitedAfterDisconnect { id } => JsEvent::of("exitedAfterDisconnect", id),
             Event::Disconnect { id } => JsEvent::of("disconnect", id),
             Event::Exit { id, status } => JsEvent {

@@ -36,14 +36,21 @@ pub enum Outbound {
     Close,
 }
 
+/// A descriptor that came with a message, now ours.
+#[derive(Debug)]
+pub struct ReceivedHandle {
+    pub handle_type: String,
+    pub key: Option<String>,
+    pub fd: OwnedFd,
+}
+
 #[derive(Debug)]
 pub enum ChannelEvent {
     Message(Incoming),
     /// A message that came with a descriptor, which is now ours.
     MessageWithFd {
-        handle_type: String,
         msg: Incoming,
-        fd: OwnedFd,
+        handle: ReceivedHandle,
     },
     Sent {
         ticket: Ticket,
@@ -258,16 +265,23 @@ impl Connection {
                     }
                 }
             }
-            Incoming::Handle { handle_type, msg } => match self.unclaimed_fds.pop_front() {
+            Incoming::Handle {
+                handle_type,
+                key,
+                msg,
+            } => match self.unclaimed_fds.pop_front() {
                 Some(fd) => {
                     self.control.push_back(node_ipc::encode(
                         self.mode,
                         &json!({"cmd": "NODE_HANDLE_ACK"}),
                     ));
                     (self.events)(ChannelEvent::MessageWithFd {
-                        handle_type,
                         msg: *msg,
-                        fd,
+                        handle: ReceivedHandle {
+                            handle_type,
+                            key,
+                            fd,
+                        },
                     });
                 }
                 // Node answers a handle message without a descriptor with NACK and drops it; the

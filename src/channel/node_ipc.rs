@@ -34,15 +34,18 @@ pub enum Payload {
 pub enum Incoming {
     /// `{cmd: 'NODE_CLUSTER', ...}`: the cluster state machine.
     Cluster(Map<String, Value>),
-    /// `{cmd: 'NODE_HANDLE', type, msg}`: a message that came with a descriptor.
+    /// `{cmd: 'NODE_HANDLE', type, msg, key?}`: a message that came with a descriptor. `key`
+    /// names the server a sent socket came from (Node's socket-list bookkeeping).
     Handle {
         handle_type: String,
+        key: Option<String>,
         msg: Box<Incoming>,
     },
     HandleAck,
     HandleNack,
-    /// Other `NODE_*` traffic: Node's own bookkeeping that no user code sees.
-    OtherInternal,
+    /// Other `NODE_*` traffic: Node's own bookkeeping that no user code sees (for instance
+    /// `NODE_SOCKET_NOTIFY_CLOSE`, which JavaScript answers).
+    OtherInternal(Map<String, Value>),
     User(Payload),
 }
 
@@ -174,14 +177,17 @@ fn classify(value: Value, as_user: impl FnOnce() -> Payload) -> Incoming {
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
+            let key = map.get("key").and_then(Value::as_str).map(str::to_owned);
             let inner = map.remove("msg").unwrap_or(Value::Null);
             let msg = classify_inner(inner);
             Incoming::Handle {
                 handle_type,
+                key,
                 msg: Box::new(msg),
             }
         }
-        _ => Incoming::OtherInternal,
+        (_, Value::Object(map)) => Incoming::OtherInternal(map),
+        _ => Incoming::OtherInternal(Map::new()),
     }
 }
 
@@ -276,7 +282,9 @@ mod tests {
             matches!(j(json!({"cmd":"NODE_CLUSTER","act":"online","seq":0})), Incoming::Cluster(m) if m["act"] == "online")
         );
         assert_eq!(j(json!({"cmd":"NODE_HANDLE_ACK"})), Incoming::HandleAck);
-        assert_eq!(j(json!({"cmd":"NODE_X"})), Incoming::OtherInternal);
+        assert!(
+            matches!(j(json!({"cmd":"NODE_X"})), Incoming::OtherInternal(m) if m["cmd"] == "NODE_X")
+        );
         // Exactly "NODE_" is not internal, nor is a non-string cmd.
         assert!(matches!(j(json!({"cmd":"NODE_"})), Incoming::User(_)));
         assert!(matches!(j(json!({"cmd":1})), Incoming::User(_)));
@@ -284,9 +292,14 @@ mod tests {
             j(json!("hi")),
             Incoming::User(Payload::Json("\"hi\"".into()))
         );
-        match j(json!({"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"x":1}})) {
-            Incoming::Handle { handle_type, msg } => {
+        match j(json!({"cmd":"NODE_HANDLE","type":"net.Socket","msg":{"x":1},"key":"4:null:0"})) {
+            Incoming::Handle {
+                handle_type,
+                key,
+                msg,
+            } => {
                 assert_eq!(handle_type, "net.Socket");
+                assert_eq!(key.as_deref(), Some("4:null:0"));
                 assert_eq!(*msg, Incoming::User(Payload::Json("{\"x\":1}".into())));
             }
             other => panic!("{other:?}"),

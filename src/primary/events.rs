@@ -1,14 +1,13 @@
 //! What the primary tells JavaScript. Events queue here and JavaScript takes them in batches: the
 //! queue wakes it once when it goes from empty to non-empty, however many events follow.
 
-use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use super::child_command::WorkerKind;
 use super::process::ExitStatus;
-use crate::channel::connection::Ticket;
+use crate::channel::connection::{ReceivedHandle, Ticket};
 use crate::channel::node_ipc::Payload;
 
 pub type WorkerId = u32;
@@ -32,7 +31,12 @@ pub enum Event {
     Message {
         id: WorkerId,
         payload: Payload,
-        handle: Option<(String, OwnedFd)>,
+        handle: Option<ReceivedHandle>,
+    },
+    /// A `NODE_*` message outside the cluster protocol (Node's socket-list bookkeeping).
+    Internal {
+        id: WorkerId,
+        message: Value,
     },
     ExitedAfterDisconnect {
         id: WorkerId,

@@ -164,13 +164,25 @@ fn bind_udp(addr: SocketAddr, reuse_addr: bool, ipv6_only: bool) -> Result<Bound
 
 fn bind_unix(path: &std::path::Path) -> Result<Bound, Errno> {
     let fd = new_socket(AddressFamily::Unix, SockType::Stream)?;
-    let addr = UnixAddr::new(path)?;
+    let addr = UnixAddr::new(&shortest_name(path))?;
     bind(fd.as_raw_fd(), &addr)?;
     Ok(Bound {
         fd,
         kind: Kind::Unix,
         path: Some(path.to_path_buf()),
     })
+}
+
+/// A socket path must fit in sun_path (108 bytes); as Node's primary does, bind by the path
+/// relative to our working directory when that is shorter.
+fn shortest_name(path: &std::path::Path) -> PathBuf {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(PathBuf::from));
+    match relative {
+        Some(r) if !r.as_os_str().is_empty() && r.as_os_str().len() < path.as_os_str().len() => r,
+        _ => path.to_path_buf(),
+    }
 }
 
 /// A descriptor of ours named by number: shared as it is, its kind read from the socket itself.

@@ -22,7 +22,9 @@ use super::options::{ClusterOptions, Readiness, StdioEntry};
 use super::process::{ChildProcess, ExitStatus};
 use super::restart::{Decision, RestartHistory};
 use super::spawner;
-use crate::channel::connection::{self, ChannelEvent, ConnectionSpec, Outbound, Ticket};
+use crate::channel::connection::{
+    self, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
+};
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
 
@@ -122,6 +124,8 @@ pub(super) struct Worker {
     /// Our counter for the cluster messages we send it.
     pub seq: u64,
     pub connected: bool,
+    /// Asked to disconnect: its later `queryServer`s go unanswered, as under Node.
+    pub disconnecting: bool,
     pub ready: bool,
     /// The primary asked it to go (stop, replacement): its exit is no failure.
     pub leaving: bool,
@@ -274,6 +278,9 @@ impl Supervisor {
                 }
             },
             Command::Disconnect { id } => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.disconnecting = true;
+                }
                 self.send_cluster(id, json!({ "act": "disconnect" }), None);
                 self.listeners.release_all(id);
             }
@@ -388,6 +395,7 @@ impl Supervisor {
                 mode,
                 seq: 0,
                 connected: true,
+                disconnecting: false,
                 ready: false,
                 leaving: false,
                 rr_in_flight: HashMap::new(),
@@ -403,14 +411,16 @@ impl Supervisor {
             ChannelEvent::Message(Incoming::User(payload)) => {
                 self.on_user_message(id, payload, None)
             }
+            ChannelEvent::Message(Incoming::OtherInternal(message)) => {
+                self.events.push(Event::Internal {
+                    id,
+                    message: Value::Object(message),
+                })
+            }
             ChannelEvent::Message(_) => {}
-            ChannelEvent::MessageWithFd {
-                handle_type,
-                msg,
-                fd,
-            } => {
+            ChannelEvent::MessageWithFd { msg, handle } => {
                 if let Incoming::User(payload) = msg {
-                    self.on_user_message(id, payload, Some((handle_type, fd)));
+                    self.on_user_message(id, payload, Some(handle));
                 }
             }
             ChannelEvent::Sent { ticket, error } => self.events.push(Event::Sent { ticket, error }),
@@ -436,12 +446,7 @@ impl Supervisor {
         }
     }
 
-    fn on_user_message(
-        &mut self,
-        id: WorkerId,
-        payload: Payload,
-        handle: Option<(String, OwnedFd)>,
-    ) {
+    fn on_user_message(&mut self, id: WorkerId, payload: Payload, handle: Option<ReceivedHandle>) {
         let readiness = self.options().map(|o| o.readiness);
         if readiness == Some(Readiness::Message) && is_ready_message(&payload) {
             self.mark_ready(id);
@@ -653,6 +658,7 @@ impl Supervisor {
             return;
         };
         w.leaving = true;
+        w.disconnecting = true;
         if w.connected {
             self.send_cluster(id, json!({ "act": "disconnect" }), None);
         } else if let Some(w) = self.workers.get(&id) {

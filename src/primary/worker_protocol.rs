@@ -46,6 +46,10 @@ impl Supervisor {
     }
 
     fn on_query_server(&mut self, id: WorkerId, msg: &Map<String, Value>, seq: Value) {
+        // Node's primary ignores a disconnecting worker's query; the worker exits without an answer.
+        if self.workers.get(&id).is_none_or(|w| w.disconnecting) {
+            return;
+        }
         let request = match listeners::parse_query(msg) {
             Ok(r) => r,
             Err(why) => {
