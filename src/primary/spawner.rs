@@ -184,6 +184,13 @@ fn prepare_child(
             return Err(io::Error::last_os_error());
         }
     }
+    // An inherited stdio descriptor may be close-on-exec in the primary (libuv marks the pipes it
+    // opens for process.stdout so): clear the flag, as libuv does for Node's children, or the
+    // child would start with its stdout closed. Rust's Stdio has set up 0-2 before this runs.
+    for fd in 0..=2 {
+        // SAFETY: fcntl(F_SETFD) takes no pointers; EBADF for a closed descriptor is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
     // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid() take no pointers.
     unsafe {
         if libc::prctl(

@@ -636,7 +636,11 @@ impl Supervisor {
 
     fn begin_stop(&mut self, timeout: Duration) {
         match self.phase {
-            Phase::Stopping => return,
+            // A second, more urgent stop: its deadline applies too.
+            Phase::Stopping => {
+                self.after(timeout, Timer::StopDeadline);
+                return;
+            }
             Phase::Stopped => {
                 self.events.push(Event::Stopped);
                 return;
@@ -660,6 +664,8 @@ impl Supervisor {
         w.leaving = true;
         w.disconnecting = true;
         if w.connected {
+            // As Node's primary does in worker.disconnect(): the exit that follows was asked for.
+            self.events.push(Event::ExitedAfterDisconnect { id });
             self.send_cluster(id, json!({ "act": "disconnect" }), None);
         } else if let Some(w) = self.workers.get(&id) {
             let _ = w.process.signal(Signal::SIGTERM);

@@ -1,0 +1,146 @@
+'use strict';
+
+// Shared by the integration tests: real clusters, real sockets, and cleanup that runs even
+// when a test fails. Every wait has a timeout; nothing sleeps blindly.
+
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+const { spawn } = require('node:child_process');
+const rcluster = require('..');
+
+const fixture = (name) => path.join(__dirname, 'fixtures', name);
+
+/** Resolves with the event's arguments, or rejects after `ms`. */
+function once(emitter, event, ms = 10_000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.removeListener(event, listener);
+      reject(new Error(`no '${event}' event within ${ms} ms`));
+    }, ms);
+    const listener = (...args) => {
+      clearTimeout(timer);
+      resolve(args);
+    };
+    emitter.once(event, listener);
+  });
+}
+
+/** Polls `check` every 20 ms until it returns a truthy value; rejects after `ms`. */
+async function until(check, ms = 10_000, what = 'condition') {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return error.code === 'EPERM';
+  }
+}
+
+/** Pids of the live children of `pid` (zombies excluded). */
+function childrenOf(pid) {
+  const children = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid && fields[0] !== 'Z') children.push(Number(entry));
+    } catch {
+      // The process went away while we looked.
+    }
+  }
+  return children;
+}
+
+/** Starts a cluster that is stopped (SIGKILL at once) when the test ends, whatever happened. */
+function startCluster(t, options) {
+  const cluster = rcluster.start(options);
+  const pids = new Set();
+  cluster.on('fork', (w) => pids.add(w.pid));
+  // Warnings are expected in some tests; keep them off stderr.
+  cluster.on('warning', () => {});
+  t.after(async () => {
+    await Promise.race([cluster.stop({ timeout: 0 }), new Promise((r) => setTimeout(r, 5000))]);
+    for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+  });
+  return cluster;
+}
+
+/** The port the cluster's workers listen on, once the cluster is ready. */
+async function readyPort(cluster) {
+  let port;
+  cluster.on('listening', (w, address) => (port = address.port));
+  await cluster.ready;
+  return port;
+}
+
+/** One HTTP GET on a fresh connection; resolves with { status, body }. */
+function get(port, { path: urlPath = '/', timeout = 10_000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent: false, timeout }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+  });
+}
+
+/** Runs `count` requests, `concurrency` at a time; resolves with bodies and errors. */
+async function load(port, { count, concurrency }) {
+  const bodies = [];
+  const errors = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < count) {
+        next += 1;
+        try {
+          bodies.push((await get(port)).body);
+        } catch (error) {
+          errors.push(error);
+        }
+      }
+    }),
+  );
+  return { bodies, errors };
+}
+
+/** Spawns a node script; the process is SIGKILLed (with its group) when the test ends. */
+function spawnNode(t, args, options = {}) {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
+  child.output = '';
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (d) => (child.output += d));
+  child.stderr.on('data', (d) => (child.output += d));
+  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  t.after(() => {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  });
+  return child;
+}
+
+/** Resolves once the child's output matches `pattern`; returns the match. */
+function waitForOutput(child, pattern, ms = 10_000) {
+  return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
+}
+
+module.exports = { fixture, once, until, alive, childrenOf, startCluster, readyPort, get, load, spawnNode, waitForOutput };
