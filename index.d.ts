@@ -1,0 +1,140 @@
+// Type definitions for rcluster: the public API of README.md.
+
+import { EventEmitter } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
+import type { Server, Socket } from 'node:net';
+
+/** An `Error` raised by rcluster: `code` is one of the `ERR_RCLUSTER_...` codes. */
+export interface RclusterError extends Error {
+  code: string;
+  /** Set on `ERR_RCLUSTER_RESTART_BUDGET` and `ERR_RCLUSTER_READY_TIMEOUT` errors. */
+  details?: Record<string, unknown>;
+}
+
+/** When a worker counts as ready (gates `cluster.ready`). */
+export type Readiness = 'listening' | 'online' | 'message';
+
+export interface ClusterOptions {
+  /** The worker script, resolved against `cwd`. Required. */
+  exec: string;
+  /** Arguments for the script. Default `[]`. */
+  args?: string[];
+  /** Node flags for the workers. Default `[]`. */
+  execArgv?: string[];
+  /** Added to the primary's environment; `null` removes a variable. */
+  env?: Record<string, string | number | boolean | null | undefined>;
+  /** Working directory of the workers. Default `process.cwd()`. */
+  cwd?: string;
+  /** Number of app workers; `0` or `'max'` (default) = one per CPU. */
+  workers?: number | 'max';
+  /** `'shared'` (default): one listening socket, the kernel's accept queue shared by all workers.
+   *  `'reuseport'`: one SO_REUSEPORT socket per worker slot, the kernel spreads connections. */
+  schedule?: 'shared' | 'reuseport';
+  /** ms a stopping worker gets before SIGKILL. Default 5000. */
+  killTimeout?: number;
+  /** Default `'listening'`: a worker is ready at its first `listening`. */
+  readiness?: Readiness;
+  /** ms a new worker has to become ready. Default 30000. */
+  readyTimeout?: number;
+  /** Restarts of one worker slot allowed within `restartWindow`; one more and the cluster gives up. Default 5. */
+  maxRestarts?: number;
+  /** ms of the restart budget's sliding window. Default 60000. */
+  restartWindow?: number;
+  /** ms before a restart that follows others in the window; doubles each time. Default 100. */
+  restartDelay?: number;
+  /** Cap of the restart delay, ms. Default 10000. */
+  maxRestartDelay?: number;
+  /** Node IPC serialization of `worker.send` / `process.send`. Default `'json'`. */
+  serialization?: 'json' | 'advanced';
+  uid?: number;
+  gid?: number;
+}
+
+/** What a worker reported when it started listening, as Node's cluster reports it. */
+export interface Address {
+  addressType: 4 | 6 | -1 | 'udp4' | 'udp6';
+  address: string | null;
+  port: number;
+  fd: number | undefined;
+}
+
+export type SendHandle = Socket | Server;
+
+/** The primary's view of a child process, shaped like Node's ChildProcess. */
+export interface WorkerProcess extends EventEmitter {
+  readonly pid: number;
+  readonly connected: boolean;
+  readonly exitCode: number | null;
+  readonly signalCode: NodeJS.Signals | null;
+  readonly killed: boolean;
+  send(message: unknown, callback?: (error: Error | null) => void): boolean;
+  send(message: unknown, handle?: SendHandle, callback?: (error: Error | null) => void): boolean;
+  send(message: unknown, handle: SendHandle | undefined, options: { keepOpen?: boolean }, callback?: (error: Error | null) => void): boolean;
+  kill(signal?: NodeJS.Signals | number): boolean;
+  disconnect(): void;
+}
+
+/** One child of a supervised cluster. */
+export interface Worker extends EventEmitter {
+  readonly id: number;
+  readonly pid: number;
+  readonly kind: 'app' | 'agent';
+  /** The worker slot it fills (a replacement takes its predecessor's slot). */
+  readonly slot: number | null;
+  state: 'none' | 'online' | 'listening' | 'disconnected' | 'dead';
+  readonly process: WorkerProcess;
+  exitedAfterDisconnect: boolean | undefined;
+  send: WorkerProcess['send'];
+  kill(signal?: NodeJS.Signals | number): void;
+  destroy(signal?: NodeJS.Signals | number): void;
+  disconnect(): this;
+  isDead(): boolean;
+  isConnected(): boolean;
+
+  on(event: 'online' | 'disconnect' | 'ready', listener: () => void): this;
+  on(event: 'listening', listener: (address: Address) => void): this;
+  on(event: 'message', listener: (message: any, handle?: SendHandle) => void): this;
+  on(event: 'exit', listener: (code: number | null, signal: NodeJS.Signals | null) => void): this;
+  on(event: 'error', listener: (error: Error) => void): this;
+}
+
+export interface StopOptions {
+  /** ms before the remaining workers are SIGKILLed; default: the cluster's `killTimeout`. */
+  timeout?: number;
+}
+
+export interface Cluster extends EventEmitter {
+  /** Resolves once every worker is ready; rejects with an `RclusterError` if startup fails. */
+  readonly ready: Promise<void>;
+  /** Live workers by id, as Node's `cluster.workers`. */
+  readonly workers: Record<number, Worker>;
+  /** Graceful stop: no more restarts, disconnect every worker, SIGKILL after the timeout. */
+  stop(options?: StopOptions): Promise<void>;
+
+  on(event: 'fork' | 'online' | 'disconnect', listener: (worker: Worker) => void): this;
+  on(event: 'listening', listener: (worker: Worker, address: Address) => void): this;
+  on(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
+  on(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
+  on(event: 'ready' | 'stopped', listener: () => void): this;
+  /** A failure that ends the cluster: `ERR_RCLUSTER_RESTART_BUDGET`, `ERR_RCLUSTER_READY_TIMEOUT`. */
+  on(event: 'error', listener: (error: RclusterError) => void): this;
+  /** Something the operator should know that the cluster survived (a worker broke the protocol, ...).
+   *  Without a listener, warnings go to `process.emitWarning`. */
+  on(event: 'warning', listener: (warning: RclusterError & { workerId?: number }) => void): this;
+}
+
+/** Starts a supervised cluster. Throws an `RclusterError` on bad options, before spawning anything. */
+export function start(options: ClusterOptions): Cluster;
+
+/** True in a process that is not an rcluster child. */
+export const isPrimary: boolean;
+/** True in an app worker. */
+export const isWorker: boolean;
+/** True in the agent. */
+export const isAgent: boolean;
+/** This child's identity; `null` in the primary. */
+export const worker: { readonly id: number; readonly pid: number; readonly kind: 'app' | 'agent' } | null;
+/** Tells the primary this process is ready (readiness `'message'`); false where there is no primary. */
+export function ready(): boolean;
+
+export type { ChildProcess };

@@ -1,0 +1,50 @@
+// Type-checked (never run) by `npm run test:types`: the public API as a user writes it.
+import rcluster = require('rcluster');
+import nodeCluster = require('rcluster/cluster');
+
+async function main(): Promise<void> {
+  const cluster: rcluster.Cluster = rcluster.start({
+    exec: 'app.js',
+    args: ['--port', '3000'],
+    env: { NODE_ENV: 'production', DEBUG: null },
+    workers: 'max',
+    schedule: 'reuseport',
+    killTimeout: 5000,
+    readiness: 'message',
+    maxRestarts: 5,
+    restartWindow: 60_000,
+  });
+  cluster.on('fork', (worker) => console.log(worker.id, worker.pid, worker.kind, worker.slot));
+  cluster.on('listening', (worker, address) => console.log(worker.id, address.port, address.addressType));
+  cluster.on('exit', (worker, code, signal) => console.log(worker.exitedAfterDisconnect, code, signal));
+  cluster.on('message', (worker, message) => worker.send({ reply: message }));
+  cluster.on('error', (error) => console.error(error.code, error.details));
+  cluster.on('warning', (warning) => console.warn(warning.workerId, warning.message));
+  await cluster.ready;
+  for (const worker of Object.values(cluster.workers)) {
+    worker.send('hello', (error) => error && console.error(error.message));
+    const alive: boolean = !worker.isDead() && worker.isConnected();
+    if (alive && worker.process.pid > 0) worker.kill('SIGTERM');
+  }
+  await cluster.stop({ timeout: 1000 });
+
+  if (rcluster.isWorker && rcluster.worker) {
+    const id: number = rcluster.worker.id;
+    const kind: 'app' | 'agent' = rcluster.worker.kind;
+    console.log(id, kind, rcluster.ready());
+  }
+
+  if (nodeCluster.isPrimary) {
+    nodeCluster.setupPrimary({ exec: 'worker.js', silent: true });
+    const w = nodeCluster.fork({ ROLE: 'web' });
+    w.on('online', () => w.disconnect());
+    nodeCluster.disconnect(() => console.log('done'));
+  }
+}
+
+// @ts-expect-error exec is required
+rcluster.start({ workers: 2 });
+// @ts-expect-error an unknown schedule
+rcluster.start({ exec: 'a.js', schedule: 'random' });
+
+void main();
