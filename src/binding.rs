@@ -1,6 +1,6 @@
 //! The native class that the JavaScript facade drives: `new NativeCluster(plan, options, onWake)`.
 //! It is thin on purpose: it checks arguments, hands commands to the supervisor's loop, and turns
-//! the supervisor's events into plain objects. See lib/cluster-core.js for its one caller.
+//! the supervisor's events into plain objects. See lib/primary-core.js for its one caller.
 
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
