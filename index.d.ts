@@ -1,7 +1,6 @@
 // Type definitions for rcluster: the public API of README.md.
 
 import { EventEmitter } from 'node:events';
-import type { ChildProcess } from 'node:child_process';
 import type { Server, Socket } from 'node:net';
 
 /** An `Error` raised by rcluster: `code` is one of the `ERR_RCLUSTER_...` codes. */
@@ -136,5 +135,3 @@ export const isAgent: boolean;
 export const worker: { readonly id: number; readonly pid: number; readonly kind: 'app' | 'agent' } | null;
 /** Tells the primary this process is ready (readiness `'message'`); false where there is no primary. */
 export function ready(): boolean;
-
-export type { ChildProcess };

@@ -34,8 +34,11 @@ function describeHandle(handle) {
   throw typeError('ERR_INVALID_HANDLE_TYPE', 'This handle type cannot be sent');
 }
 
-/** Turns a received descriptor into the object Node's child_process would emit; calls back once usable. */
-function adoptHandle(type, fd, wrapper, callback) {
+/**
+ * Turns a received descriptor into the object Node's child_process would emit; calls back once
+ * usable. A received dgram socket is typed 'udp4': the descriptor keeps its real family.
+ */
+function adoptHandle(type, fd, callback) {
   switch (type) {
     case 'net.Server': {
       const server = new net.Server();
@@ -49,7 +52,7 @@ function adoptHandle(type, fd, wrapper, callback) {
       callback(new net.Socket({ fd, readable: true, writable: true })._handle);
       return;
     case 'dgram.Socket': {
-      const socket = dgram.createSocket((wrapper && wrapper.dgramType) || 'udp4');
+      const socket = dgram.createSocket('udp4');
       socket.bind({ fd }, () => callback(socket));
       return;
     }

@@ -146,7 +146,7 @@ class WorkerProcess extends EventEmitter {
       this.emit('message', message);
       return;
     }
-    adoptHandle(event.handleType, event.fd, null, (handle) => {
+    adoptHandle(event.handleType, event.fd, (handle) => {
       if (handle && event.handleType === 'net.Socket' && event.handleKey) this._trackSocket(event.handleKey, handle);
       this.emit('message', message, handle);
     });
