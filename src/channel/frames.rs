@@ -1,0 +1,356 @@
+//! rcluster's own channel: length-prefixed frames with a small fixed header, routed by the primary
+//! on the header alone. The payload (JSON text or raw bytes) is never parsed by the primary and is
+//! written as the same bytes to every target. The format is described in docs/messenger-frames.md.
+//!
+//! ```text
+//! u32 LE  length of everything after this field (header + action + payload)
+//! u8      version (1)
+//! u8      kind      (Kind)
+//! u8      target    (Target)
+//! u8      flags     (FLAG_*)
+//! u32 LE  target id (worker id for Target::One; 0 otherwise)
+//! u32 LE  source id (stamped by the primary when it routes; 0 = the primary)
+//! u32 LE  correlation id (request/reply pairing; 0 when unused)
+//! u16 LE  action length, then the action (UTF-8), then the payload
+//! ```
+
+use std::fmt;
+
+pub const VERSION: u8 = 1;
+/// Bytes of the length prefix.
+pub const PREFIX_LEN: usize = 4;
+/// Bytes of the fixed header after the prefix (up to and including the action length).
+pub const HEADER_LEN: usize = 18;
+/// The longest action name.
+pub const MAX_ACTION_LEN: usize = 1024;
+
+/// The payload is raw bytes (a Buffer), not JSON text.
+pub const FLAG_BINARY: u8 = 0b0000_0001;
+/// A reply that carries an error (`{ message, code }` as JSON) instead of a value.
+pub const FLAG_ERROR: u8 = 0b0000_0010;
+const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Fire and forget.
+    Message = 1,
+    /// Expects a Reply with the same correlation id (consume, map).
+    Request = 2,
+    Reply = 3,
+    /// The sender now handles `action` (payload empty).
+    Subscribe = 4,
+    /// The sender no longer handles `action`.
+    Unsubscribe = 5,
+    /// The primary's answer to a frame it could not deliver (payload: `{ message, code }`).
+    Undeliverable = 6,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Target {
+    Primary = 0,
+    /// Every app worker and the agent.
+    Broadcast = 1,
+    /// Every app worker.
+    Apps = 2,
+    Agent = 3,
+    /// One app worker with a handler for the action, picked at random.
+    RandomApp = 4,
+    /// The process whose id is `target_id`.
+    One = 5,
+    /// One app worker with a handler, spreading calls among them (consume).
+    AnyApp = 6,
+    /// The frame's sender (replies travel this way).
+    Sender = 7,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Option<Kind> {
+        Some(match v {
+            1 => Kind::Message,
+            2 => Kind::Request,
+            3 => Kind::Reply,
+            4 => Kind::Subscribe,
+            5 => Kind::Unsubscribe,
+            6 => Kind::Undeliverable,
+            _ => return None,
+        })
+    }
+}
+
+impl Target {
+    fn from_u8(v: u8) -> Option<Target> {
+        Some(match v {
+            0 => Target::Primary,
+            1 => Target::Broadcast,
+            2 => Target::Apps,
+            3 => Target::Agent,
+            4 => Target::RandomApp,
+            5 => Target::One,
+            6 => Target::AnyApp,
+            7 => Target::Sender,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub target: Target,
+    pub flags: u8,
+    pub target_id: u32,
+    pub source_id: u32,
+    pub correlation: u32,
+    pub action: String,
+}
+
+/// One frame: its header, and where the payload starts in `bytes` (the whole frame, prefix
+/// included, so that it can be forwarded as it came).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub header: Header,
+    pub bytes: Vec<u8>,
+    pub payload_at: usize,
+}
+
+impl Frame {
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload_at..]
+    }
+
+    /// Stamps the sender's id into the header in place; the rest of the bytes stay as they are.
+    pub fn set_source(&mut self, id: u32) {
+        self.header.source_id = id;
+        self.bytes[PREFIX_LEN + 8..PREFIX_LEN + 12].copy_from_slice(&id.to_le_bytes());
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    TooLarge { len: usize, limit: usize },
+    Malformed(&'static str),
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::TooLarge { len, limit } => {
+                write!(f, "a frame of {len} bytes exceeds the limit of {limit}")
+            }
+            FrameError::Malformed(why) => write!(f, "malformed frame: {why}"),
+        }
+    }
+}
+
+/// Builds a frame. Fails only when the action is too long or the frame exceeds `u32`.
+pub fn encode(header: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
+    let action = header.action.as_bytes();
+    if action.len() > MAX_ACTION_LEN {
+        return Err(FrameError::Malformed("action name too long"));
+    }
+    let body = HEADER_LEN + action.len() + payload.len();
+    let len = u32::try_from(body).map_err(|_| FrameError::TooLarge {
+        len: body,
+        limit: u32::MAX as usize,
+    })?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + body);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.push(VERSION);
+    out.push(header.kind as u8);
+    out.push(header.target as u8);
+    out.push(header.flags);
+    out.extend_from_slice(&header.target_id.to_le_bytes());
+    out.extend_from_slice(&header.source_id.to_le_bytes());
+    out.extend_from_slice(&header.correlation.to_le_bytes());
+    out.extend_from_slice(&(action.len() as u16).to_le_bytes());
+    out.extend_from_slice(action);
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(v)
+}
+
+/// Parses one complete frame (prefix included).
+pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
+    if bytes.len() < PREFIX_LEN + HEADER_LEN {
+        return Err(FrameError::Malformed("shorter than a header"));
+    }
+    if u32_at(&bytes, 0) as usize != bytes.len() - PREFIX_LEN {
+        return Err(FrameError::Malformed("length prefix does not match"));
+    }
+    let h = &bytes[PREFIX_LEN..];
+    if h[0] != VERSION {
+        return Err(FrameError::Malformed("unknown version"));
+    }
+    let kind = Kind::from_u8(h[1]).ok_or(FrameError::Malformed("unknown kind"))?;
+    let target = Target::from_u8(h[2]).ok_or(FrameError::Malformed("unknown target"))?;
+    let flags = h[3];
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FrameError::Malformed("unknown flags"));
+    }
+    let action_len = u16::from_le_bytes([h[16], h[17]]) as usize;
+    if action_len > MAX_ACTION_LEN {
+        return Err(FrameError::Malformed("action name too long"));
+    }
+    let action_end = HEADER_LEN + action_len;
+    if action_end > h.len() {
+        return Err(FrameError::Malformed("action runs past the frame"));
+    }
+    let action = std::str::from_utf8(&h[HEADER_LEN..action_end])
+        .map_err(|_| FrameError::Malformed("action is not UTF-8"))?
+        .to_owned();
+    let header = Header {
+        kind,
+        target,
+        flags,
+        target_id: u32_at(h, 4),
+        source_id: u32_at(h, 8),
+        correlation: u32_at(h, 12),
+        action,
+    };
+    Ok(Frame {
+        header,
+        payload_at: PREFIX_LEN + action_end,
+        bytes,
+    })
+}
+
+/// Splits a byte stream into frames. A frame larger than `max_frame` is an error as soon as its
+/// prefix arrives: nothing of it is buffered.
+pub struct Decoder {
+    buf: Vec<u8>,
+    max_frame: usize,
+}
+
+impl Decoder {
+    pub fn new(max_frame: usize) -> Self {
+        Decoder {
+            buf: Vec::new(),
+            max_frame,
+        }
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() < PREFIX_LEN {
+            return Ok(None);
+        }
+        let body = u32_at(&self.buf, 0) as usize;
+        if body < HEADER_LEN {
+            return Err(FrameError::Malformed("shorter than a header"));
+        }
+        let total = PREFIX_LEN + body;
+        if total > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len: total,
+                limit: self.max_frame,
+            });
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(total);
+        let frame = std::mem::replace(&mut self.buf, rest);
+        parse(frame).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn header(action: &str) -> Header {
+        Header {
+            kind: Kind::Request,
+            target: Target::One,
+            flags: FLAG_BINARY,
+            target_id: 7,
+            source_id: 0,
+            correlation: 42,
+            action: action.into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_source_stamp() {
+        let bytes = encode(&header("jobs:run"), b"\x00\x01raw").unwrap();
+        let mut frame = parse(bytes).unwrap();
+        assert_eq!(frame.header, header("jobs:run"));
+        assert_eq!(frame.payload(), b"\x00\x01raw");
+        frame.set_source(9);
+        let again = parse(frame.bytes.clone()).unwrap();
+        assert_eq!(again.header.source_id, 9);
+        assert_eq!(again.payload(), b"\x00\x01raw");
+    }
+
+    #[test]
+    fn decoder_splits_a_stream_and_refuses_big_frames_early() {
+        let a = encode(&header("a"), b"1").unwrap();
+        let b = encode(&header("bb"), &[0u8; 100]).unwrap();
+        let mut d = Decoder::new(1000);
+        let stream: Vec<u8> = [a.clone(), b.clone()].concat();
+        for byte in &stream {
+            d.push(std::slice::from_ref(byte));
+        }
+        assert_eq!(d.next_frame().unwrap().unwrap().bytes, a);
+        assert_eq!(d.next_frame().unwrap().unwrap().bytes, b);
+        assert_eq!(d.next_frame().unwrap(), None);
+
+        let mut small = Decoder::new(64);
+        small.push(&b[..4]);
+        assert!(matches!(
+            small.next_frame(),
+            Err(FrameError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn malformed_headers_are_errors() {
+        let good = encode(&header("x"), b"").unwrap();
+        let mut bad_version = good.clone();
+        bad_version[4] = 9;
+        assert!(parse(bad_version).is_err());
+        let mut bad_kind = good.clone();
+        bad_kind[5] = 0;
+        assert!(parse(bad_kind).is_err());
+        let mut long_action = good.clone();
+        long_action[20] = 200;
+        assert!(parse(long_action).is_err());
+        let mut bad_flags = good;
+        bad_flags[7] = 0x80;
+        assert!(parse(bad_flags).is_err());
+    }
+
+    proptest! {
+        // The decoder never panics, whatever a child writes, however it is split.
+        #[test]
+        fn decoder_survives_garbage(data in proptest::collection::vec(any::<u8>(), 0..512), cut in 0usize..512) {
+            let mut d = Decoder::new(256);
+            let cut = cut.min(data.len());
+            d.push(&data[..cut]);
+            let _ = d.next_frame();
+            d.push(&data[cut..]);
+            while let Ok(Some(_)) = d.next_frame() {}
+        }
+
+        #[test]
+        fn encode_parse_round_trip(action in "[a-z:._-]{0,40}", payload in proptest::collection::vec(any::<u8>(), 0..300),
+                                   target_id: u32, correlation: u32, binary: bool) {
+            let h = Header { kind: Kind::Message, target: Target::Apps, flags: if binary { FLAG_BINARY } else { 0 },
+                             target_id, source_id: 0, correlation, action };
+            let frame = parse(encode(&h, &payload).unwrap()).unwrap();
+            prop_assert_eq!(frame.payload(), &payload[..]);
+            prop_assert_eq!(frame.header, h);
+        }
+    }
+}
