@@ -47,6 +47,8 @@ export interface ClusterOptions {
   serialization?: 'json' | 'advanced';
   uid?: number;
   gid?: number;
+  /** The largest messenger payload in bytes; larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
+  maxMessageSize?: number;
 }
 
 /** What a worker reported when it started listening, as Node's cluster reports it. */
@@ -97,6 +99,32 @@ export interface Worker extends EventEmitter {
   on(event: 'error', listener: (error: Error) => void): this;
 }
 
+/** Who sent a messenger message: id 0 and kind 'primary' for the primary. */
+export interface MessageMeta {
+  from: { id: number; pid: number; kind: 'app' | 'agent' | 'primary' };
+}
+
+/** Data a message carries: any JSON value, or bytes (a Buffer or typed array arrives as a Buffer). */
+export type MessageData = unknown;
+
+/** The messenger (api.md section 3), the same in the primary and in every child. */
+export interface Messenger {
+  /** Failures to deliver what this process sent (`ERR_RCLUSTER_UNKNOWN_TARGET`, `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_QUEUE_FULL`). */
+  on(action: 'error', listener: (error: RclusterError & { action: string }) => void): this;
+  on(action: string, handler: (data: any, meta: MessageMeta) => unknown): this;
+  once(action: string, handler: (data: any, meta: MessageMeta) => unknown): this;
+  off(action: string, handler?: (...args: any[]) => unknown): this;
+  /** Every app worker and the agent, the sender included. */
+  broadcast(action: string, data?: MessageData): void;
+  /** Every app worker, the sender included. */
+  sendToApp(action: string, data?: MessageData): void;
+  sendToAgent(action: string, data?: MessageData): void;
+  /** One app worker with a handler for `action`, picked at random. */
+  sendRandom(action: string, data?: MessageData): void;
+  /** One process: a worker id, a pid, or 'primary'. */
+  sendTo(target: number | 'primary', action: string, data?: MessageData): void;
+}
+
 export interface StopOptions {
   /** ms before the remaining workers are SIGKILLed; default: the cluster's `killTimeout`. */
   timeout?: number;
@@ -107,6 +135,8 @@ export interface Cluster extends EventEmitter {
   readonly ready: Promise<void>;
   /** Live workers by id, as Node's `cluster.workers`. */
   readonly workers: Record<number, Worker>;
+  /** The messenger, used from the primary. */
+  readonly messenger: Messenger;
   /** Graceful stop: no more restarts, disconnect every worker, SIGKILL after the timeout. */
   stop(options?: StopOptions): Promise<void>;
 
@@ -133,5 +163,7 @@ export const isWorker: boolean;
 export const isAgent: boolean;
 /** This child's identity; `null` in the primary. */
 export const worker: { readonly id: number; readonly pid: number; readonly kind: 'app' | 'agent' } | null;
+/** This child's messenger; `null` outside an rcluster child (in a primary, use `cluster.messenger`). */
+export const messenger: Messenger | null;
 /** Tells the primary this process is ready (readiness `'message'`); false where there is no primary. */
 export function ready(): boolean;

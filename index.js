@@ -10,6 +10,10 @@ module.exports = {
   isAgent: child.isAgent,
   worker: child.worker,
   ready: child.ready,
+  /** This child's messenger; in a primary, use `cluster.messenger`. */
+  get messenger() {
+    return require('./lib/child-messenger').childMessenger();
+  },
   // The native primary is loaded only where one can run: a child never starts a cluster.
   start(options) {
     return require('./lib/cluster').start(options);

@@ -8,6 +8,7 @@ const EventEmitter = require('node:events');
 const { PrimaryCore } = require('./primary-core');
 const { Worker, WorkerProcess } = require('./worker');
 const { rclusterError } = require('./errors');
+const { Messenger } = require('./messenger');
 
 function noop() {}
 
@@ -51,6 +52,20 @@ class Cluster extends EventEmitter {
     this._core.start();
   }
 
+  /** The messenger, used from the primary (api.md section 3). */
+  get messenger() {
+    if (!this._messenger) {
+      const core = this._core;
+      this._messenger = new Messenger({
+        send: (...frame) => core.call('sendFrame', ...frame),
+        handler: (action, on) => core.call('handler', action, on),
+        // The cluster holds the event loop while it runs.
+        hold: () => {},
+      });
+    }
+    return this._messenger;
+  }
+
   /** Graceful stop; resolves once every child has exited. */
   stop(options) {
     const timeout = options && options.timeout;
@@ -92,6 +107,17 @@ class Cluster extends EventEmitter {
       }
       case 'message':
         if (worker) worker.process._deliver(event);
+        break;
+      case 'frame':
+        this.messenger._receive({
+          kind: event.frameKind,
+          flags: event.flags,
+          sourceId: event.id,
+          sourcePid: event.pid,
+          correlation: event.correlation,
+          action: event.action,
+          payload: event.buffer,
+        });
         break;
       case 'internalMessage':
         if (worker) worker.process._onInternal(JSON.parse(event.json));

@@ -12,6 +12,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::channel::frames::{self, Frame};
 use crate::channel::node_ipc::Payload;
 use crate::errors::{self, RcError};
 use crate::primary::child_command::{self, Role, WorkerKind};
@@ -23,7 +24,7 @@ use crate::primary::spawner;
 use crate::primary::supervisor::{self, Command, Input, NewChild, Plan, ProcessTable};
 
 /// The `code` of a JavaScript error thrown from here.
-pub struct Code(String);
+pub struct Code(pub(crate) String);
 
 impl AsRef<str> for Code {
     fn as_ref(&self) -> &str {
@@ -37,7 +38,7 @@ impl From<Status> for Code {
     }
 }
 
-fn js_error(e: RcError) -> napi::Error<Code> {
+pub(crate) fn js_error(e: RcError) -> napi::Error<Code> {
     napi::Error::new(Code(e.code.to_owned()), e.message)
 }
 
@@ -72,6 +73,8 @@ pub struct NativeCluster {
     ids: Arc<AtomicU32>,
     wake: Arc<Wake>,
     holds_loop: bool,
+    /// The largest messenger payload; None without a messenger (the Node-compatible primary).
+    max_message: Option<usize>,
 }
 
 /// One event for JavaScript; which fields are set depends on `kind`.
@@ -96,6 +99,11 @@ pub struct JsEvent {
     pub ticket: Option<i64>,
     pub code: Option<String>,
     pub message: Option<String>,
+    /// Messenger frames: the header fields JavaScript needs; `buffer` is the payload.
+    pub frame_kind: Option<u32>,
+    pub flags: Option<u32>,
+    pub correlation: Option<u32>,
+    pub action: Option<String>,
 }
 
 impl JsEvent {
@@ -116,6 +124,10 @@ impl JsEvent {
             ticket: None,
             code: None,
             message: None,
+            frame_kind: None,
+            flags: None,
+            correlation: None,
+            action: None,
         }
     }
 
@@ -168,6 +180,15 @@ impl From<Event> for JsEvent {
                     ..JsEvent::of("message", id)
                 }
             }
+            Event::Frame(frame) => JsEvent {
+                pid: Some(frame.header.source_pid),
+                frame_kind: Some(frame.header.kind as u32),
+                flags: Some(u32::from(frame.header.flags)),
+                correlation: Some(frame.header.correlation),
+                buffer: Some(frame.payload().to_vec().into()),
+                action: Some(frame.header.action),
+                ..JsEvent::of("frame", frame.header.source_id)
+            },
             Event::Internal { id, message } => JsEvent {
                 json: Some(message.to_string()),
                 ..JsEvent::of("internalMessage", id)
@@ -235,10 +256,14 @@ impl NativeCluster {
         options: serde_json::Value,
         on_wake: Function<(), ()>,
     ) -> Result<Self, Code> {
+        let mut max_message = None;
         let plan = match plan.as_str() {
-            "supervised" => Plan::Supervised(Box::new(
-                options::parse_cluster_options(&options, process_env()).map_err(js_error)?,
-            )),
+            "supervised" => {
+                let parsed =
+                    options::parse_cluster_options(&options, process_env()).map_err(js_error)?;
+                max_message = Some(parsed.max_message);
+                Plan::Supervised(Box::new(parsed))
+            }
             "manual" => Plan::Manual {
                 distribution: match options.get("schedulingPolicy").and_then(|v| v.as_str()) {
                     Some("rr") => Distribution::RoundRobin,
@@ -276,6 +301,7 @@ impl NativeCluster {
             ids,
             wake,
             holds_loop: false,
+            max_message,
         })
     }
 
@@ -407,6 +433,46 @@ impl NativeCluster {
         })
     }
 
+    /// Sends a messenger frame from the primary (see docs/messenger-frames.md for the fields).
+    // The header's fields, passed flat: no object to build and unpack per message.
+    #[allow(clippy::too_many_arguments)]
+    #[napi]
+    pub fn send_frame(
+        &self,
+        kind: u32,
+        target: u32,
+        target_id: u32,
+        correlation: u32,
+        action: String,
+        flags: u32,
+        payload: Buffer,
+    ) -> Result<(), Code> {
+        let Some(max_message) = self.max_message else {
+            return Err(js_error(RcError::new(
+                errors::NOT_RUNNING,
+                "this primary has no messenger",
+            )));
+        };
+        let frame = messenger_frame(
+            kind,
+            target,
+            target_id,
+            correlation,
+            action,
+            flags,
+            &payload,
+            max_message,
+        )
+        .map_err(js_error)?;
+        self.command(Command::SendFrame(frame))
+    }
+
+    /// The primary's JavaScript added (`on = true`) or removed a handler for `action`.
+    #[napi]
+    pub fn handler(&self, action: String, on: bool) -> Result<(), Code> {
+        self.command(Command::Handler { action, on })
+    }
+
     #[napi]
     pub fn take_events(&self) -> Vec<JsEvent> {
         self.events.take().into_iter().map(JsEvent::from).collect()
@@ -457,4 +523,48 @@ fn duplicate(fd: i32) -> Result<OwnedFd, Code> {
                 format!("cannot send descriptor {fd}: {e}"),
             ))
         })
+}
+
+/// Builds a messenger frame from JavaScript's fields, checking what a sender may get wrong.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn messenger_frame(
+    kind: u32,
+    target: u32,
+    target_id: u32,
+    correlation: u32,
+    action: String,
+    flags: u32,
+    payload: &[u8],
+    max_message: usize,
+) -> std::result::Result<Frame, RcError> {
+    if payload.len() > max_message {
+        return Err(RcError::new(
+            errors::MESSAGE_TOO_LARGE,
+            format!(
+                "a message of {} bytes for '{action}' exceeds maxMessageSize ({max_message} bytes)",
+                payload.len()
+            ),
+        ));
+    }
+    let byte = |v: u32, what: &str| {
+        u8::try_from(v).map_err(|_| RcError::new(errors::INVALID_OPTION, format!("bad {what}")))
+    };
+    let mut bytes = frames::encode(
+        &frames::Header {
+            kind: frames::Kind::Message,
+            target: frames::Target::Primary,
+            flags: byte(flags, "flags")?,
+            target_id,
+            source_id: 0,
+            source_pid: 0,
+            correlation,
+            action,
+        },
+        payload,
+    )
+    .map_err(|e| RcError::new(errors::INVALID_OPTION, e.to_string()))?;
+    // Kind and target go in as numbers and are checked by the one parser.
+    bytes[frames::PREFIX_LEN + 1] = byte(kind, "frame kind")?;
+    bytes[frames::PREFIX_LEN + 2] = byte(target, "frame target")?;
+    frames::parse(bytes).map_err(|e| RcError::new(errors::INVALID_OPTION, e.to_string()))
 }

@@ -12,6 +12,10 @@ pub const RESTART_BUDGET: &str = "ERR_RCLUSTER_RESTART_BUDGET";
 pub const READY_TIMEOUT: &str = "ERR_RCLUSTER_READY_TIMEOUT";
 pub const PROTOCOL: &str = "ERR_RCLUSTER_PROTOCOL";
 pub const MESSAGE_TOO_LARGE: &str = "ERR_RCLUSTER_MESSAGE_TOO_LARGE";
+pub const UNKNOWN_TARGET: &str = "ERR_RCLUSTER_UNKNOWN_TARGET";
+pub const NO_HANDLER: &str = "ERR_RCLUSTER_NO_HANDLER";
+/// A receiver's queue is full: it has not read what was sent to it.
+pub const QUEUE_FULL: &str = "ERR_RCLUSTER_QUEUE_FULL";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

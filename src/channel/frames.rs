@@ -10,6 +10,7 @@
 //! u8      flags     (FLAG_*)
 //! u32 LE  target id (worker id for Target::One; 0 otherwise)
 //! u32 LE  source id (stamped by the primary when it routes; 0 = the primary)
+//! u32 LE  source pid (stamped by the primary)
 //! u32 LE  correlation id (request/reply pairing; 0 when unused)
 //! u16 LE  action length, then the action (UTF-8), then the payload
 //! ```
@@ -20,7 +21,7 @@ pub const VERSION: u8 = 1;
 /// Bytes of the length prefix.
 pub const PREFIX_LEN: usize = 4;
 /// Bytes of the fixed header after the prefix (up to and including the action length).
-pub const HEADER_LEN: usize = 18;
+pub const HEADER_LEN: usize = 22;
 /// The longest action name.
 pub const MAX_ACTION_LEN: usize = 1024;
 
@@ -28,7 +29,9 @@ pub const MAX_ACTION_LEN: usize = 1024;
 pub const FLAG_BINARY: u8 = 0b0000_0001;
 /// A reply that carries an error (`{ message, code }` as JSON) instead of a value.
 pub const FLAG_ERROR: u8 = 0b0000_0010;
-const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR;
+/// Stamped by the primary: the source is the agent.
+pub const FLAG_FROM_AGENT: u8 = 0b0000_0100;
+const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -61,8 +64,8 @@ pub enum Target {
     One = 5,
     /// One app worker with a handler, spreading calls among them (consume).
     AnyApp = 6,
-    /// The frame's sender (replies travel this way).
-    Sender = 7,
+    /// The process whose pid is `target_id`.
+    Pid = 7,
 }
 
 impl Kind {
@@ -89,7 +92,7 @@ impl Target {
             4 => Target::RandomApp,
             5 => Target::One,
             6 => Target::AnyApp,
-            7 => Target::Sender,
+            7 => Target::Pid,
             _ => return None,
         })
     }
@@ -102,6 +105,7 @@ pub struct Header {
     pub flags: u8,
     pub target_id: u32,
     pub source_id: u32,
+    pub source_pid: u32,
     pub correlation: u32,
     pub action: String,
 }
@@ -120,10 +124,18 @@ impl Frame {
         &self.bytes[self.payload_at..]
     }
 
-    /// Stamps the sender's id into the header in place; the rest of the bytes stay as they are.
-    pub fn set_source(&mut self, id: u32) {
+    /// Stamps who sent it into the header in place; the rest of the bytes stay as they are.
+    pub fn set_source(&mut self, id: u32, pid: u32, agent: bool) {
         self.header.source_id = id;
+        self.header.source_pid = pid;
+        if agent {
+            self.header.flags |= FLAG_FROM_AGENT;
+        } else {
+            self.header.flags &= !FLAG_FROM_AGENT;
+        }
+        self.bytes[PREFIX_LEN + 3] = self.header.flags;
         self.bytes[PREFIX_LEN + 8..PREFIX_LEN + 12].copy_from_slice(&id.to_le_bytes());
+        self.bytes[PREFIX_LEN + 12..PREFIX_LEN + 16].copy_from_slice(&pid.to_le_bytes());
     }
 }
 
@@ -163,6 +175,7 @@ pub fn encode(header: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     out.push(header.flags);
     out.extend_from_slice(&header.target_id.to_le_bytes());
     out.extend_from_slice(&header.source_id.to_le_bytes());
+    out.extend_from_slice(&header.source_pid.to_le_bytes());
     out.extend_from_slice(&header.correlation.to_le_bytes());
     out.extend_from_slice(&(action.len() as u16).to_le_bytes());
     out.extend_from_slice(action);
@@ -194,7 +207,7 @@ pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
     if flags & !KNOWN_FLAGS != 0 {
         return Err(FrameError::Malformed("unknown flags"));
     }
-    let action_len = u16::from_le_bytes([h[16], h[17]]) as usize;
+    let action_len = u16::from_le_bytes([h[20], h[21]]) as usize;
     if action_len > MAX_ACTION_LEN {
         return Err(FrameError::Malformed("action name too long"));
     }
@@ -211,7 +224,8 @@ pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
         flags,
         target_id: u32_at(h, 4),
         source_id: u32_at(h, 8),
-        correlation: u32_at(h, 12),
+        source_pid: u32_at(h, 12),
+        correlation: u32_at(h, 16),
         action,
     };
     Ok(Frame {
@@ -276,6 +290,7 @@ mod tests {
             flags: FLAG_BINARY,
             target_id: 7,
             source_id: 0,
+            source_pid: 0,
             correlation: 42,
             action: action.into(),
         }
@@ -287,9 +302,11 @@ mod tests {
         let mut frame = parse(bytes).unwrap();
         assert_eq!(frame.header, header("jobs:run"));
         assert_eq!(frame.payload(), b"\x00\x01raw");
-        frame.set_source(9);
+        frame.set_source(9, 1234, true);
         let again = parse(frame.bytes.clone()).unwrap();
         assert_eq!(again.header.source_id, 9);
+        assert_eq!(again.header.source_pid, 1234);
+        assert_eq!(again.header.flags, FLAG_BINARY | FLAG_FROM_AGENT);
         assert_eq!(again.payload(), b"\x00\x01raw");
     }
 
@@ -324,7 +341,7 @@ mod tests {
         bad_kind[5] = 0;
         assert!(parse(bad_kind).is_err());
         let mut long_action = good.clone();
-        long_action[20] = 200;
+        long_action[24] = 200;
         assert!(parse(long_action).is_err());
         let mut bad_flags = good;
         bad_flags[7] = 0x80;
@@ -347,7 +364,7 @@ mod tests {
         fn encode_parse_round_trip(action in "[a-z:._-]{0,40}", payload in proptest::collection::vec(any::<u8>(), 0..300),
                                    target_id: u32, correlation: u32, binary: bool) {
             let h = Header { kind: Kind::Message, target: Target::Apps, flags: if binary { FLAG_BINARY } else { 0 },
-                             target_id, source_id: 0, correlation, action };
+                             target_id, source_id: 0, source_pid: 0, correlation, action };
             let frame = parse(encode(&h, &payload).unwrap()).unwrap();
             prop_assert_eq!(frame.payload(), &payload[..]);
             prop_assert_eq!(frame.header, h);

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod fd_socket;
+pub mod frame_link;
 pub mod frames;
 pub mod node_ipc;
 pub mod v8_wire;

@@ -17,6 +17,8 @@ pub struct Prepared {
     pub ipc: OwnedFd,
     /// Our ends of the child's `'pipe'` stdio entries, by index.
     pub pipes: Vec<(usize, OwnedFd)>,
+    /// Our end of the child's messenger channel (supervised children only).
+    pub messenger: Option<OwnedFd>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +43,7 @@ const CHANNEL_VARS: &[&str] = &[
     "NODE_CHANNEL_SERIALIZATION_MODE",
     "RCLUSTER_WORKER_KIND",
     "RCLUSTER_WORKER_ID",
+    "RCLUSTER_CHANNEL_FD",
 ];
 
 pub struct Role {
@@ -109,6 +112,16 @@ pub fn prepare(spec: &ChildSpec, role: &Role) -> io::Result<Prepared> {
     }
     let ipc =
         ipc.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no 'ipc' entry in stdio"))?;
+    // rcluster's own channel sits on the first number after the stdio entries.
+    let messenger = if role.supervised {
+        let (ours, theirs) = stream_pair()?;
+        let at = spec.stdio.len() as i32;
+        fds.push((at, theirs));
+        env.push(("RCLUSTER_CHANNEL_FD".into(), at.to_string().into()));
+        Some(ours)
+    } else {
+        None
+    };
     let mut stdio = stdio.into_iter();
     let mut next = || stdio.next().unwrap_or(StdioSlot::Null);
     let (stdin, stdout, stderr) = (next(), next(), next());
@@ -128,6 +141,7 @@ pub fn prepare(spec: &ChildSpec, role: &Role) -> io::Result<Prepared> {
         },
         ipc,
         pipes,
+        messenger,
     })
 }
 
@@ -206,8 +220,11 @@ mod tests {
         assert!(!env.contains(&("NODE_UNIQUE_ID".into(), "stale".into())));
         assert!(env.contains(&("NODE_CHANNEL_FD".into(), "3".into())));
         assert!(env.contains(&("RCLUSTER_WORKER_KIND".into(), "app".into())));
-        assert_eq!(p.command.fds.len(), 1);
-        assert_eq!(p.command.fds[0].0, 3);
+        // The Node channel at 3, rcluster's messenger channel right after the stdio entries.
+        let targets: Vec<i32> = p.command.fds.iter().map(|(to, _)| *to).collect();
+        assert_eq!(targets, [3, 4]);
+        assert!(env.contains(&("RCLUSTER_CHANNEL_FD".into(), "4".into())));
+        assert!(p.messenger.is_some());
         assert!(p.command.own_process_group);
         assert!(matches!(p.command.stdin, StdioSlot::Inherit));
     }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::child_command::WorkerKind;
 use super::process::ExitStatus;
 use crate::channel::connection::{ReceivedHandle, Ticket};
+use crate::channel::frames::Frame;
 use crate::channel::node_ipc::Payload;
 
 pub type WorkerId = u32;
@@ -33,6 +34,9 @@ pub enum Event {
         payload: Payload,
         handle: Option<ReceivedHandle>,
     },
+    /// A messenger frame for the primary's JavaScript (a message, or news that one of its own
+    /// could not be delivered).
+    Frame(Frame),
     /// A `NODE_*` message outside the cluster protocol (Node's socket-list bookkeeping).
     Internal {
         id: WorkerId,

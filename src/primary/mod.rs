@@ -8,6 +8,7 @@ pub mod options;
 pub mod process;
 pub mod restart;
 pub mod round_robin;
+pub mod router;
 pub mod sockets;
 pub mod spawner;
 pub mod supervisor;

@@ -88,6 +88,8 @@ pub struct ClusterOptions {
     pub readiness: Readiness,
     pub ready_timeout: Duration,
     pub restart: RestartPolicy,
+    /// The largest messenger payload, in bytes.
+    pub max_message: usize,
 }
 
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
@@ -96,6 +98,9 @@ pub const DEFAULT_MAX_RESTARTS: u64 = 5;
 pub const DEFAULT_RESTART_WINDOW_MS: u64 = 60_000;
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
 pub const DEFAULT_MAX_RESTART_DELAY_MS: u64 = 10_000;
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
+/// V8 cannot hold a string much larger than this; a message must fit one.
+const MAX_MESSAGE_SIZE: u64 = 512 << 20;
 const MAX_WORKERS: u64 = 4096;
 /// About 24 days: beyond this a millisecond count is surely a mistake (and overflows JS timers).
 const MAX_MS: u64 = 2_147_483_647;
@@ -115,6 +120,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "restartWindow",
     "restartDelay",
     "maxRestartDelay",
+    "maxMessageSize",
     "serialization",
     "uid",
     "gid",
@@ -181,6 +187,12 @@ pub fn parse_cluster_options(
         },
         ready_timeout: millis(obj, "readyTimeout", DEFAULT_READY_TIMEOUT_MS)?,
         restart,
+        max_message: uint(
+            obj,
+            "maxMessageSize",
+            DEFAULT_MAX_MESSAGE_SIZE,
+            MAX_MESSAGE_SIZE,
+        )? as usize,
     })
 }
 

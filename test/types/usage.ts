@@ -20,6 +20,11 @@ async function main(): Promise<void> {
   cluster.on('message', (worker, message) => worker.send({ reply: message }));
   cluster.on('error', (error) => console.error(error.code, error.details));
   cluster.on('warning', (warning) => console.warn(warning.workerId, warning.message));
+  cluster.messenger.on('stats', (data: { rps: number }, meta) => console.log(data.rps, meta.from.kind));
+  cluster.messenger.on('error', (error) => console.error(error.code, error.action));
+  cluster.messenger.broadcast('config', { level: 'debug' });
+  cluster.messenger.sendTo('primary', 'hello');
+  cluster.messenger.sendTo(3, 'bytes', Buffer.from('raw'));
   await cluster.ready;
   for (const worker of Object.values(cluster.workers)) {
     worker.send('hello', (error) => error && console.error(error.message));
@@ -42,6 +47,8 @@ async function main(): Promise<void> {
   }
 }
 
+// @ts-expect-error a target is a number or 'primary'
+rcluster.messenger?.sendTo('agent', 'x');
 // @ts-expect-error exec is required
 rcluster.start({ workers: 2 });
 // @ts-expect-error an unknown schedule

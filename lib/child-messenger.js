@@ -1,0 +1,43 @@
+'use strict';
+
+// The messenger of a child (an app worker or the agent): a Messenger over the child's end of
+// rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
+
+const { Messenger, KIND, TARGET } = require('./messenger');
+
+let messenger;
+
+function open() {
+  const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
+  if (!Number.isInteger(fd) || fd < 0) return null;
+  const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
+  const { ChildChannel } = require('./native.js');
+  let channel;
+  const drain = () => {
+    for (const frame of channel.take()) {
+      if (frame.closed) {
+        channel.setRef(false);
+        continue;
+      }
+      result._receive(frame);
+    }
+  };
+  channel = new ChildChannel(fd, maxMessage, drain);
+  const result = new Messenger({
+    send: (kind, target, targetId, correlation, action, flags, payload) =>
+      channel.send(kind, target, targetId, correlation, action, flags, payload),
+    handler: (action, on) =>
+      channel.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0)),
+    hold: (yes) => channel.setRef(yes),
+  });
+  // Join the cluster's messenger now: until a child says hello, the primary sends it nothing.
+  result._transport.handler('', true);
+  return result;
+}
+
+function childMessenger() {
+  if (messenger === undefined) messenger = open();
+  return messenger;
+}
+
+module.exports = { childMessenger };
