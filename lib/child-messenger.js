@@ -40,4 +40,9 @@ function childMessenger() {
   return messenger;
 }
 
-module.exports = { childMessenger };
+/** The messenger if this process has opened it, without opening it. */
+function openedMessenger() {
+  return messenger || null;
+}
+
+module.exports = { childMessenger, openedMessenger };

@@ -16,9 +16,19 @@ const worker = isPrimary
       kind: isAgent ? 'agent' : 'app',
     });
 
-/** Tells the primary this process is ready (readiness: 'message'). */
+/**
+ * Tells the primary this process is ready (readiness: 'message'). When this process uses the
+ * messenger, the signal goes on the messenger's channel, after the handlers registered before it:
+ * once the cluster is ready, every worker can be asked.
+ */
 function ready() {
-  if (isPrimary || typeof process.send !== 'function' || !process.connected) return false;
+  if (isPrimary) return false;
+  const messenger = require('./child-messenger').openedMessenger();
+  if (messenger) {
+    messenger._signalReady();
+    return true;
+  }
+  if (typeof process.send !== 'function' || !process.connected) return false;
   process.send('ready');
   return true;
 }

@@ -6,10 +6,13 @@
 
 const { rclusterError } = require('./errors');
 
-const KIND = { message: 1, request: 2, reply: 3, subscribe: 4, unsubscribe: 5, undeliverable: 6 };
+const KIND = { message: 1, request: 2, reply: 3, subscribe: 4, unsubscribe: 5, undeliverable: 6, received: 7, expect: 8 };
 const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one: 5, anyApp: 6, pid: 7 };
 const FLAG_BINARY = 1;
+const FLAG_ERROR = 2;
 const FLAG_FROM_AGENT = 4;
+/** ms a consume or map waits for its answers unless told otherwise. */
+const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
 
 /** Data as a payload: bytes travel raw, anything else as JSON (a TypeError if JSON can't carry it). */
@@ -34,6 +37,41 @@ function checkAction(action) {
   }
 }
 
+function requestTimeout(options) {
+  const timeout = options && options.timeout !== undefined ? options.timeout : DEFAULT_TIMEOUT;
+  if (!Number.isInteger(timeout) || timeout <= 0 || timeout > 2_147_483_647) {
+    throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: timeout must be a positive integer of ms, got ${timeout}`);
+  }
+  return timeout;
+}
+
+/** An error that crossed the channel as `{ message, code, name }`. */
+function errorFrom(payload, props) {
+  let carried;
+  try {
+    carried = JSON.parse(payload.toString('utf8'));
+  } catch {
+    carried = { message: 'an error that could not be read' };
+  }
+  const error = rclusterError(carried.code, carried.message, props);
+  if (carried.code === undefined) delete error.code;
+  if (carried.name && carried.name !== 'Error') error.name = carried.name;
+  return error;
+}
+
+function errorPayload(error) {
+  const plain = error instanceof Error ? error : new Error(String(error));
+  return Buffer.from(JSON.stringify({ message: plain.message, code: plain.code, name: plain.name }));
+}
+
+function fromOf(frame) {
+  return {
+    id: frame.sourceId,
+    pid: frame.sourcePid,
+    kind: frame.sourceId === 0 ? 'primary' : frame.flags & FLAG_FROM_AGENT ? 'agent' : 'app',
+  };
+}
+
 class Messenger {
   /**
    * @param transport {{ send(kind, target, targetId, correlation, action, flags, payload): void,
@@ -44,6 +82,8 @@ class Messenger {
     this._handlers = new Map();
     this._errorListeners = new Set();
     this._nextCorrelation = 1;
+    /** consume/map calls waiting for answers, by correlation id. */
+    this._requests = new Map();
   }
 
   /** `handler(data, meta)`; `meta.from = { id, pid, kind }`. `on('error', fn)` hears delivery failures. */
@@ -115,36 +155,173 @@ class Messenger {
     return this._send(TARGET.one, target, action, data);
   }
 
-  _send(target, targetId, action, data) {
+  /** Exactly one app worker with a handler runs it; resolves to what its handler returns. */
+  consume(action, data, options) {
+    return this._request(TARGET.anyApp, action, data, options, (frame, settle) => {
+      if (frame.flags & FLAG_ERROR) settle(errorFrom(frame.payload, { workerId: frame.sourceId }));
+      else settle(null, decodePayload(frame.flags, frame.payload));
+    });
+  }
+
+  /** Every app worker runs its first handler; resolves to the results ordered by worker id. */
+  map(action, data, options) {
+    return this._mapRequest(action, data, options, false);
+  }
+
+  /** Like map, but one worker's failure is an entry `{ id, pid, status: 'rejected', reason }`. */
+  mapSettled(action, data, options) {
+    return this._mapRequest(action, data, options, true);
+  }
+
+  _mapRequest(action, data, options, settled) {
+    let expected = null;
+    const answers = new Map();
+    const finish = (settle) => {
+      const entries = expected
+        .slice()
+        .sort((a, b) => a[0] - b[0])
+        .map(([id, pid]) => {
+          const answer = answers.get(id);
+          if (!answer) {
+            const reason = rclusterError('ERR_RCLUSTER_TIMEOUT', `worker ${id} did not answer '${action}' in time`, { workerId: id });
+            return { id, pid, status: 'rejected', reason };
+          }
+          return { id, pid, ...answer };
+        });
+      if (settled) return settle(null, entries);
+      const failed = entries.find((e) => e.status === 'rejected');
+      if (failed) return settle(failed.reason);
+      return settle(null, entries.map((e) => e.value));
+    };
+    const onTimeout = settled ? (settle) => (expected ? finish(settle) : settle(null, [])) : null;
+    return this._request(
+      TARGET.apps,
+      action,
+      data,
+      options,
+      (frame, settle) => {
+        if (frame.kind === KIND.expect) {
+          expected = JSON.parse(frame.payload.toString('utf8'));
+        } else if (frame.flags & FLAG_ERROR) {
+          answers.set(frame.sourceId, { status: 'rejected', reason: errorFrom(frame.payload, { workerId: frame.sourceId }) });
+        } else {
+          answers.set(frame.sourceId, { status: 'fulfilled', value: decodePayload(frame.flags, frame.payload) });
+        }
+        if (expected && answers.size >= expected.length) finish(settle);
+      },
+      onTimeout,
+    );
+  }
+
+  /** Sends a request and waits; `onFrame(frame, settle)` sees each answer, `settle(error, value)` ends it. */
+  _request(target, action, data, options, onFrame, onTimeout) {
+    const timeout = requestTimeout(options);
+    const correlation = this._send(target, 0, action, data, KIND.request);
+    return new Promise((resolve, reject) => {
+      const settle = (error, value) => {
+        if (!this._requests.has(correlation)) return;
+        clearTimeout(timer);
+        this._requests.delete(correlation);
+        this._holdIfListening();
+        if (error) reject(error);
+        else resolve(value);
+      };
+      const timer = setTimeout(() => {
+        if (onTimeout) return onTimeout(settle);
+        settle(rclusterError('ERR_RCLUSTER_TIMEOUT', `messenger: no answer to '${action}' within ${timeout} ms`));
+      }, timeout);
+      this._requests.set(correlation, {
+        onFrame: (frame) => onFrame(frame, settle),
+        fail: (error) => settle(error),
+      });
+      this._holdIfListening();
+    });
+  }
+
+  _send(target, targetId, action, data, kind = KIND.message) {
     checkAction(action);
     const { flags, payload } = encodePayload(data);
     const correlation = this._nextCorrelation++;
     if (this._nextCorrelation > 0xffffffff) this._nextCorrelation = 1;
-    this._transport.send(KIND.message, target, targetId, correlation, action, flags, payload);
+    this._transport.send(kind, target, targetId, correlation, action, flags, payload);
+    return correlation;
+  }
+
+  /** rcluster.ready() on this channel: a message with no action, to the primary. */
+  _signalReady() {
+    this._transport.send(KIND.message, TARGET.primary, 0, 0, '', 0, EMPTY);
   }
 
   _holdIfListening() {
-    this._transport.hold(this._handlers.size > 0);
+    this._transport.hold(this._handlers.size > 0 || this._requests.size > 0);
+  }
+
+  /** Runs the first handler for a request and sends its outcome back to the requester. */
+  _answer(frame) {
+    const toPrimary = frame.sourceId === 0;
+    const target = toPrimary ? TARGET.primary : TARGET.one;
+    const send = (kind, flags, payload) =>
+      this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload);
+    // Tell the primary it arrived: from now on, if this process dies, the request failed here.
+    send(KIND.received, 0, EMPTY);
+    const list = this._handlers.get(frame.action);
+    const reply = (error, value) => {
+      if (error) return send(KIND.reply, FLAG_ERROR, errorPayload(error));
+      let encoded;
+      try {
+        encoded = encodePayload(value);
+      } catch (encodeError) {
+        return send(KIND.reply, FLAG_ERROR, errorPayload(encodeError));
+      }
+      try {
+        send(KIND.reply, encoded.flags, encoded.payload);
+      } catch (sendError) {
+        send(KIND.reply, FLAG_ERROR, errorPayload(sendError));
+      }
+    };
+    if (!list || list.length === 0) {
+      const me = require('./child').worker;
+      reply(rclusterError('ERR_RCLUSTER_NO_HANDLER', `no handler for '${frame.action}' in worker ${me ? me.id : '?'} (pid ${process.pid})`));
+      return;
+    }
+    const [entry] = list;
+    if (entry.once) this.off(frame.action, entry.handler);
+    let data;
+    try {
+      data = decodePayload(frame.flags, frame.payload);
+    } catch (error) {
+      reply(error);
+      return;
+    }
+    new Promise((resolve) => resolve(entry.handler(data, { from: fromOf(frame) }))).then(
+      (value) => reply(null, value),
+      (error) => reply(error),
+    );
   }
 
   /** A frame that the channel delivered. */
   _receive(frame) {
+    const pending = this._requests.get(frame.correlation);
     if (frame.kind === KIND.undeliverable) {
       const { code, message } = JSON.parse(frame.payload.toString('utf8'));
-      this._fail(rclusterError(code, `messenger: '${frame.action}' was not delivered: ${message}`, { action: frame.action }));
+      const error = rclusterError(code, `messenger: '${frame.action}' was not delivered: ${message}`, { action: frame.action });
+      if (pending) pending.fail(error);
+      else this._fail(error);
+      return;
+    }
+    if (frame.kind === KIND.reply || frame.kind === KIND.expect) {
+      if (pending) pending.onFrame(frame);
+      return;
+    }
+    if (frame.kind === KIND.request) {
+      this._answer(frame);
       return;
     }
     if (frame.kind !== KIND.message) return;
     const list = this._handlers.get(frame.action);
     if (!list) return;
     const data = decodePayload(frame.flags, frame.payload);
-    const meta = {
-      from: {
-        id: frame.sourceId,
-        pid: frame.sourcePid,
-        kind: frame.sourceId === 0 ? 'primary' : frame.flags & FLAG_FROM_AGENT ? 'agent' : 'app',
-      },
-    };
+    const meta = { from: fromOf(frame) };
     for (const entry of [...list]) {
       if (entry.once) this.off(frame.action, entry.handler);
       entry.handler(data, meta);

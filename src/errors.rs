@@ -16,6 +16,8 @@ pub const UNKNOWN_TARGET: &str = "ERR_RCLUSTER_UNKNOWN_TARGET";
 pub const NO_HANDLER: &str = "ERR_RCLUSTER_NO_HANDLER";
 /// A receiver's queue is full: it has not read what was sent to it.
 pub const QUEUE_FULL: &str = "ERR_RCLUSTER_QUEUE_FULL";
+/// The process running a request died before it answered.
+pub const WORKER_DIED: &str = "ERR_RCLUSTER_WORKER_DIED";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

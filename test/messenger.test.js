@@ -4,6 +4,9 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 const { fixture, until, startCluster } = require('./helpers');
 
 /** A cluster of messenger workers; `got` collects what they report receiving. */
@@ -94,4 +97,78 @@ test('data JSON cannot carry is a TypeError; data over maxMessageSize is refused
   cluster.messenger.broadcast('news', 'fine');
   await until(() => got.length >= 2, 5000, 'deliveries');
   assert.deepStrictEqual(got.map((r) => r.data), ['fine', 'fine']);
+});
+
+test('consume: exactly one worker runs it, calls spread over the workers with a handler', async (t) => {
+  const { cluster, workers } = await messengerCluster(t);
+  // A map answered by both means both have told the primary about their handlers.
+  assert.deepStrictEqual((await cluster.messenger.map('whoami')).map((w) => w.id), workers.map((w) => w.id));
+  const answers = [];
+  for (let i = 0; i < 10; i++) answers.push(await cluster.messenger.consume('whoami'));
+  const ids = new Set(answers.map((a) => a.id));
+  assert.deepStrictEqual([...ids].sort(), workers.map((w) => w.id));
+  assert.deepStrictEqual((await cluster.messenger.consume('echo-bytes', Buffer.from([0, 255, 1]))), Buffer.from([0, 255, 1]));
+  await assert.rejects(cluster.messenger.consume('nobody-handles-this'), { code: 'ERR_RCLUSTER_NO_HANDLER' });
+  await assert.rejects(cluster.messenger.consume('hang', null, { timeout: 100 }), { code: 'ERR_RCLUSTER_TIMEOUT' });
+  assert.throws(() => cluster.messenger.consume('whoami', null, { timeout: -1 }), { code: 'ERR_RCLUSTER_INVALID_OPTION' });
+});
+
+test('map and mapSettled: a throwing handler, a missing handler, a timeout, a dying worker', async (t) => {
+  const { cluster, workers } = await messengerCluster(t);
+  const [a, b] = workers;
+  assert.deepStrictEqual(await cluster.messenger.map('whoami'), [{ id: a.id, pid: a.pid }, { id: b.id, pid: b.pid }]);
+  // Ids 1 and 2: worker 1 throws.
+  await assert.rejects(cluster.messenger.map('fail-in-1'), { code: 'E_MINE', workerId: 1 });
+  const settled = await cluster.messenger.mapSettled('fail-in-1');
+  assert.deepStrictEqual(settled.map((e) => [e.id, e.status]), [[1, 'rejected'], [2, 'fulfilled']]);
+  assert.strictEqual(settled[0].reason.message, 'worker 1 fails');
+  assert.strictEqual(settled[1].value, 'ok');
+  await assert.rejects(cluster.messenger.map('nobody-handles-this'), { code: 'ERR_RCLUSTER_NO_HANDLER' });
+  const timedOut = await cluster.messenger.mapSettled('hang', null, { timeout: 150 });
+  assert.deepStrictEqual(timedOut.map((e) => e.reason.code), ['ERR_RCLUSTER_TIMEOUT', 'ERR_RCLUSTER_TIMEOUT']);
+  await assert.rejects(cluster.messenger.map('die'), { code: 'ERR_RCLUSTER_WORKER_DIED' });
+});
+
+test('consume rejects with ERR_RCLUSTER_WORKER_DIED when the worker running it dies', async (t) => {
+  const { cluster } = await messengerCluster(t, { workers: 1 });
+  await assert.rejects(cluster.messenger.consume('die'), (error) => {
+    assert.strictEqual(error.code, 'ERR_RCLUSTER_WORKER_DIED');
+    assert.match(error.message, /died while it ran 'die'/);
+    return true;
+  });
+});
+
+test('consume while a worker is SIGKILLed mid-stream: every call runs at most once, and none is lost in silence', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const countFile = path.join(dir, 'ran');
+  fs.writeFileSync(countFile, '');
+  const { cluster, workers } = await messengerCluster(t, { env: { COUNT_FILE: countFile } });
+  await cluster.messenger.map('whoami');
+  const outcomes = [];
+  let resolved = 0;
+  const calls = Array.from({ length: 300 }, (_, n) =>
+    cluster.messenger.consume('count', n, { timeout: 10_000 }).then(
+      (value) => {
+        resolved += 1;
+        outcomes[n] = { value };
+      },
+      (error) => (outcomes[n] = { code: error.code }),
+    ),
+  );
+  await until(() => resolved >= 50, 5000, '50 answers');
+  workers[0].process.kill('SIGKILL');
+  await Promise.all(calls);
+  const ran = fs.readFileSync(countFile, 'utf8').split('\n').filter(Boolean).map(Number);
+  assert.strictEqual(new Set(ran).size, ran.length, 'a call ran twice');
+  for (let n = 0; n < 300; n++) {
+    const outcome = outcomes[n];
+    if ('value' in outcome) {
+      assert.strictEqual(outcome.value, n);
+      assert.ok(ran.includes(n));
+    } else {
+      assert.strictEqual(outcome.code, 'ERR_RCLUSTER_WORKER_DIED', `call ${n}: ${outcome.code}`);
+    }
+  }
+  assert.ok(outcomes.filter((o) => 'value' in o).length >= 250, 'most calls went to the surviving worker');
 });

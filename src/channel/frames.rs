@@ -47,6 +47,10 @@ pub enum Kind {
     Unsubscribe = 5,
     /// The primary's answer to a frame it could not deliver (payload: `{ message, code }`).
     Undeliverable = 6,
+    /// A child got a Request (target id: the requester); sent before its handler runs.
+    Received = 7,
+    /// The primary tells a map's requester whose replies to expect (payload: `[[id, pid], ...]`).
+    Expect = 8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +81,8 @@ impl Kind {
             4 => Kind::Subscribe,
             5 => Kind::Unsubscribe,
             6 => Kind::Undeliverable,
+            7 => Kind::Received,
+            8 => Kind::Expect,
             _ => return None,
         })
     }

@@ -4,6 +4,7 @@
 pub mod child_command;
 pub mod events;
 pub mod listeners;
+mod messenger;
 pub mod options;
 pub mod process;
 pub mod restart;

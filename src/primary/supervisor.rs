@@ -21,13 +21,13 @@ use super::listeners::{Distribution, Listeners, Retention};
 use super::options::{ClusterOptions, Readiness, StdioEntry};
 use super::process::{ChildProcess, ExitStatus};
 use super::restart::{Decision, RestartHistory};
-use super::router::{Dest, Router, Undeliverable};
+use super::router::Router;
 use super::spawner;
 use crate::channel::connection::{
     self, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
-use crate::channel::frame_link::{self, FrameEvent, FrameLink, SendError, SharedBytes};
-use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
+use crate::channel::frame_link::{FrameEvent, FrameLink};
+use crate::channel::frames::Frame;
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
 
@@ -160,11 +160,13 @@ pub struct Supervisor {
     slots: Vec<Slot>,
     pub(super) listeners: Listeners,
     pub(super) events: EventQueue,
-    inputs: mpsc::UnboundedSender<Input>,
+    pub(super) inputs: mpsc::UnboundedSender<Input>,
     processes: ProcessTable,
     ids: Arc<AtomicU32>,
     phase: Phase,
-    router: Router,
+    pub(super) router: Router,
+    /// consume/map requests in flight (src/primary/messenger.rs).
+    pub(super) requests: super::messenger::Requests,
 }
 
 /// Starts the loop on the current runtime; returns the queue that feeds it.
@@ -212,6 +214,7 @@ pub fn launch(
         ids,
         phase: Phase::Idle,
         router: Router::new(u64::from(std::process::id()) ^ now_nanos()),
+        requests: Default::default(),
     };
     tokio::spawn(supervisor.run(rx));
     tx
@@ -238,7 +241,7 @@ impl Supervisor {
         }
     }
 
-    fn options(&self) -> Option<&ClusterOptions> {
+    pub(super) fn options(&self) -> Option<&ClusterOptions> {
         match &self.plan {
             Plan::Supervised(o) => Some(o),
             Plan::Manual { .. } => None,
@@ -505,7 +508,7 @@ impl Supervisor {
         }
     }
 
-    fn mark_ready(&mut self, id: WorkerId) {
+    pub(super) fn mark_ready(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
@@ -527,7 +530,7 @@ impl Supervisor {
 
     fn on_exit(&mut self, id: WorkerId, status: ExitStatus) {
         self.processes.remove(id);
-        self.router.leave(id);
+        self.messenger_member_gone(id);
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
@@ -766,168 +769,4 @@ fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64 ^ d.as_secs())
-}
-
-// ---- the messenger ----
-
-/// A child's messenger queue may hold this many bytes, or two of the largest messages.
-const MIN_FRAME_QUEUE: usize = 64 << 20;
-
-impl Supervisor {
-    fn max_frame(&self) -> usize {
-        let max_message = self.options().map_or(frames::PREFIX_LEN, |o| o.max_message);
-        max_message + frames::PREFIX_LEN + frames::HEADER_LEN + frames::MAX_ACTION_LEN
-    }
-
-    fn start_frame_link(&mut self, id: WorkerId, socket: OwnedFd) -> Option<FrameLink> {
-        let tx = self.inputs.clone();
-        let sink = Box::new(move |event| {
-            let _ = tx.send(Input::Frames(id, event));
-        });
-        let max_frame = self.max_frame();
-        match frame_link::start(socket, max_frame, MIN_FRAME_QUEUE.max(2 * max_frame), sink) {
-            Ok(link) => Some(link),
-            Err(e) => {
-                self.warn(
-                    Some(id),
-                    errors::SPAWN_FAILED,
-                    format!("worker {id}: cannot watch its messenger channel: {e}"),
-                );
-                None
-            }
-        }
-    }
-
-    fn on_frames(&mut self, id: WorkerId, event: FrameEvent) {
-        match event {
-            FrameEvent::Frames(batch) => {
-                for frame in batch {
-                    self.route_frame(Some(id), frame);
-                }
-            }
-            FrameEvent::ProtocolError(why) => {
-                let pid = self.workers.get(&id).map_or(0, |w| w.process.pid());
-                self.warn(
-                    Some(id),
-                    errors::PROTOCOL,
-                    format!("worker {id} (pid {pid}) broke the messenger protocol: {why}; it is replaced"),
-                );
-                self.router.leave(id);
-                if let Some(w) = self.workers.get_mut(&id) {
-                    w.frames = None;
-                    let _ = w.process.signal(Signal::SIGKILL);
-                }
-            }
-            FrameEvent::Closed => self.router.leave(id),
-        }
-    }
-
-    /// Routes a frame from a child (`Some(id)`) or the primary (`None`) to its targets.
-    fn route_frame(&mut self, from: Option<WorkerId>, mut frame: Frame) {
-        match from {
-            Some(id) => {
-                // A child joins the messenger with its first frame: one that never loads
-                // rcluster is no target, and nothing piles up for it.
-                if self.router.source(id).is_none() {
-                    let Some(pid) = self.workers.get(&id).map(|w| w.process.pid()) else {
-                        return;
-                    };
-                    self.router.join(id, pid, WorkerKind::App);
-                }
-                let Some((pid, kind)) = self.router.source(id) else {
-                    return;
-                };
-                frame.set_source(id, pid, kind == WorkerKind::Agent);
-            }
-            None => frame.set_source(0, std::process::id(), false),
-        }
-        match frame.header.kind {
-            // The empty action is the child's hello: it has joined, nothing more.
-            Kind::Subscribe if frame.header.action.is_empty() => return,
-            Kind::Subscribe | Kind::Unsubscribe => {
-                let on = frame.header.kind == Kind::Subscribe;
-                self.router.handler(from, &frame.header.action, on);
-                return;
-            }
-            // Only the primary reports undeliverable frames.
-            Kind::Undeliverable if from.is_some() => return,
-            _ => {}
-        }
-        let dests = match self.router.route(&frame.header) {
-            Ok(dests) => dests,
-            Err(why) => return self.undeliverable(from, &frame.header, why),
-        };
-        let header = frame.header.clone();
-        let bytes: SharedBytes = Arc::new(frame.bytes);
-        let mut to_primary = false;
-        for dest in dests {
-            match dest {
-                Dest::Primary => to_primary = true,
-                Dest::Worker(target) => {
-                    let result = match self.workers.get(&target).and_then(|w| w.frames.as_ref()) {
-                        Some(link) => link.send(bytes.clone()),
-                        None => Err(SendError::Closed),
-                    };
-                    if let Err(e) = result {
-                        let why = match e {
-                            SendError::Full { limit } => Undeliverable {
-                                code: errors::QUEUE_FULL,
-                                message: format!(
-                                    "worker {target} has {limit} bytes of messages it has not read; '{}' was not delivered to it",
-                                    header.action
-                                ),
-                            },
-                            SendError::Closed => Undeliverable {
-                                code: errors::UNKNOWN_TARGET,
-                                message: format!("worker {target} has gone"),
-                            },
-                        };
-                        self.undeliverable(from, &header, why);
-                    }
-                }
-            }
-        }
-        if to_primary {
-            let payload_at = frames::PREFIX_LEN + frames::HEADER_LEN + header.action.len();
-            let bytes = Arc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone());
-            self.events.push(Event::Frame(Frame {
-                header,
-                bytes,
-                payload_at,
-            }));
-        }
-    }
-
-    /// Tells the sender that its frame could not be delivered (same action and correlation id).
-    fn undeliverable(&mut self, to: Option<WorkerId>, about: &Header, why: Undeliverable) {
-        let header = Header {
-            kind: Kind::Undeliverable,
-            target: if to.is_some() {
-                Target::One
-            } else {
-                Target::Primary
-            },
-            flags: FLAG_ERROR,
-            target_id: to.unwrap_or(0),
-            source_id: 0,
-            source_pid: std::process::id(),
-            correlation: about.correlation,
-            action: about.action.clone(),
-        };
-        let payload = json!({ "code": why.code, "message": why.message }).to_string();
-        let Ok(bytes) = frames::encode(&header, payload.as_bytes()) else {
-            return;
-        };
-        let Ok(frame) = frames::parse(bytes) else {
-            return;
-        };
-        match to {
-            None => self.events.push(Event::Frame(frame)),
-            Some(id) => {
-                if let Some(link) = self.workers.get(&id).and_then(|w| w.frames.as_ref()) {
-                    let _ = link.send(Arc::new(frame.bytes));
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,408 @@
+//! The primary's side of the messenger: children join, frames are routed on their header
+//! (src/primary/router.rs decides where), and consume/map requests are followed until every
+//! process asked has answered or died, so that a request never hangs and never runs twice.
+//! See docs/messenger-frames.md.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use super::child_command::WorkerKind;
+use super::events::{Event, WorkerId};
+use super::options::Readiness;
+use super::router::{Dest, Undeliverable};
+use super::supervisor::{Input, Supervisor};
+use crate::channel::frame_link::{self, FrameEvent, FrameLink, SendError, SharedBytes};
+use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
+use crate::errors;
+
+/// A child's messenger queue may hold this many bytes, or two of the largest frames.
+const MIN_FRAME_QUEUE: usize = 64 << 20;
+
+/// Who asked, and the number they gave the request.
+type RequestKey = (Option<WorkerId>, u32);
+
+struct Request {
+    /// consume: one process runs it, and it moves on if that one dies before receiving it.
+    consume: bool,
+    /// The request as sent, for a consume that must move to another worker.
+    bytes: SharedBytes,
+    action: String,
+    /// The processes that have not answered yet, and whether each has received the request.
+    outstanding: BTreeMap<WorkerId, bool>,
+}
+
+#[derive(Default)]
+pub struct Requests(HashMap<RequestKey, Request>);
+
+/// The requester named by a Received or Reply frame.
+fn requester_of(header: &Header) -> Option<WorkerId> {
+    match header.target {
+        Target::Primary => None,
+        _ => Some(header.target_id),
+    }
+}
+
+impl Supervisor {
+    fn max_frame(&self) -> usize {
+        let max_message = self.options().map_or(0, |o| o.max_message);
+        max_message + frames::PREFIX_LEN + frames::HEADER_LEN + frames::MAX_ACTION_LEN
+    }
+
+    pub(super) fn start_frame_link(&mut self, id: WorkerId, socket: OwnedFd) -> Option<FrameLink> {
+        let tx = self.inputs.clone();
+        let sink = Box::new(move |event| {
+            let _ = tx.send(Input::Frames(id, event));
+        });
+        let max_frame = self.max_frame();
+        match frame_link::start(socket, max_frame, MIN_FRAME_QUEUE.max(2 * max_frame), sink) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                self.warn(
+                    Some(id),
+                    errors::SPAWN_FAILED,
+                    format!("worker {id}: cannot watch its messenger channel: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn on_frames(&mut self, id: WorkerId, event: FrameEvent) {
+        match event {
+            FrameEvent::Frames(batch) => {
+                for frame in batch {
+                    self.route_frame(Some(id), frame);
+                }
+            }
+            FrameEvent::ProtocolError(why) => {
+                let pid = self.workers.get(&id).map_or(0, |w| w.process.pid());
+                self.warn(
+                    Some(id),
+                    errors::PROTOCOL,
+                    format!("worker {id} (pid {pid}) broke the messenger protocol: {why}; it is replaced"),
+                );
+                self.messenger_member_gone(id);
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.frames = None;
+                    let _ = w.process.signal(Signal::SIGKILL);
+                }
+            }
+            FrameEvent::Closed => self.messenger_member_gone(id),
+        }
+    }
+
+    /// Routes a frame from a child (`Some(id)`) or the primary (`None`).
+    pub(super) fn route_frame(&mut self, from: Option<WorkerId>, mut frame: Frame) {
+        match from {
+            Some(id) => {
+                // A child joins the messenger with its first frame: one that never loads
+                // rcluster is no target, and nothing piles up for it.
+                if self.router.source(id).is_none() {
+                    let Some(pid) = self.workers.get(&id).map(|w| w.process.pid()) else {
+                        return;
+                    };
+                    self.router.join(id, pid, WorkerKind::App);
+                }
+                let Some((pid, kind)) = self.router.source(id) else {
+                    return;
+                };
+                frame.set_source(id, pid, kind == WorkerKind::Agent);
+            }
+            None => frame.set_source(0, std::process::id(), false),
+        }
+        match frame.header.kind {
+            // The empty action is the child's hello: it has joined, nothing more.
+            Kind::Subscribe if frame.header.action.is_empty() => {}
+            Kind::Subscribe | Kind::Unsubscribe => {
+                let on = frame.header.kind == Kind::Subscribe;
+                self.router.handler(from, &frame.header.action, on);
+            }
+            // A message with no action is `rcluster.ready()`: on this channel it arrives after
+            // the handlers the child registered before it, so a ready worker can be asked.
+            Kind::Message if frame.header.action.is_empty() => {
+                let by_message = self.options().map(|o| o.readiness) == Some(Readiness::Message);
+                if let (Some(id), true) = (from, by_message) {
+                    self.mark_ready(id);
+                }
+            }
+            // Only the primary writes these.
+            Kind::Undeliverable | Kind::Expect => {}
+            Kind::Received => {
+                let key = (requester_of(&frame.header), frame.header.correlation);
+                if let (Some(id), Some(request)) = (from, self.requests.0.get_mut(&key)) {
+                    if let Some(received) = request.outstanding.get_mut(&id) {
+                        *received = true;
+                    }
+                }
+            }
+            Kind::Reply => self.forward_reply(from, frame),
+            Kind::Request if matches!(frame.header.target, Target::AnyApp | Target::Apps) => {
+                self.start_request(from, frame)
+            }
+            Kind::Message | Kind::Request => self.route_message(from, frame),
+        }
+    }
+
+    fn route_message(&mut self, from: Option<WorkerId>, frame: Frame) {
+        let dests = match self.router.route(&frame.header) {
+            Ok(dests) => dests,
+            Err(why) => return self.undeliverable(from, &frame.header, why),
+        };
+        let header = frame.header.clone();
+        let bytes: SharedBytes = Arc::new(frame.bytes);
+        for dest in dests {
+            if let Err(why) = self.deliver(dest, &bytes, &header.action) {
+                self.undeliverable(from, &header, why);
+            }
+        }
+    }
+
+    /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered.
+    fn start_request(&mut self, from: Option<WorkerId>, frame: Frame) {
+        let consume = frame.header.target == Target::AnyApp;
+        let dests = match self.router.route(&frame.header) {
+            Ok(dests) => dests,
+            Err(why) => return self.undeliverable(from, &frame.header, why),
+        };
+        let header = frame.header.clone();
+        let key = (from, header.correlation);
+        let bytes: SharedBytes = Arc::new(frame.bytes);
+        let targets: Vec<WorkerId> = dests
+            .iter()
+            .filter_map(|d| match d {
+                Dest::Worker(id) => Some(*id),
+                Dest::Primary => None,
+            })
+            .collect();
+        if !consume {
+            // The requester learns whose answers to wait for before any answer arrives.
+            let expected: Vec<_> = targets
+                .iter()
+                .map(|id| json!([id, self.router.source(*id).map_or(0, |(pid, _)| pid)]))
+                .collect();
+            self.send_from_primary(from, Kind::Expect, 0, &header, json!(expected).to_string());
+        }
+        self.requests.0.insert(
+            key,
+            Request {
+                consume,
+                bytes: bytes.clone(),
+                action: header.action.clone(),
+                outstanding: targets.iter().map(|id| (*id, false)).collect(),
+            },
+        );
+        for id in targets {
+            if self
+                .deliver(Dest::Worker(id), &bytes, &header.action)
+                .is_err()
+            {
+                self.request_target_gone(key, id);
+            }
+        }
+    }
+
+    fn forward_reply(&mut self, from: Option<WorkerId>, frame: Frame) {
+        let requester = requester_of(&frame.header);
+        let key = (requester, frame.header.correlation);
+        let Some(id) = from else {
+            return;
+        };
+        let Some(request) = self.requests.0.get_mut(&key) else {
+            // Nobody waits for it any more (the requester died, or it answered twice).
+            return;
+        };
+        if request.outstanding.remove(&id).is_none() {
+            return;
+        }
+        if request.outstanding.is_empty() {
+            self.requests.0.remove(&key);
+        }
+        let dest = requester.map_or(Dest::Primary, Dest::Worker);
+        let action = frame.header.action.clone();
+        // A requester that has gone needs no answer.
+        let _ = self.deliver(dest, &Arc::new(frame.bytes), &action);
+    }
+
+    /// A process left the messenger (exited, or broke the protocol): its requests end.
+    pub(super) fn messenger_member_gone(&mut self, id: WorkerId) {
+        let pid = self.router.source(id).map(|(pid, _)| pid);
+        self.router.leave(id);
+        self.requests
+            .0
+            .retain(|(requester, _), _| *requester != Some(id));
+        let keys: Vec<RequestKey> = self
+            .requests
+            .0
+            .iter()
+            .filter(|(_, r)| r.outstanding.contains_key(&id))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.request_target_gone_with_pid(key, id, pid.unwrap_or(0));
+        }
+    }
+
+    fn request_target_gone(&mut self, key: RequestKey, id: WorkerId) {
+        let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
+        self.request_target_gone_with_pid(key, id, pid);
+    }
+
+    fn request_target_gone_with_pid(&mut self, key: RequestKey, id: WorkerId, pid: u32) {
+        let Some(request) = self.requests.0.get_mut(&key) else {
+            return;
+        };
+        let Some(received) = request.outstanding.remove(&id) else {
+            return;
+        };
+        let (consume, action, bytes) = (
+            request.consume,
+            request.action.clone(),
+            request.bytes.clone(),
+        );
+        if request.outstanding.is_empty() {
+            self.requests.0.remove(&key);
+        }
+        if consume && !received {
+            // It never reached that worker: it may still run, once, somewhere else.
+            let probe = Header {
+                kind: Kind::Request,
+                target: Target::AnyApp,
+                flags: 0,
+                target_id: 0,
+                source_id: 0,
+                source_pid: 0,
+                correlation: key.1,
+                action: action.clone(),
+            };
+            if let Ok(dests) = self.router.route(&probe) {
+                for dest in dests {
+                    if let Dest::Worker(next) = dest {
+                        self.requests.0.insert(
+                            key,
+                            Request {
+                                consume,
+                                bytes: bytes.clone(),
+                                action: action.clone(),
+                                outstanding: BTreeMap::from([(next, false)]),
+                            },
+                        );
+                        if self.deliver(dest, &bytes, &action).is_err() {
+                            self.request_target_gone(key, next);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        let message = if received {
+            format!("worker {id} (pid {pid}) died while it ran '{action}'")
+        } else {
+            format!("worker {id} (pid {pid}) died before it received '{action}', and no other worker handles it")
+        };
+        let about = Header {
+            kind: Kind::Reply,
+            target: Target::Primary,
+            flags: 0,
+            target_id: 0,
+            source_id: 0,
+            source_pid: 0,
+            correlation: key.1,
+            action,
+        };
+        let payload = json!({ "code": errors::WORKER_DIED, "message": message }).to_string();
+        let header = Header {
+            kind: Kind::Reply,
+            target: if key.0.is_some() {
+                Target::One
+            } else {
+                Target::Primary
+            },
+            flags: FLAG_ERROR,
+            target_id: key.0.unwrap_or(0),
+            source_id: id,
+            source_pid: pid,
+            correlation: about.correlation,
+            action: about.action,
+        };
+        if let Ok(bytes) = frames::encode(&header, payload.as_bytes()) {
+            let dest = key.0.map_or(Dest::Primary, Dest::Worker);
+            let _ = self.deliver(dest, &Arc::new(bytes), &header.action);
+        }
+    }
+
+    /// Writes a frame to one process: a child's queue, or the primary's JavaScript.
+    fn deliver(
+        &mut self,
+        dest: Dest,
+        bytes: &SharedBytes,
+        action: &str,
+    ) -> Result<(), Undeliverable> {
+        match dest {
+            Dest::Primary => {
+                let frame = frames::parse(bytes.as_ref().clone()).map_err(|e| Undeliverable {
+                    code: errors::PROTOCOL,
+                    message: e.to_string(),
+                })?;
+                self.events.push(Event::Frame(frame));
+                Ok(())
+            }
+            Dest::Worker(target) => {
+                let result = match self.workers.get(&target).and_then(|w| w.frames.as_ref()) {
+                    Some(link) => link.send(bytes.clone()),
+                    None => Err(SendError::Closed),
+                };
+                result.map_err(|e| match e {
+                    SendError::Full { limit } => Undeliverable {
+                        code: errors::QUEUE_FULL,
+                        message: format!(
+                            "worker {target} has {limit} bytes of messages it has not read; '{action}' was not delivered to it"
+                        ),
+                    },
+                    SendError::Closed => Undeliverable {
+                        code: errors::UNKNOWN_TARGET,
+                        message: format!("worker {target} has gone"),
+                    },
+                })
+            }
+        }
+    }
+
+    /// A frame the primary writes itself to `to` (None: its own JavaScript).
+    fn send_from_primary(
+        &mut self,
+        to: Option<WorkerId>,
+        kind: Kind,
+        flags: u8,
+        about: &Header,
+        payload: String,
+    ) {
+        let header = Header {
+            kind,
+            target: if to.is_some() {
+                Target::One
+            } else {
+                Target::Primary
+            },
+            flags,
+            target_id: to.unwrap_or(0),
+            source_id: 0,
+            source_pid: std::process::id(),
+            correlation: about.correlation,
+            action: about.action.clone(),
+        };
+        if let Ok(bytes) = frames::encode(&header, payload.as_bytes()) {
+            let dest = to.map_or(Dest::Primary, Dest::Worker);
+            let _ = self.deliver(dest, &Arc::new(bytes), &header.action);
+        }
+    }
+
+    /// Tells the sender that its frame could not be delivered (same action and correlation id).
+    fn undeliverable(&mut self, to: Option<WorkerId>, about: &Header, why: Undeliverable) {
+        let payload = json!({ "code": why.code, "message": why.message }).to_string();
+        self.send_from_primary(to, Kind::Undeliverable, FLAG_ERROR, about, payload);
+    }
+}
