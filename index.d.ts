@@ -123,7 +123,23 @@ export interface Messenger {
   sendRandom(action: string, data?: MessageData): void;
   /** One process: a worker id, a pid, or 'primary'. */
   sendTo(target: number | 'primary', action: string, data?: MessageData): void;
+  /** Exactly one app worker with a handler runs it; resolves to the handler's (awaited) result.
+   *  Rejects with `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_TIMEOUT`, `ERR_RCLUSTER_WORKER_DIED` or the handler's error. */
+  consume<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T>;
+  /** Every app worker runs its first handler; the results ordered by worker id. One failure rejects. */
+  map<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T[]>;
+  /** Like map, never rejecting for one worker's failure. */
+  mapSettled<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<Array<SettledEntry<T>>>;
 }
+
+export interface RequestOptions {
+  /** ms to wait for the answers. Default 30000. */
+  timeout?: number;
+}
+
+export type SettledEntry<T> =
+  | { id: number; pid: number; status: 'fulfilled'; value: T }
+  | { id: number; pid: number; status: 'rejected'; reason: RclusterError & { workerId?: number } };
 
 export interface StopOptions {
   /** ms before the remaining workers are SIGKILLed; default: the cluster's `killTimeout`. */

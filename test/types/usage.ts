@@ -26,6 +26,13 @@ async function main(): Promise<void> {
   cluster.messenger.sendTo('primary', 'hello');
   cluster.messenger.sendTo(3, 'bytes', Buffer.from('raw'));
   await cluster.ready;
+  const total: number = await cluster.messenger.consume<number>('sum', [1, 2], { timeout: 1000 });
+  const pids: number[] = await cluster.messenger.map<number>('pid');
+  for (const entry of await cluster.messenger.mapSettled<string>('version')) {
+    if (entry.status === 'fulfilled') console.log(entry.id, entry.value.toUpperCase());
+    else console.log(entry.pid, entry.reason.code);
+  }
+  console.log(total, pids);
   for (const worker of Object.values(cluster.workers)) {
     worker.send('hello', (error) => error && console.error(error.message));
     const alive: boolean = !worker.isDead() && worker.isConnected();
