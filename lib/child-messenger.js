@@ -4,6 +4,7 @@
 // rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('./messenger');
+const { forEachFrame } = require('./frames');
 
 let messenger;
 
@@ -14,13 +15,10 @@ function open() {
   const { ChildChannel } = require('./native.js');
   let channel;
   const drain = () => {
-    for (const frame of channel.take()) {
-      if (frame.closed) {
-        channel.setRef(false);
-        continue;
-      }
-      result._receive(frame);
-    }
+    const batch = channel.take();
+    forEachFrame(batch.frames, (frame) => result._receive(frame));
+    // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
+    if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };
   channel = new ChildChannel(fd, maxMessage, drain);
   const result = new Messenger({

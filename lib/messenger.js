@@ -11,6 +11,7 @@ const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one:
 const FLAG_BINARY = 1;
 const FLAG_ERROR = 2;
 const FLAG_FROM_AGENT = 4;
+const FLAG_STRING = 8;
 /** ms a consume or map waits for its answers unless told otherwise. */
 const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
@@ -20,11 +21,14 @@ function encodePayload(data) {
   if (Buffer.isBuffer(data)) return { flags: FLAG_BINARY, payload: data };
   if (ArrayBuffer.isView(data)) return { flags: FLAG_BINARY, payload: Buffer.from(data.buffer, data.byteOffset, data.byteLength) };
   if (data === undefined) return { flags: 0, payload: EMPTY };
+  // A string travels as its UTF-8 bytes: no JSON quoting on the way out, no parsing on the way in.
+  if (typeof data === 'string') return { flags: FLAG_STRING, payload: Buffer.from(data, 'utf8') };
   return { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
 }
 
 function decodePayload(flags, payload) {
   if (flags & FLAG_BINARY) return payload;
+  if (flags & FLAG_STRING) return payload.toString('utf8');
   if (payload.length === 0) return undefined;
   return JSON.parse(payload.toString('utf8'));
 }
@@ -262,8 +266,9 @@ class Messenger {
     const target = toPrimary ? TARGET.primary : TARGET.one;
     const send = (kind, flags, payload) =>
       this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload);
-    // Tell the primary it arrived: from now on, if this process dies, the request failed here.
-    send(KIND.received, 0, EMPTY);
+    // consume: tell the primary it arrived; from now on, if this process dies, the call failed
+    // here and must not run elsewhere. (A map goes to every worker: there is no elsewhere.)
+    if (frame.target === TARGET.anyApp) send(KIND.received, 0, EMPTY);
     const list = this._handlers.get(frame.action);
     const reply = (error, value) => {
       if (error) return send(KIND.reply, FLAG_ERROR, errorPayload(error));

@@ -15,6 +15,9 @@ use super::fd_socket::FdSocket;
 use super::frames::{Decoder, Frame};
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Small frames waiting for one child are written together, up to this many bytes per write;
+/// a larger frame is written from its shared buffer as it is.
+const BATCH_BYTES: usize = 64 * 1024;
 
 pub enum FrameEvent {
     /// A batch of frames from one read.
@@ -96,10 +99,16 @@ async fn run(
 ) {
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut pending: VecDeque<SharedBytes> = VecDeque::new();
+    // What is being written now, and how much of it is out.
+    let mut current: Option<SharedBytes> = None;
     let mut written = 0usize;
     let mut outbox_open = true;
     loop {
-        let head = pending.front().cloned();
+        if current.is_none() {
+            current = next_write(&mut pending, &queued);
+            written = 0;
+        }
+        let head = current.clone();
         tokio::select! {
             read = socket.recv(&mut scratch) => match read {
                 Ok(r) if r.len > 0 => {
@@ -133,12 +142,8 @@ async fn run(
             } => match wrote {
                 Ok(n) => {
                     written += n;
-                    if let Some(bytes) = &head {
-                        if written == bytes.len() {
-                            queued.fetch_sub(bytes.len(), Ordering::AcqRel);
-                            pending.pop_front();
-                            written = 0;
-                        }
+                    if head.as_ref().is_some_and(|bytes| written == bytes.len()) {
+                        current = None;
                     }
                 }
                 Err(_) => break,
@@ -151,4 +156,28 @@ async fn run(
     }
     socket.shutdown();
     sink(FrameEvent::Closed);
+}
+
+/// The next bytes to write: a large frame as it is, or small frames joined into one write.
+fn next_write(pending: &mut VecDeque<SharedBytes>, queued: &AtomicUsize) -> Option<SharedBytes> {
+    let first = pending.pop_front()?;
+    queued.fetch_sub(first.len(), Ordering::AcqRel);
+    if first.len() >= BATCH_BYTES
+        || pending
+            .front()
+            .is_none_or(|next| first.len() + next.len() > BATCH_BYTES)
+    {
+        return Some(first);
+    }
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    batch.extend_from_slice(&first);
+    while let Some(next) = pending.front() {
+        if batch.len() + next.len() > BATCH_BYTES {
+            break;
+        }
+        batch.extend_from_slice(next);
+        queued.fetch_sub(next.len(), Ordering::AcqRel);
+        pending.pop_front();
+    }
+    Some(Arc::new(batch))
 }

@@ -31,7 +31,9 @@ pub const FLAG_BINARY: u8 = 0b0000_0001;
 pub const FLAG_ERROR: u8 = 0b0000_0010;
 /// Stamped by the primary: the source is the agent.
 pub const FLAG_FROM_AGENT: u8 = 0b0000_0100;
-const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT;
+/// The payload is a string value as UTF-8 text, without JSON's quotes and escapes.
+pub const FLAG_STRING: u8 = 0b0000_1000;
+const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -245,6 +247,9 @@ pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
 /// prefix arrives: nothing of it is buffered.
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next frame starts in `buf`: consumed bytes are dropped in one go, not per
+    /// frame, so a read full of small frames costs one copy, not one per frame.
+    start: usize,
     max_frame: usize,
 }
 
@@ -252,19 +257,25 @@ impl Decoder {
     pub fn new(max_frame: usize) -> Self {
         Decoder {
             buf: Vec::new(),
+            start: 0,
             max_frame,
         }
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
-        if self.buf.len() < PREFIX_LEN {
+        let available = &self.buf[self.start..];
+        if available.len() < PREFIX_LEN {
             return Ok(None);
         }
-        let body = u32_at(&self.buf, 0) as usize;
+        let body = u32_at(available, 0) as usize;
         if body < HEADER_LEN {
             return Err(FrameError::Malformed("shorter than a header"));
         }
@@ -275,11 +286,11 @@ impl Decoder {
                 limit: self.max_frame,
             });
         }
-        if self.buf.len() < total {
+        if available.len() < total {
             return Ok(None);
         }
-        let rest = self.buf.split_off(total);
-        let frame = std::mem::replace(&mut self.buf, rest);
+        let frame = available[..total].to_vec();
+        self.start += total;
         parse(frame).map(Some)
     }
 }

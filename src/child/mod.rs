@@ -2,11 +2,12 @@
 //! or the agent. One thread reads and splits frames and wakes JavaScript once per batch; another
 //! writes, so a send never blocks the child's event loop.
 
-use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc as std_mpsc;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
@@ -14,33 +15,36 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
 use crate::binding::{messenger_frame, Code};
-use crate::channel::frames::{Decoder, Frame, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
+use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::errors::{self, RcError};
 
 type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
 
-/// A frame for JavaScript; `closed` marks the end of the channel instead.
-#[napi(object)]
-pub struct ChildFrame {
-    pub kind: u32,
-    pub flags: u32,
-    pub source_id: u32,
-    pub source_pid: u32,
-    pub correlation: u32,
-    pub action: String,
-    pub payload: Buffer,
-    pub closed: bool,
+/// What the reader thread has for JavaScript: whole frames back to back, already checked by the
+/// decoder (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
+/// whether the channel has ended.
+#[derive(Default)]
+struct Inbox {
+    frames: Vec<u8>,
+    closed: Option<String>,
 }
 
-enum Received {
-    Frame(Frame),
-    Closed(Option<String>),
+/// One `take()`: the frames received since the last one, and the end of the channel if it came.
+#[napi(object)]
+pub struct Batch {
+    pub frames: Buffer,
+    /// Set once the channel has ended: empty for an orderly end, else why it was dropped.
+    pub closed: Option<String>,
 }
 
 #[napi]
 pub struct ChildChannel {
     outbox: std_mpsc::Sender<Vec<u8>>,
-    inbox: Arc<Mutex<VecDeque<Received>>>,
+    /// The socket, for writes straight from the JavaScript thread while the writer is idle.
+    direct: UnixStream,
+    /// Frames handed to the writer thread and not yet written.
+    queued: Arc<AtomicUsize>,
+    inbox: Arc<Mutex<Inbox>>,
     wake: Arc<Wake>,
     holds_loop: bool,
     max_message: usize,
@@ -72,6 +76,8 @@ impl ChildChannel {
             .set_nonblocking(false)
             .map_err(|e| io_error("blocking mode", e))?;
         let writer = reader.try_clone().map_err(|e| io_error("dup", e))?;
+        let direct = reader.try_clone().map_err(|e| io_error("dup", e))?;
+        let queued = Arc::new(AtomicUsize::new(0));
         let wake: Wake = on_wake
             .build_threadsafe_function()
             .callee_handled::<false>()
@@ -79,7 +85,7 @@ impl ChildChannel {
             .build()
             .map_err(|e| rc(RcError::new(errors::NOT_RUNNING, e.reason.clone())))?;
         let wake = Arc::new(wake);
-        let inbox = Arc::new(Mutex::new(VecDeque::new()));
+        let inbox = Arc::new(Mutex::new(Inbox::default()));
         let max_frame = max_message as usize + PREFIX_LEN + HEADER_LEN + MAX_ACTION_LEN;
         let (outbox, rx) = std_mpsc::channel::<Vec<u8>>();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -89,9 +95,10 @@ impl ChildChannel {
                 .map(|_| ())
                 .map_err(|e| io_error("thread", e))
         };
+        let writer_queued = queued.clone();
         spawn(
             "rcluster-channel-write",
-            Box::new(move || write_loop(writer, rx)),
+            Box::new(move || write_loop(writer, rx, writer_queued)),
         )?;
         let (thread_inbox, thread_wake) = (inbox.clone(), wake.clone());
         spawn(
@@ -100,6 +107,8 @@ impl ChildChannel {
         )?;
         Ok(ChildChannel {
             outbox,
+            direct,
+            queued,
             inbox,
             wake,
             holds_loop: false,
@@ -131,7 +140,20 @@ impl ChildChannel {
             self.max_message,
         )
         .map_err(rc)?;
-        self.outbox.send(frame.bytes).map_err(|_| {
+        let mut bytes = frame.bytes;
+        // While nothing waits for the writer thread, write here: one thread handoff less per
+        // message. What the socket does not take now goes to the writer, in order.
+        if self.queued.load(Ordering::Acquire) == 0 {
+            match send_now(&self.direct, &bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                Ok(n) => {
+                    bytes.drain(..n);
+                }
+                Err(_) => {}
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.outbox.send(bytes).map_err(|_| {
             rc(RcError::new(
                 errors::NOT_RUNNING,
                 "the messenger channel is closed",
@@ -140,36 +162,12 @@ impl ChildChannel {
     }
 
     #[napi]
-    pub fn take(&self) -> Vec<ChildFrame> {
-        let drained: Vec<Received> = {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            inbox.drain(..).collect()
-        };
-        drained
-            .into_iter()
-            .map(|r| match r {
-                Received::Frame(f) => ChildFrame {
-                    kind: f.header.kind as u32,
-                    flags: u32::from(f.header.flags),
-                    source_id: f.header.source_id,
-                    source_pid: f.header.source_pid,
-                    correlation: f.header.correlation,
-                    payload: f.payload().to_vec().into(),
-                    action: f.header.action,
-                    closed: false,
-                },
-                Received::Closed(why) => ChildFrame {
-                    kind: 0,
-                    flags: 0,
-                    source_id: 0,
-                    source_pid: 0,
-                    correlation: 0,
-                    action: why.unwrap_or_default(),
-                    payload: Vec::new().into(),
-                    closed: true,
-                },
-            })
-            .collect()
+    pub fn take(&self) -> Batch {
+        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        Batch {
+            frames: std::mem::take(&mut inbox.frames).into(),
+            closed: inbox.closed.clone(),
+        }
     }
 
     /// Whether the channel keeps the event loop alive (while the child has handlers).
@@ -197,57 +195,101 @@ impl ChildChannel {
     }
 }
 
-fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Vec<u8>>) {
-    while let Ok(bytes) = rx.recv() {
-        if writer.write_all(&bytes).is_err() {
+/// Small frames queued together go out in one write.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// A write that never blocks (the socket itself is in blocking mode for the threads).
+fn send_now(socket: &UnixStream, bytes: &[u8]) -> std::io::Result<usize> {
+    nix::sys::socket::send(
+        socket.as_raw_fd(),
+        bytes,
+        nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )
+    .map_err(std::io::Error::from)
+}
+
+fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Vec<u8>>, queued: Arc<AtomicUsize>) {
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    while let Ok(first) = rx.recv() {
+        let mut taken = 1;
+        let result = if first.len() >= BATCH_BYTES {
+            writer.write_all(&first)
+        } else {
+            batch.clear();
+            batch.extend_from_slice(&first);
+            let mut large = None;
+            while batch.len() < BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(next) if next.len() >= BATCH_BYTES => {
+                        taken += 1;
+                        large = Some(next);
+                        break;
+                    }
+                    Ok(next) => {
+                        taken += 1;
+                        batch.extend_from_slice(&next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            writer
+                .write_all(&batch)
+                .and_then(|()| large.map_or(Ok(()), |next| writer.write_all(&next)))
+        };
+        if result.is_err() {
             return;
         }
+        queued.fetch_sub(taken, Ordering::AcqRel);
     }
 }
 
 fn read_loop(
     mut reader: UnixStream,
     max_frame: usize,
-    inbox: Arc<Mutex<VecDeque<Received>>>,
+    inbox: Arc<Mutex<Inbox>>,
     wake: Arc<Wake>,
 ) {
     let mut decoder = Decoder::new(max_frame);
     let mut buf = vec![0u8; 256 * 1024];
-    let deliver = |items: Vec<Received>| {
+    // Adds frames (and maybe the end) to the inbox; one wake per batch: JavaScript takes
+    // everything queued when it runs.
+    let deliver = |frames: &[u8], closed: Option<String>| {
         let was_empty = {
             let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
-            let was_empty = inbox.is_empty();
-            inbox.extend(items);
+            let was_empty = inbox.frames.is_empty() && inbox.closed.is_none();
+            inbox.frames.extend_from_slice(frames);
+            if closed.is_some() {
+                inbox.closed = closed;
+            }
             was_empty
         };
-        // One wake per batch: JavaScript takes everything queued when it runs.
         if was_empty {
             wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
         }
     };
+    let mut batch = Vec::new();
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) | Err(_) => {
-                deliver(vec![Received::Closed(None)]);
+                deliver(&[], Some(String::new()));
                 return;
             }
             Ok(n) => n,
         };
         decoder.push(&buf[..n]);
-        let mut batch = Vec::new();
+        batch.clear();
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => batch.push(Received::Frame(frame)),
+                Ok(Some(frame)) => batch.extend_from_slice(&frame.bytes),
                 Ok(None) => break,
                 Err(e) => {
-                    batch.push(Received::Closed(Some(e.to_string())));
-                    deliver(batch);
+                    deliver(&batch, Some(e.to_string()));
                     return;
                 }
             }
         }
         if !batch.is_empty() {
-            deliver(batch);
+            deliver(&batch, None);
         }
     }
 }

@@ -1,0 +1,31 @@
+'use strict';
+// A worker of the messenger bench under rcluster: sends and counts what the primary asks for.
+const rcluster = require('..');
+const { messenger } = rcluster;
+
+let expected = 0;
+let received = 0;
+messenger.on('bench', () => {
+  received += 1;
+  if (received === expected) messenger.sendTo('primary', 'done', rcluster.worker.id);
+});
+messenger.on('expect', (count) => {
+  expected = count;
+  received = 0;
+  return true;
+});
+messenger.on('ping', () => 'pong');
+messenger.on('run-broadcast', ({ size, count, binary }) => {
+  const data = binary ? Buffer.alloc(size, 97) : 'a'.repeat(size);
+  for (let i = 0; i < count; i++) messenger.broadcast('bench', data);
+});
+messenger.on('run-map', async ({ count }) => {
+  const latencies = [];
+  for (let i = 0; i < count; i++) {
+    const start = process.hrtime.bigint();
+    await messenger.map('ping');
+    latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
+  }
+  messenger.sendTo('primary', 'latencies', latencies);
+});
+rcluster.ready();

@@ -1,0 +1,45 @@
+'use strict';
+// The rcluster side of the messenger bench: runs the scenarios of argv[2] (JSON), prints results.
+const path = require('node:path');
+const rcluster = require('../..');
+
+const scenarios = JSON.parse(process.argv[2]);
+const cluster = rcluster.start({ exec: path.join(__dirname, '..', 'messenger-worker.js'), workers: 2, readiness: 'message' });
+
+function waitFor(action, count) {
+  return new Promise((resolve) => {
+    const got = [];
+    const handler = (data) => {
+      got.push(data);
+      if (got.length === count) {
+        cluster.messenger.off(action, handler);
+        resolve(got);
+      }
+    };
+    cluster.messenger.on(action, handler);
+  });
+}
+
+async function main() {
+  await cluster.ready;
+  const [sender] = Object.values(cluster.workers);
+  const results = [];
+  for (const s of scenarios) {
+    if (s.kind === 'broadcast') {
+      await cluster.messenger.map('expect', s.count);
+      const done = waitFor('done', 2);
+      const start = process.hrtime.bigint();
+      cluster.messenger.sendTo(sender.id, 'run-broadcast', s);
+      await done;
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      results.push({ ...s, deliveriesPerSecond: (2 * s.count) / seconds });
+    } else {
+      const latencies = waitFor('latencies', 1);
+      cluster.messenger.sendTo(sender.id, 'run-map', s);
+      results.push({ ...s, latencies: (await latencies)[0] });
+    }
+  }
+  process.stdout.write(`${JSON.stringify(results)}\n`);
+  await cluster.stop();
+}
+main();
