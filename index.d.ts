@@ -47,6 +47,10 @@ export interface ClusterOptions {
   serialization?: 'json' | 'advanced';
   uid?: number;
   gid?: number;
+  /** One agent process, started and ready before the app workers; restarted under the same budget,
+   *  stopped after them. `readiness`: 'started' (default: its main module has run) or 'message'
+   *  (it calls `rcluster.ready()`). */
+  agent?: string | { exec: string; args?: string[]; execArgv?: string[]; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
   /** The largest messenger payload in bytes; larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
 }

@@ -26,8 +26,11 @@ function open() {
       channel.send(kind, target, targetId, correlation, action, flags, payload),
     handler: (action, on) =>
       channel.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0)),
-    hold: (yes) => channel.setRef(yes),
+    // Like Node's own channel: handlers keep the process alive, until the primary lets it go.
+    hold: (yes) => channel.setRef(yes && process.connected !== false),
   });
+  // Disconnected (stop, reload, scale down): the messenger must not keep the worker from exiting.
+  process.once('disconnect', () => channel.setRef(false));
   // Join the cluster's messenger now: until a child says hello, the primary sends it nothing.
   result._transport.handler('', true);
   return result;

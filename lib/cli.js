@@ -12,6 +12,7 @@ Runs <script> as a cluster of Node processes sharing its ports, in the foregroun
 
 Options:
   -i, --instances N|max     number of app workers (default: max = one per CPU)
+      --agent FILE          start FILE as the agent first, the app workers once it is ready
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)
       --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
   -h, --help                print this help
@@ -45,6 +46,7 @@ function parseCommandLine(argv) {
       strict: true,
       options: {
         instances: { type: 'string', short: 'i' },
+        agent: { type: 'string' },
         schedule: { type: 'string' },
         'kill-timeout': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -69,6 +71,7 @@ function parseCommandLine(argv) {
     }
     options.schedule = values.schedule;
   }
+  if (values.agent !== undefined) options.agent = path.resolve(values.agent);
   if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
   return { command: 'start', options };
 }
@@ -101,7 +104,7 @@ function run(options) {
   const addresses = new Set();
   let stopping = false;
   let failed = false;
-  cluster.on('fork', (w) => log(`worker ${w.id} started (pid ${w.pid})`));
+  cluster.on('fork', (w) => log(`${w.kind === 'agent' ? 'agent' : 'worker'} ${w.id} started (pid ${w.pid})`));
   cluster.on('listening', (w, info) => {
     const address = describeAddress(info);
     if (!addresses.has(address)) {
@@ -111,7 +114,7 @@ function run(options) {
   });
   cluster.on('exit', (w, code, signal) => {
     if (stopping || w.exitedAfterDisconnect) return;
-    logError(`worker ${w.id} (pid ${w.pid}) exited unexpectedly (${signal ? `signal ${signal}` : `code ${code}`})`);
+    logError(`${w.kind === 'agent' ? 'agent' : 'worker'} ${w.id} (pid ${w.pid}) exited unexpectedly (${signal ? `signal ${signal}` : `code ${code}`})`);
   });
   cluster.on('warning', (warning) => logError(`warning: ${warning.message}`));
   cluster.on('error', (error) => {
@@ -123,7 +126,7 @@ function run(options) {
     log('stopped');
   });
   cluster.ready.then(
-    () => log(`${Object.keys(cluster.workers).length} workers ready`),
+    () => log(`${Object.values(cluster.workers).filter((w) => w.kind === 'app').length} workers ready`),
     () => {},
   );
   const onSignal = (signal) => {

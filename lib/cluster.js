@@ -32,6 +32,24 @@ ClusterWorker.prototype.disconnect = function disconnect() {
   return this;
 };
 
+/**
+ * The agent's options as Rust takes them. An agent whose readiness is 'started' gets a preload
+ * that reports when its main module has run.
+ */
+function withAgentPreload(options) {
+  const { agent } = options;
+  if (agent === undefined || agent === null) return options;
+  const spec = typeof agent === 'string' ? { exec: agent } : agent;
+  if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) return options;
+  if (spec.readiness !== undefined && spec.readiness !== 'started') return options;
+  const execArgv = spec.execArgv !== undefined ? spec.execArgv : options.execArgv;
+  if (execArgv !== undefined && !Array.isArray(execArgv)) return options;
+  return {
+    ...options,
+    agent: { ...spec, execArgv: ['--require', require.resolve('./agent-preload.js'), ...(execArgv || [])] },
+  };
+}
+
 class Cluster extends EventEmitter {
   constructor(options) {
     super();
@@ -47,7 +65,7 @@ class Cluster extends EventEmitter {
       this._resolveReady = resolve;
       this._rejectReady = reject;
     });
-    this._core = new PrimaryCore('supervised', options, (event) => this._onEvent(event));
+    this._core = new PrimaryCore('supervised', withAgentPreload(options), (event) => this._onEvent(event));
     this._core.hold(true);
     this._core.start();
   }

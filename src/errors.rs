@@ -18,6 +18,8 @@ pub const NO_HANDLER: &str = "ERR_RCLUSTER_NO_HANDLER";
 pub const QUEUE_FULL: &str = "ERR_RCLUSTER_QUEUE_FULL";
 /// The process running a request died before it answered.
 pub const WORKER_DIED: &str = "ERR_RCLUSTER_WORKER_DIED";
+/// The agent died before it was ready, so the cluster could not start.
+pub const AGENT_FAILED: &str = "ERR_RCLUSTER_AGENT_FAILED";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

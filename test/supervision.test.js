@@ -81,7 +81,7 @@ test('a script that dies at boot spends the restart budget, then the cluster giv
     return true;
   });
   await failed;
-  await once(cluster, 'stopped');
+  await cluster.stop(); // resolves once the cluster has stopped itself
   // Each slot: the first start and at most maxRestarts restarts.
   assert.ok(forks <= 2 * (1 + 3), `${forks} forks`);
   assert.deepStrictEqual(cluster.workers, {});

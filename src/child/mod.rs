@@ -3,11 +3,11 @@
 //! writes, so a send never blocks the child's event loop.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc as std_mpsc;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
@@ -243,12 +243,7 @@ fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Vec<u8>>, queued: A
     }
 }
 
-fn read_loop(
-    mut reader: UnixStream,
-    max_frame: usize,
-    inbox: Arc<Mutex<Inbox>>,
-    wake: Arc<Wake>,
-) {
+fn read_loop(mut reader: UnixStream, max_frame: usize, inbox: Arc<Mutex<Inbox>>, wake: Arc<Wake>) {
     let mut decoder = Decoder::new(max_frame);
     let mut buf = vec![0u8; 256 * 1024];
     // Adds frames (and maybe the end) to the inbox; one wake per batch: JavaScript takes

@@ -12,7 +12,6 @@ use serde_json::json;
 
 use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
-use super::options::Readiness;
 use super::router::{Dest, Undeliverable};
 use super::supervisor::{Input, Supervisor};
 use crate::channel::frame_link::{self, FrameEvent, FrameLink, SendError, SharedBytes};
@@ -37,6 +36,16 @@ struct Request {
 
 #[derive(Default)]
 pub struct Requests(HashMap<RequestKey, Request>);
+
+/// What was sent to children while the cluster was starting, delivered once it is up.
+#[derive(Default)]
+pub struct Held {
+    frames: Vec<(Option<WorkerId>, Frame)>,
+    bytes: usize,
+}
+
+/// The most the primary holds for a starting cluster.
+const MAX_HELD_BYTES: usize = 64 << 20;
 
 /// The requester named by a Received or Reply frame.
 fn requester_of(header: &Header) -> Option<WorkerId> {
@@ -102,10 +111,12 @@ impl Supervisor {
                 // A child joins the messenger with its first frame: one that never loads
                 // rcluster is no target, and nothing piles up for it.
                 if self.router.source(id).is_none() {
-                    let Some(pid) = self.workers.get(&id).map(|w| w.process.pid()) else {
+                    let Some((pid, kind)) =
+                        self.workers.get(&id).map(|w| (w.process.pid(), w.kind))
+                    else {
                         return;
                     };
-                    self.router.join(id, pid, WorkerKind::App);
+                    self.router.join(id, pid, kind);
                 }
                 let Some((pid, kind)) = self.router.source(id) else {
                     return;
@@ -124,9 +135,10 @@ impl Supervisor {
             // A message with no action is `rcluster.ready()`: on this channel it arrives after
             // the handlers the child registered before it, so a ready worker can be asked.
             Kind::Message if frame.header.action.is_empty() => {
-                let by_message = self.options().map(|o| o.readiness) == Some(Readiness::Message);
-                if let (Some(id), true) = (from, by_message) {
-                    self.mark_ready(id);
+                if let Some(id) = from {
+                    if self.ready_by_message(id) {
+                        self.mark_ready(id);
+                    }
                 }
             }
             // Only the primary writes these.
@@ -140,6 +152,12 @@ impl Supervisor {
                 }
             }
             Kind::Reply => self.forward_reply(from, frame),
+            // Nothing is lost at startup: what is addressed to children waits until all are up.
+            Kind::Message | Kind::Request
+                if self.starting() && frame.header.target != Target::Primary =>
+            {
+                self.hold(from, frame)
+            }
             Kind::Request if matches!(frame.header.target, Target::AnyApp | Target::Apps) => {
                 self.start_request(from, frame)
             }
@@ -404,5 +422,58 @@ impl Supervisor {
     fn undeliverable(&mut self, to: Option<WorkerId>, about: &Header, why: Undeliverable) {
         let payload = json!({ "code": why.code, "message": why.message }).to_string();
         self.send_from_primary(to, Kind::Undeliverable, FLAG_ERROR, about, payload);
+    }
+}
+
+/// The messenger action that tells every process the whole cluster is up (Egg.js's
+/// `egg-ready`); a process that comes up later, as a replacement, is told when it is ready.
+pub const CLUSTER_READY_ACTION: &str = "rcluster-ready";
+
+impl Supervisor {
+    /// Sends `rcluster-ready` to every process (None) or to one that has just become ready.
+    pub(super) fn announce_ready(&mut self, to: Option<WorkerId>) {
+        let header = Header {
+            kind: Kind::Message,
+            target: if to.is_some() {
+                Target::One
+            } else {
+                Target::Broadcast
+            },
+            flags: 0,
+            target_id: to.unwrap_or(0),
+            source_id: 0,
+            source_pid: 0,
+            correlation: 0,
+            action: CLUSTER_READY_ACTION.into(),
+        };
+        if let Ok(frame) = frames::encode(&header, b"").and_then(frames::parse) {
+            self.route_frame(None, frame);
+        }
+    }
+}
+
+impl Supervisor {
+    fn hold(&mut self, from: Option<WorkerId>, frame: Frame) {
+        if self.held.bytes + frame.bytes.len() > MAX_HELD_BYTES {
+            let why = Undeliverable {
+                code: errors::QUEUE_FULL,
+                message: format!(
+                    "the cluster is starting and already holds {MAX_HELD_BYTES} bytes of messages for it"
+                ),
+            };
+            return self.undeliverable(from, &frame.header, why);
+        }
+        self.held.bytes += frame.bytes.len();
+        self.held.frames.push((from, frame));
+    }
+
+    /// The cluster is up: what was held goes out, in the order it came.
+    pub(super) fn release_held(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        for (from, frame) in held.frames {
+            if from.is_none() || from.is_some_and(|id| self.workers.contains_key(&id)) {
+                self.route_frame(from, frame);
+            }
+        }
     }
 }

@@ -12,5 +12,6 @@ pub mod round_robin;
 pub mod router;
 pub mod sockets;
 pub mod spawner;
+mod stderr_tail;
 pub mod supervisor;
 mod worker_protocol;

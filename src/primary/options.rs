@@ -69,6 +69,21 @@ pub enum Readiness {
     Message,
 }
 
+/// When the agent counts as ready (app workers start only then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentReadiness {
+    /// Its main module has run (reported by the preload that JavaScript adds to its execArgv).
+    Started,
+    /// It calls `rcluster.ready()` or `process.send('ready')`.
+    Message,
+}
+
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    pub child: ChildSpec,
+    pub readiness: AgentReadiness,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartPolicy {
     /// More restarts than this within `window`, for one worker slot, and the cluster gives up.
@@ -90,6 +105,7 @@ pub struct ClusterOptions {
     pub restart: RestartPolicy,
     /// The largest messenger payload, in bytes.
     pub max_message: usize,
+    pub agent: Option<AgentOptions>,
 }
 
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
@@ -121,6 +137,7 @@ const CLUSTER_KEYS: &[&str] = &[
     "restartDelay",
     "maxRestartDelay",
     "maxMessageSize",
+    "agent",
     "serialization",
     "uid",
     "gid",
@@ -157,7 +174,6 @@ pub fn parse_cluster_options(
         max_delay: millis(obj, "maxRestartDelay", DEFAULT_MAX_RESTART_DELAY_MS)?,
     };
     Ok(ClusterOptions {
-        child,
         workers: parse_workers(obj.get("workers"))?,
         schedule: match obj.get("schedule") {
             None | Some(Value::Null) => Schedule::Shared,
@@ -193,7 +209,74 @@ pub fn parse_cluster_options(
             DEFAULT_MAX_MESSAGE_SIZE,
             MAX_MESSAGE_SIZE,
         )? as usize,
+        agent: match obj.get("agent") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(parse_agent(value, &child)?),
+        },
+        child,
     })
+}
+
+const AGENT_KEYS: &[&str] = &["exec", "args", "execArgv", "env", "readiness"];
+
+/// `agent`: a script path, or `{ exec, args, execArgv, env, readiness }`. It runs with the app
+/// workers' settings unless these say otherwise; its `env` is added to theirs.
+fn parse_agent(value: &Value, app: &ChildSpec) -> RcResult<AgentOptions> {
+    let obj = match value {
+        Value::String(s) => {
+            let mut m = Map::new();
+            m.insert("exec".into(), Value::String(s.clone()));
+            m
+        }
+        Value::Object(m) => m.clone(),
+        other => {
+            return Err(RcError::invalid_option(
+                "agent",
+                "a script path or { exec, args, execArgv, env, readiness }",
+                other,
+            ))
+        }
+    };
+    if let Some(unknown) = obj.keys().find(|k| !AGENT_KEYS.contains(&k.as_str())) {
+        return Err(RcError::new(
+            errors::INVALID_OPTION,
+            format!(
+                "unknown option `agent.{unknown}` (known: {})",
+                AGENT_KEYS.join(", ")
+            ),
+        ));
+    }
+    let exec = match obj.get("exec") {
+        Some(Value::String(s)) if !s.is_empty() => app.cwd.join(s),
+        other => {
+            return Err(RcError::invalid_option(
+                "agent.exec",
+                "a path to a script",
+                other.unwrap_or(&Value::Null),
+            ))
+        }
+    };
+    check_script(&exec)?;
+    let readiness = match obj.get("readiness") {
+        None | Some(Value::Null) => AgentReadiness::Started,
+        Some(Value::String(s)) if s == "started" => AgentReadiness::Started,
+        Some(Value::String(s)) if s == "message" => AgentReadiness::Message,
+        Some(other) => {
+            return Err(RcError::invalid_option(
+                "agent.readiness",
+                "'started' or 'message'",
+                other,
+            ))
+        }
+    };
+    let mut child = app.clone();
+    child.exec = exec;
+    child.args = strings(&obj, "args")?;
+    if obj.contains_key("execArgv") {
+        child.exec_argv = strings(&obj, "execArgv")?;
+    }
+    child.env = merge_env(app.env.clone(), obj.get("env"))?;
+    Ok(AgentOptions { child, readiness })
 }
 
 /// `workers`: a count, or 0 / 'max' for one per CPU this process may run on.

@@ -30,6 +30,15 @@ impl ExitStatus {
             (None, None) => "?".to_owned(),
         }
     }
+
+    /// "code 3", "signal SIGKILL": for sentences.
+    pub fn describe_long(&self) -> String {
+        match (self.code, self.signal) {
+            (_, Some(sig)) => format!("signal {}", sig.as_str()),
+            (Some(code), None) => format!("code {code}"),
+            (None, None) => "an unknown status".to_owned(),
+        }
+    }
 }
 
 impl ChildProcess {

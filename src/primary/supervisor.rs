@@ -18,11 +18,12 @@ use tokio::sync::mpsc;
 use super::child_command::{self, Role, WorkerKind};
 use super::events::{Event, EventQueue, WorkerId};
 use super::listeners::{Distribution, Listeners, Retention};
-use super::options::{ClusterOptions, Readiness, StdioEntry};
+use super::options::{AgentReadiness, ClusterOptions, Readiness, StdioEntry};
 use super::process::{ChildProcess, ExitStatus};
 use super::restart::{Decision, RestartHistory};
 use super::router::Router;
 use super::spawner;
+use super::stderr_tail::StderrTail;
 use crate::channel::connection::{
     self, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
@@ -34,6 +35,10 @@ use crate::errors;
 /// The largest message a child may send on Node's channel. Node itself has no limit, but V8
 /// cannot hold a string much larger than 512 MiB, so nothing useful is lost above this.
 pub const NODE_IPC_MAX_MESSAGE: usize = 1 << 30;
+/// What the agent's preload sends once the agent's main module has run (lib/agent-preload.js).
+const AGENT_STARTED: &str = "NODE_RCLUSTER_AGENT_STARTED";
+/// How long a failed agent's last words may take to come out of its stderr pipe.
+const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);
 /// How long the Node-compatible primary waits for a child that broke the protocol to exit.
 const MANUAL_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -97,6 +102,7 @@ pub enum Timer {
     ReadyDeadline { id: WorkerId },
     StopDeadline,
     KillIfAlive { id: WorkerId },
+    StartApps,
 }
 
 /// The children's processes by id, for signals sent straight from the JavaScript thread.
@@ -129,6 +135,9 @@ enum Phase {
 
 pub(super) struct Worker {
     pub slot: Option<usize>,
+    pub kind: WorkerKind,
+    /// The last lines the agent wrote to stderr, for the error if it dies at startup.
+    pub stderr_tail: Option<StderrTail>,
     pub process: Arc<ChildProcess>,
     pub conn: mpsc::UnboundedSender<Outbound>,
     pub mode: Serialization,
@@ -165,6 +174,12 @@ pub struct Supervisor {
     ids: Arc<AtomicU32>,
     phase: Phase,
     pub(super) router: Router,
+    /// The agent's slot (the last one), when there is an agent.
+    agent_slot: Option<usize>,
+    /// App workers are started once the agent is ready.
+    apps_started: bool,
+    /// Messenger frames sent to children before the cluster was up (src/primary/messenger.rs).
+    pub(super) held: super::messenger::Held,
     /// consume/map requests in flight (src/primary/messenger.rs).
     pub(super) requests: super::messenger::Requests,
 }
@@ -199,9 +214,13 @@ pub fn launch(
             });
         }),
     );
-    let slots = match &plan {
-        Plan::Supervised(o) => (0..o.workers).map(|_| Slot::default()).collect(),
-        Plan::Manual { .. } => Vec::new(),
+    let (slots, agent_slot) = match &plan {
+        Plan::Supervised(o) => {
+            let agent = o.agent.as_ref().map(|_| o.workers);
+            let count = o.workers + usize::from(agent.is_some());
+            ((0..count).map(|_| Slot::default()).collect(), agent)
+        }
+        Plan::Manual { .. } => (Vec::new(), None),
     };
     let supervisor = Supervisor {
         plan,
@@ -214,6 +233,9 @@ pub fn launch(
         ids,
         phase: Phase::Idle,
         router: Router::new(u64::from(std::process::id()) ^ now_nanos()),
+        agent_slot,
+        apps_started: false,
+        held: Default::default(),
         requests: Default::default(),
     };
     tokio::spawn(supervisor.run(rx));
@@ -324,7 +346,20 @@ impl Supervisor {
             return;
         }
         self.phase = Phase::Starting;
-        for slot in 0..self.slots.len() {
+        match self.agent_slot {
+            // The agent first; the app workers once it is ready (see mark_ready).
+            Some(agent) => self.start_slot(agent).await,
+            None => self.start_apps().await,
+        }
+    }
+
+    async fn start_apps(&mut self) {
+        if self.apps_started {
+            return;
+        }
+        self.apps_started = true;
+        let apps = self.slots.len() - usize::from(self.agent_slot.is_some());
+        for slot in 0..apps {
             self.start_slot(slot).await;
         }
     }
@@ -333,10 +368,25 @@ impl Supervisor {
         let Some(options) = self.options() else {
             return;
         };
-        let mut spec = options.child.clone();
+        let kind = if Some(slot) == self.agent_slot {
+            WorkerKind::Agent
+        } else {
+            WorkerKind::App
+        };
+        let mut spec = match (&options.agent, kind) {
+            (Some(agent), WorkerKind::Agent) => agent.child.clone(),
+            _ => options.child.clone(),
+        };
         // A cluster's workers do not share the terminal's input.
         if let Some(stdin) = spec.stdio.first_mut() {
             *stdin = StdioEntry::Ignore;
+        }
+        // The agent's stderr passes through us, so that its last words can be quoted if it
+        // dies at startup.
+        if kind == WorkerKind::Agent {
+            if let Some(stderr) = spec.stdio.get_mut(2) {
+                *stderr = StdioEntry::Pipe;
+            }
         }
         // The child's messenger refuses, at the sender, what the primary would refuse.
         spec.env.push((
@@ -347,17 +397,24 @@ impl Supervisor {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let role = Role {
             id,
-            kind: WorkerKind::App,
+            kind,
             supervised: true,
         };
         let spawned = match child_command::prepare(&spec, &role) {
-            Ok(prepared) => spawner::spawn(prepared.command)
-                .await
-                .map(|p| (p, (prepared.ipc, prepared.messenger))),
+            Ok(prepared) => {
+                let stderr = prepared
+                    .pipes
+                    .into_iter()
+                    .find(|(index, _)| *index == 2)
+                    .map(|(_, fd)| fd);
+                spawner::spawn(prepared.command)
+                    .await
+                    .map(|p| (p, (prepared.ipc, prepared.messenger, stderr)))
+            }
             Err(e) => Err(e),
         };
         match spawned {
-            Ok((process, (ipc, messenger))) => {
+            Ok((process, (ipc, messenger, stderr))) => {
                 let pid = process.pid();
                 self.register(
                     id,
@@ -367,11 +424,17 @@ impl Supervisor {
                     messenger,
                     spec.serialization,
                 );
+                if let (Some(w), Some(fd)) = (self.workers.get_mut(&id), stderr) {
+                    w.kind = kind;
+                    w.stderr_tail = Some(StderrTail::forward(fd));
+                } else if let Some(w) = self.workers.get_mut(&id) {
+                    w.kind = kind;
+                }
                 self.slots[slot].current = Some(id);
                 self.events.push(Event::Fork {
                     id,
                     pid,
-                    kind: WorkerKind::App,
+                    kind,
                     slot: Some(slot),
                 });
                 self.after(ready_timeout, Timer::ReadyDeadline { id });
@@ -435,6 +498,8 @@ impl Supervisor {
                 leaving: false,
                 rr_in_flight: HashMap::new(),
                 frames,
+                kind: WorkerKind::App,
+                stderr_tail: None,
             },
         );
     }
@@ -448,10 +513,14 @@ impl Supervisor {
                 self.on_user_message(id, payload, None)
             }
             ChannelEvent::Message(Incoming::OtherInternal(message)) => {
-                self.events.push(Event::Internal {
-                    id,
-                    message: Value::Object(message),
-                })
+                if message.get("cmd").and_then(Value::as_str) == Some(AGENT_STARTED) {
+                    self.on_agent_started(id);
+                } else {
+                    self.events.push(Event::Internal {
+                        id,
+                        message: Value::Object(message),
+                    })
+                }
             }
             ChannelEvent::Message(_) => {}
             ChannelEvent::MessageWithFd { msg, handle } => {
@@ -483,8 +552,7 @@ impl Supervisor {
     }
 
     fn on_user_message(&mut self, id: WorkerId, payload: Payload, handle: Option<ReceivedHandle>) {
-        let readiness = self.options().map(|o| o.readiness);
-        if readiness == Some(Readiness::Message) && is_ready_message(&payload) {
+        if self.ready_by_message(id) && is_ready_message(&payload) {
             self.mark_ready(id);
         }
         self.events.push(Event::Message {
@@ -492,6 +560,35 @@ impl Supervisor {
             payload,
             handle,
         });
+    }
+
+    pub(super) fn starting(&self) -> bool {
+        self.phase == Phase::Starting
+    }
+
+    /// Whether a 'ready' message makes this worker ready. An agent may always say it is ready.
+    pub(super) fn ready_by_message(&self, id: WorkerId) -> bool {
+        let agent = self
+            .workers
+            .get(&id)
+            .is_some_and(|w| w.kind == WorkerKind::Agent);
+        agent || self.options().map(|o| o.readiness) == Some(Readiness::Message)
+    }
+
+    /// The agent's preload reports that its main module has run.
+    fn on_agent_started(&mut self, id: WorkerId) {
+        let started = self
+            .options()
+            .and_then(|o| o.agent.as_ref())
+            .is_some_and(|a| a.readiness == AgentReadiness::Started);
+        if started
+            && self
+                .workers
+                .get(&id)
+                .is_some_and(|w| w.kind == WorkerKind::Agent)
+        {
+            self.mark_ready(id);
+        }
     }
 
     pub(super) fn on_online(&mut self, id: WorkerId) {
@@ -516,7 +613,15 @@ impl Supervisor {
             return;
         }
         w.ready = true;
+        let kind = w.kind;
         self.events.push(Event::WorkerReady { id });
+        if kind == WorkerKind::Agent && self.phase == Phase::Starting {
+            self.after(Duration::ZERO, Timer::StartApps);
+        }
+        if self.phase == Phase::Running {
+            // A replacement is up: it is told, as everybody was when the cluster came up.
+            self.announce_ready(Some(id));
+        }
         let all_ready = self.slots.iter().all(|s| {
             s.current
                 .and_then(|c| self.workers.get(&c))
@@ -525,6 +630,8 @@ impl Supervisor {
         if self.phase == Phase::Starting && all_ready {
             self.phase = Phase::Running;
             self.events.push(Event::Ready);
+            self.release_held();
+            self.announce_ready(None);
         }
     }
 
@@ -536,6 +643,9 @@ impl Supervisor {
         };
         self.listeners.release_all(id);
         self.events.push(Event::Exit { id, status });
+        if worker.kind == WorkerKind::Agent && self.phase == Phase::Starting && !worker.leaving {
+            self.agent_failed(id, &worker, status);
+        }
         if let Some(slot) = worker.slot {
             if self.slots.get(slot).and_then(|s| s.current) == Some(id) {
                 self.slots[slot].current = None;
@@ -620,6 +730,11 @@ impl Supervisor {
                     }
                 }
             }
+            Timer::StartApps => {
+                if self.phase == Phase::Starting {
+                    self.start_apps().await;
+                }
+            }
             Timer::KillIfAlive { id } => {
                 if let Some(w) = self.workers.get(&id) {
                     let _ = w.process.signal(Signal::SIGKILL);
@@ -638,7 +753,9 @@ impl Supervisor {
         if w.ready || w.leaving {
             return;
         }
+        let agent = w.kind == WorkerKind::Agent;
         let what = match options.readiness {
+            _ if agent => "the agent never reported ready (readiness 'started': its main module never finished loading; 'message': it never called rcluster.ready())",
             Readiness::Listening => "it never listened on a port (readiness: 'listening'; use 'online' for workers that do not serve)",
             Readiness::Online => "it never came online",
             Readiness::Message => "it never sent 'ready' (readiness: 'message')",
@@ -685,8 +802,14 @@ impl Supervisor {
             _ => {}
         }
         self.phase = Phase::Stopping;
-        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
-        for id in ids {
+        // App workers first; the agent once they are gone (maybe_finish_stop).
+        let apps: Vec<WorkerId> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.kind == WorkerKind::App)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in apps {
             self.ask_to_leave(id);
         }
         self.after(timeout, Timer::StopDeadline);
@@ -700,7 +823,10 @@ impl Supervisor {
         };
         w.leaving = true;
         w.disconnecting = true;
-        if w.connected {
+        if w.kind == WorkerKind::Agent {
+            // The agent is no cluster worker: it is asked to stop as any service is.
+            let _ = w.process.signal(Signal::SIGTERM);
+        } else if w.connected {
             // As Node's primary does in worker.disconnect(): the exit that follows was asked for.
             self.events.push(Event::ExitedAfterDisconnect { id });
             self.send_cluster(id, json!({ "act": "disconnect" }), None);
@@ -710,7 +836,21 @@ impl Supervisor {
     }
 
     fn maybe_finish_stop(&mut self) {
-        if self.phase == Phase::Stopping && self.workers.is_empty() {
+        if self.phase != Phase::Stopping {
+            return;
+        }
+        if self.workers.values().all(|w| w.kind == WorkerKind::Agent) {
+            let agents: Vec<WorkerId> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| !w.leaving)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in agents {
+                self.ask_to_leave(id);
+            }
+        }
+        if self.workers.is_empty() {
             self.listeners.close_all();
             self.phase = Phase::Stopped;
             self.events.push(Event::Stopped);
@@ -769,4 +909,45 @@ fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64 ^ d.as_secs())
+}
+
+impl Supervisor {
+    /// The agent died before it was ready: the cluster cannot start. The error quotes its exit
+    /// and the last lines it wrote to stderr.
+    fn agent_failed(&mut self, id: WorkerId, worker: &Worker, status: ExitStatus) {
+        let Some(options) = self.options() else {
+            return;
+        };
+        let script = options
+            .agent
+            .as_ref()
+            .map_or_else(String::new, |a| a.child.script_name());
+        let lines = worker
+            .stderr_tail
+            .as_ref()
+            .map(|t| t.lines_after_end(AGENT_STDERR_WAIT))
+            .unwrap_or_default();
+        let mut message = format!(
+            "the agent {script} (worker {id}, pid {}) exited with {} before it was ready",
+            worker.process.pid(),
+            status.describe_long(),
+        );
+        if !lines.is_empty() {
+            message.push_str("; its last lines of stderr:\n");
+            message.push_str(&lines.join("\n"));
+        }
+        let details = json!({
+            "script": script,
+            "exitCode": status.code,
+            "signal": status.signal.map(|s| s.as_str()),
+            "stderr": lines,
+        });
+        let kill_timeout = options.kill_timeout;
+        self.events.push(Event::Error {
+            code: errors::AGENT_FAILED,
+            message,
+            details,
+        });
+        self.begin_stop(kill_timeout);
+    }
 }

@@ -1,0 +1,102 @@
+'use strict';
+
+// The agent: started first, app workers once it is ready, restarted, stopped last, and told
+// when the cluster is up.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const path = require('node:path');
+const { fixture, until, alive, startCluster, spawnNode } = require('./helpers');
+
+function agentCluster(t, agent, options = {}) {
+  const cluster = startCluster(t, { exec: fixture('agent-app.js'), workers: 2, agent, ...options });
+  const events = [];
+  cluster.on('fork', (w) => events.push(['fork', w.kind, w.id]));
+  cluster.on('exit', (w, code, signal) => events.push(['exit', w.kind, w.id, code, signal]));
+  const told = [];
+  cluster.messenger.on('told', (worker) => told.push(worker));
+  return { cluster, events, told };
+}
+
+test('the agent starts first; app workers start once it is ready; every process is told the cluster is up', async (t) => {
+  const { cluster, events, told } = agentCluster(t, fixture('agent.js'));
+  let agentReadyAt = null;
+  cluster.on('fork', (w) => {
+    if (w.kind === 'agent') w.once('ready', () => (agentReadyAt = events.length));
+  });
+  await cluster.ready;
+  assert.deepStrictEqual(events.map((e) => e.slice(0, 2)), [['fork', 'agent'], ['fork', 'app'], ['fork', 'app']]);
+  assert.strictEqual(agentReadyAt, 1, 'an app worker was forked before the agent was ready');
+  const workers = Object.values(cluster.workers);
+  assert.deepStrictEqual(workers.map((w) => w.kind).sort(), ['agent', 'app', 'app']);
+  await until(() => told.length === 3, 5000, "'rcluster-ready' in every process");
+  assert.deepStrictEqual(told.map((w) => w.kind).sort(), ['agent', 'app', 'app']);
+});
+
+test('sendToAgent and the agent\'s identity; messages sent before the cluster is up arrive', async (t) => {
+  const { cluster } = agentCluster(t, fixture('agent.js'));
+  const pongs = [];
+  cluster.messenger.on('pong', (data) => pongs.push(data));
+  // Sent at once, while the agent and the workers are still starting: held, then delivered.
+  cluster.messenger.sendToApp('go');
+  await cluster.ready;
+  await until(() => pongs.length === 2, 5000, 'a pong for each app worker');
+  for (const pong of pongs) {
+    assert.strictEqual(pong.isAgent, true);
+    assert.strictEqual(pong.isWorker, false);
+    assert.strictEqual(pong.agent.kind, 'agent');
+  }
+  assert.deepStrictEqual(pongs.map((p) => p.me).sort(), Object.values(cluster.workers).filter((w) => w.kind === 'app').map((w) => w.id).sort());
+});
+
+test('an agent without rcluster code is ready once its main module has run', async (t) => {
+  const { cluster } = agentCluster(t, fixture('plain-agent.js'));
+  await cluster.ready;
+  assert.strictEqual(Object.values(cluster.workers).filter((w) => w.kind === 'agent').length, 1);
+});
+
+test('a dead agent is restarted, and told again once it is up; stop() stops the app workers, then the agent', async (t) => {
+  const { cluster, events, told } = agentCluster(t, fixture('agent.js'));
+  await cluster.ready;
+  await until(() => told.length === 3, 5000, "'rcluster-ready' in every process");
+  const agent = Object.values(cluster.workers).find((w) => w.kind === 'agent');
+  const replaced = new Promise((resolve) => cluster.on('fork', (w) => w.kind === 'agent' && resolve(w)));
+  agent.process.kill('SIGKILL');
+  const replacement = await replaced;
+  await until(() => told.some((w) => w.id === replacement.id), 5000, "'rcluster-ready' for the new agent");
+  events.length = 0;
+  await cluster.stop();
+  const exits = events.filter((e) => e[0] === 'exit');
+  assert.deepStrictEqual(exits.map((e) => e[1]), ['app', 'app', 'agent']);
+  assert.ok(!alive(replacement.pid));
+});
+
+test('an agent that dies at startup: ready rejects with its exit code and last stderr lines', async (t) => {
+  const { cluster, events } = agentCluster(t, fixture('failing-agent.js'));
+  await assert.rejects(cluster.ready, (error) => {
+    assert.strictEqual(error.code, 'ERR_RCLUSTER_AGENT_FAILED');
+    assert.match(error.message, /failing-agent\.js .* exited with code 2 before it was ready/);
+    assert.match(error.message, /AGENT_SECRET is not set/);
+    assert.strictEqual(error.details.exitCode, 2);
+    return true;
+  });
+  // The cluster stops itself; stop() resolves once it has.
+  await cluster.stop();
+  assert.deepStrictEqual(events.filter((e) => e[0] === 'fork').map((e) => e[1]), ['agent'], 'no app worker was started');
+});
+
+test('the CLI: --agent, and an agent that fails at startup makes it exit 1 with the agent\'s words', async (t) => {
+  const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
+  const ok = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '-i', '1', '--agent', fixture('plain-agent.js')]);
+  await until(() => /1 workers ready/.test(ok.output), 10_000, 'the cluster');
+  assert.match(ok.output, /agent 1 started/);
+  ok.kill('SIGTERM');
+  assert.strictEqual((await ok.exited).code, 0, ok.output);
+
+  const failing = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '--agent', fixture('failing-agent.js')]);
+  const { code } = await failing.exited;
+  assert.strictEqual(code, 1, failing.output);
+  assert.match(failing.output, /ERR_RCLUSTER_AGENT_FAILED/);
+  assert.match(failing.output, /exited with code 2/);
+  assert.match(failing.output, /AGENT_SECRET is not set/);
+});
