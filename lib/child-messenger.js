@@ -4,9 +4,12 @@
 // rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('./messenger');
-const { forEachFrame } = require('./frames');
+const { forEachFrame, encodeFrame, MAX_ACTION_LEN } = require('./frames');
+const { rclusterError } = require('./errors');
 
 let messenger;
+/** Frames up to this size are joined into one write. */
+const BATCH_BYTES = 64 * 1024;
 
 function open() {
   const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
@@ -20,12 +23,55 @@ function open() {
     // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
     if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };
-  channel = new ChildChannel(fd, maxMessage, drain);
+  channel = new ChildChannel(fd, drain);
+
+  // Frames sent in one tick leave together: one native call, one write.
+  const outgoing = [];
+  let flushScheduled = false;
+  const flush = () => {
+    flushScheduled = false;
+    // Small frames are joined into one write; a large one is written as it is (no copy).
+    let small = [];
+    let smallBytes = 0;
+    const writeSmall = () => {
+      if (small.length > 0) channel.write(small.length === 1 ? small[0] : Buffer.concat(small, smallBytes));
+      small = [];
+      smallBytes = 0;
+    };
+    for (const frame of outgoing) {
+      if (frame.length >= BATCH_BYTES) {
+        writeSmall();
+        channel.write(frame);
+      } else {
+        small.push(frame);
+        smallBytes += frame.length;
+        if (smallBytes >= BATCH_BYTES) writeSmall();
+      }
+    }
+    writeSmall();
+    outgoing.length = 0;
+  };
+  // What was sent just before process.exit() still goes out.
+  process.on('exit', flush);
+
   const result = new Messenger({
-    send: (kind, target, targetId, correlation, action, flags, payload) =>
-      channel.send(kind, target, targetId, correlation, action, flags, payload),
-    handler: (action, on) =>
-      channel.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0)),
+    send: (kind, target, targetId, correlation, action, flags, payload) => {
+      if (payload.length > maxMessage) {
+        throw rclusterError(
+          'ERR_RCLUSTER_MESSAGE_TOO_LARGE',
+          `a message of ${payload.length} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
+        );
+      }
+      if (Buffer.byteLength(action) > MAX_ACTION_LEN) {
+        throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
+      }
+      outgoing.push(encodeFrame(kind, target, targetId, correlation, action, flags, payload));
+      if (!flushScheduled) {
+        flushScheduled = true;
+        process.nextTick(flush);
+      }
+    },
+    handler: (action, on) => result._transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0)),
     // Like Node's own channel: handlers keep the process alive, until the primary lets it go.
     hold: (yes) => channel.setRef(yes && process.connected !== false),
   });

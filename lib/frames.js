@@ -1,9 +1,10 @@
 'use strict';
 
-// Reads the messenger frames a child's channel hands over in one batch. The bytes were checked
-// by the Rust decoder (src/channel/frames.rs, the one writer and validator of the format); this
-// only reads header fields at their fixed offsets (docs/messenger-frames.md), which is much
-// cheaper than building an object per frame in native code.
+// The messenger frames as a child reads and writes them (docs/messenger-frames.md). The primary
+// side, which must survive anything a child sends, is src/channel/frames.rs: it validates every
+// frame a child writes. Here a child reads the frames its channel hands over in one batch (checked
+// by the Rust decoder of the child's channel) at their fixed offsets, and builds the frames it
+// sends in JavaScript, so that many sends in one tick become one native call and one write.
 
 const PREFIX_LEN = 4;
 const HEADER_LEN = 22;
@@ -29,4 +30,26 @@ function forEachFrame(batch, onFrame) {
   }
 }
 
-module.exports = { forEachFrame };
+const VERSION = 1;
+
+/** One frame, ready for the wire. */
+function encodeFrame(kind, target, targetId, correlation, action, flags, payload) {
+  const actionLen = Buffer.byteLength(action);
+  const frame = Buffer.allocUnsafe(PREFIX_LEN + HEADER_LEN + actionLen + payload.length);
+  frame.writeUInt32LE(HEADER_LEN + actionLen + payload.length, 0);
+  frame[4] = VERSION;
+  frame[5] = kind;
+  frame[6] = target;
+  frame[7] = flags;
+  frame.writeUInt32LE(targetId, 8);
+  // Source id and pid: the primary stamps them.
+  frame.writeUInt32LE(0, 12);
+  frame.writeUInt32LE(0, 16);
+  frame.writeUInt32LE(correlation, 20);
+  frame.writeUInt16LE(actionLen, 24);
+  frame.write(action, PREFIX_LEN + HEADER_LEN, 'utf8');
+  payload.copy(frame, PREFIX_LEN + HEADER_LEN + actionLen);
+  return frame;
+}
+
+module.exports = { forEachFrame, encodeFrame, MAX_ACTION_LEN: 1024 };

@@ -7,7 +7,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { fixture, until, startCluster } = require('./helpers');
+const { fixture, once, until, alive, startCluster } = require('./helpers');
 
 /** A cluster of messenger workers; `got` collects what they report receiving. */
 async function messengerCluster(t, options = {}) {
@@ -171,4 +171,83 @@ test('consume while a worker is SIGKILLed mid-stream: every call runs at most on
     }
   }
   assert.ok(outcomes.filter((o) => 'value' in o).length >= 250, 'most calls went to the surviving worker');
+});
+
+test('Buffers round-trip byte for byte, from 0 B to 16 MiB', async (t) => {
+  const { cluster } = await messengerCluster(t);
+  for (const size of [0, 1, 255, 64 * 1024, 1 << 20, 16 << 20]) {
+    const bytes = require('node:crypto').randomBytes(size);
+    const back = await cluster.messenger.consume('echo-bytes', bytes, { timeout: 20_000 });
+    assert.ok(Buffer.isBuffer(back), `${size} B: not a Buffer`);
+    assert.ok(back.equals(bytes), `${size} B: different bytes`);
+  }
+});
+
+test('messages from one sender arrive in the order sent, at every receiver', async (t) => {
+  const { cluster, workers } = await messengerCluster(t);
+  const [a, b] = workers;
+  cluster.messenger.sendTo(a.id, 'burst', 2000);
+  const reports = await until(async () => {
+    const got = await cluster.messenger.map('report-seq');
+    return got.every((seen) => seen.length > 0) && got;
+  }, 5000, 'the bursts');
+  // Both received all 2000 from worker a, in order (later reports are empty: map drains).
+  let all = reports;
+  while (all.some((seen) => seen.length < 2000)) {
+    const more = await cluster.messenger.map('report-seq');
+    all = all.map((seen, i) => seen.concat(more[i]));
+  }
+  for (const seen of all) {
+    assert.deepStrictEqual(seen.map(([from]) => from), Array(2000).fill(a.id));
+    assert.deepStrictEqual(seen.map(([, n]) => n), Array.from({ length: 2000 }, (_, i) => i));
+  }
+  assert.ok(b.id > a.id);
+});
+
+test('a receiver that stops reading holds bounded memory and never stalls the others', async (t) => {
+  const { cluster, got, workers } = await messengerCluster(t, { maxMessageSize: 1 << 20 });
+  const [stopped, reading] = workers;
+  const errors = [];
+  cluster.messenger.on('error', (error) => errors.push(error));
+  // A stopped process reads nothing: its socket fills, then its queue in the primary.
+  stopped.process.kill('SIGSTOP');
+  t.after(() => stopped.isDead() || stopped.process.kill('SIGCONT'));
+  const payload = Buffer.alloc(1 << 20, 1);
+  // Paced so that a reading worker keeps up: only the stopped one falls behind.
+  const atReading = () => got.filter((r) => r.me === reading.id).length;
+  for (let sent = 0; sent < 100; sent += 5) {
+    for (let i = 0; i < 5; i++) cluster.messenger.sendToApp('bytes', payload);
+    await until(() => atReading() === sent + 5, 20_000, () => `message ${sent + 5} at the reading worker (got ${atReading()})`);
+  }
+  await until(() => errors.length > 0, 5000, 'the queue-full error');
+  assert.ok(errors.every((e) => e.code === 'ERR_RCLUSTER_QUEUE_FULL'), errors.map((e) => e.code).join());
+  for (const error of errors) {
+    assert.match(error.message, new RegExp(`worker ${stopped.id} has \\d+ bytes of messages it has not read`));
+  }
+  // Everything the primary accepted for it arrives once it reads again.
+  stopped.process.kill('SIGCONT');
+  const expected = 100 - errors.length;
+  await until(() => got.filter((r) => r.me === stopped.id).length === expected, 20_000, 'the held messages');
+});
+
+test('a worker that writes garbage on the messenger channel is replaced; the primary reports it', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const cluster = startCluster(t, {
+    exec: fixture('messenger-garbage-once.js'),
+    workers: 1,
+    readiness: 'message',
+    env: { MARKER_FILE: path.join(dir, 'marker') },
+  });
+  const warnings = [];
+  cluster.on('warning', (w) => warnings.push(w));
+  const first = (await once(cluster, 'fork'))[0];
+  await cluster.ready;
+  const [replacement] = Object.values(cluster.workers);
+  assert.notStrictEqual(replacement.pid, first.pid);
+  assert.ok(!alive(first.pid));
+  const protocol = warnings.find((w) => w.code === 'ERR_RCLUSTER_PROTOCOL');
+  assert.ok(protocol, 'no protocol warning');
+  assert.match(protocol.message, /broke the messenger protocol/);
+  assert.strictEqual(await cluster.messenger.consume('ping'), 'pong');
 });

@@ -14,7 +14,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::binding::{messenger_frame, Code};
+use crate::binding::Code;
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::errors::{self, RcError};
 
@@ -47,8 +47,10 @@ pub struct ChildChannel {
     inbox: Arc<Mutex<Inbox>>,
     wake: Arc<Wake>,
     holds_loop: bool,
-    max_message: usize,
 }
+
+/// The largest payload a cluster allows (maxMessageSize's upper bound).
+const MAX_FRAME_FROM_PRIMARY: usize = 512 << 20;
 
 fn rc(e: RcError) -> napi::Error<Code> {
     crate::binding::js_error(e)
@@ -56,9 +58,9 @@ fn rc(e: RcError) -> napi::Error<Code> {
 
 #[napi]
 impl ChildChannel {
-    /// `fd` is RCLUSTER_CHANNEL_FD; `max_message` the cluster's maxMessageSize.
+    /// `fd` is RCLUSTER_CHANNEL_FD. Frames are read up to the largest the primary may send.
     #[napi(constructor)]
-    pub fn new(fd: i32, max_message: u32, on_wake: Function<(), ()>) -> Result<Self, Code> {
+    pub fn new(fd: i32, on_wake: Function<(), ()>) -> Result<Self, Code> {
         let io_error = |what: &str, e: std::io::Error| {
             rc(RcError::new(
                 errors::NOT_RUNNING,
@@ -86,7 +88,9 @@ impl ChildChannel {
             .map_err(|e| rc(RcError::new(errors::NOT_RUNNING, e.reason.clone())))?;
         let wake = Arc::new(wake);
         let inbox = Arc::new(Mutex::new(Inbox::default()));
-        let max_frame = max_message as usize + PREFIX_LEN + HEADER_LEN + MAX_ACTION_LEN;
+        // The primary has checked what it forwards; this bound only keeps a broken stream from
+        // growing without end.
+        let max_frame = MAX_FRAME_FROM_PRIMARY + PREFIX_LEN + HEADER_LEN + MAX_ACTION_LEN;
         let (outbox, rx) = std_mpsc::channel::<Vec<u8>>();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -112,48 +116,25 @@ impl ChildChannel {
             inbox,
             wake,
             holds_loop: false,
-            max_message: max_message as usize,
         })
     }
 
-    // The header's fields, passed flat: no object to build and unpack per message.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes frames that JavaScript built (lib/frames.js), in order. The primary checks every
+    /// frame it reads, so a mistake here costs this child its channel, never the primary.
     #[napi]
-    pub fn send(
-        &self,
-        kind: u32,
-        target: u32,
-        target_id: u32,
-        correlation: u32,
-        action: String,
-        flags: u32,
-        payload: Buffer,
-    ) -> Result<(), Code> {
-        let frame = messenger_frame(
-            kind,
-            target,
-            target_id,
-            correlation,
-            action,
-            flags,
-            &payload,
-            self.max_message,
-        )
-        .map_err(rc)?;
-        let mut bytes = frame.bytes;
-        // While nothing waits for the writer thread, write here: one thread handoff less per
-        // message. What the socket does not take now goes to the writer, in order.
+    pub fn write(&self, frames: Buffer) -> Result<(), Code> {
+        // While nothing waits for the writer thread, write here, from JavaScript's own buffer:
+        // no copy and no thread handoff. What the socket does not take now is copied for the
+        // writer, which keeps the order.
+        let mut sent = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
-            match send_now(&self.direct, &bytes) {
-                Ok(n) if n == bytes.len() => return Ok(()),
-                Ok(n) => {
-                    bytes.drain(..n);
-                }
-                Err(_) => {}
+            sent = send_now(&self.direct, &frames).unwrap_or(0);
+            if sent == frames.len() {
+                return Ok(());
             }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        self.outbox.send(bytes).map_err(|_| {
+        self.outbox.send(frames[sent..].to_vec()).map_err(|_| {
             rc(RcError::new(
                 errors::NOT_RUNNING,
                 "the messenger channel is closed",
@@ -265,6 +246,8 @@ fn read_loop(mut reader: UnixStream, max_frame: usize, inbox: Arc<Mutex<Inbox>>,
     let mut batch = Vec::new();
     loop {
         let n = match reader.read(&mut buf) {
+            // A signal handled by the process interrupted the wait; nothing was lost.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Ok(0) | Err(_) => {
                 deliver(&[], Some(String::new()));
                 return;

@@ -44,6 +44,10 @@ pub struct Held {
     bytes: usize,
 }
 
+/// The most the primary keeps for one child that has not opened its messenger yet (or never
+/// will: a worker that does not load rcluster).
+const MAX_BEFORE_HELLO: usize = 8 << 20;
+
 /// The most the primary holds for a starting cluster.
 const MAX_HELD_BYTES: usize = 64 << 20;
 
@@ -108,19 +112,10 @@ impl Supervisor {
     pub(super) fn route_frame(&mut self, from: Option<WorkerId>, mut frame: Frame) {
         match from {
             Some(id) => {
-                // A child joins the messenger with its first frame: one that never loads
-                // rcluster is no target, and nothing piles up for it.
-                if self.router.source(id).is_none() {
-                    let Some((pid, kind)) =
-                        self.workers.get(&id).map(|w| (w.process.pid(), w.kind))
-                    else {
-                        return;
-                    };
-                    self.router.join(id, pid, kind);
-                }
                 let Some((pid, kind)) = self.router.source(id) else {
                     return;
                 };
+                self.on_hello(id);
                 frame.set_source(id, pid, kind == WorkerKind::Agent);
             }
             None => frame.set_source(0, std::process::id(), false),
@@ -369,8 +364,26 @@ impl Supervisor {
                 Ok(())
             }
             Dest::Worker(target) => {
-                let result = match self.workers.get(&target).and_then(|w| w.frames.as_ref()) {
-                    Some(link) => link.send(bytes.clone()),
+                let result = match self.workers.get_mut(&target) {
+                    // It has not opened its messenger yet: the frame waits, within a bound.
+                    Some(w) if w.before_hello.is_some() => {
+                        let (held, size) = w.before_hello.get_or_insert_with(Default::default);
+                        if *size + bytes.len() > MAX_BEFORE_HELLO {
+                            return Err(Undeliverable {
+                                code: errors::QUEUE_FULL,
+                                message: format!(
+                                    "worker {target} has not opened its messenger and already has {MAX_BEFORE_HELLO} bytes waiting; '{action}' was not delivered to it"
+                                ),
+                            });
+                        }
+                        *size += bytes.len();
+                        held.push(bytes.clone());
+                        Ok(())
+                    }
+                    Some(w) => match w.frames.as_ref() {
+                        Some(link) => link.send(bytes.clone()),
+                        None => Err(SendError::Closed),
+                    },
                     None => Err(SendError::Closed),
                 };
                 result.map_err(|e| match e {
@@ -473,6 +486,24 @@ impl Supervisor {
         for (from, frame) in held.frames {
             if from.is_none() || from.is_some_and(|id| self.workers.contains_key(&id)) {
                 self.route_frame(from, frame);
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// A child's first frame: it has opened its messenger; what waited for it goes out first.
+    fn on_hello(&mut self, id: WorkerId) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        let Some((held, _)) = w.before_hello.take() else {
+            return;
+        };
+        if let Some(link) = w.frames.as_ref() {
+            for bytes in held {
+                // Bounded already: at most MAX_BEFORE_HELLO bytes waited.
+                let _ = link.send(bytes);
             }
         }
     }

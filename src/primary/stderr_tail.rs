@@ -59,10 +59,13 @@ impl StderrTail {
         let copy = move || {
             let mut buf = [0u8; 8192];
             let mut stderr = std::io::stderr();
-            while let Ok(n) = source.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
+            loop {
+                let n = match source.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
                 let _ = stderr.write_all(&buf[..n]);
                 kept.lock().push(&buf[..n]);
             }

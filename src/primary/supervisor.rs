@@ -27,7 +27,7 @@ use super::stderr_tail::StderrTail;
 use crate::channel::connection::{
     self, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
-use crate::channel::frame_link::{FrameEvent, FrameLink};
+use crate::channel::frame_link::{FrameEvent, FrameLink, SharedBytes};
 use crate::channel::frames::Frame;
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
@@ -153,6 +153,8 @@ pub(super) struct Worker {
     pub rr_in_flight: HashMap<u64, (String, OwnedFd)>,
     /// The messenger channel (supervised children).
     pub frames: Option<FrameLink>,
+    /// Frames for it from before it opened its messenger, and their size.
+    pub before_hello: Option<(Vec<SharedBytes>, usize)>,
 }
 
 #[derive(Default)]
@@ -424,11 +426,14 @@ impl Supervisor {
                     messenger,
                     spec.serialization,
                 );
-                if let (Some(w), Some(fd)) = (self.workers.get_mut(&id), stderr) {
+                if let Some(w) = self.workers.get_mut(&id) {
                     w.kind = kind;
-                    w.stderr_tail = Some(StderrTail::forward(fd));
-                } else if let Some(w) = self.workers.get_mut(&id) {
-                    w.kind = kind;
+                    w.stderr_tail = stderr.map(StderrTail::forward);
+                    // A messenger target from the start: what is sent to it before it opens its
+                    // messenger waits for it (src/primary/messenger.rs).
+                    if w.frames.is_some() {
+                        self.router.join(id, pid, kind);
+                    }
                 }
                 self.slots[slot].current = Some(id);
                 self.events.push(Event::Fork {
@@ -498,6 +503,7 @@ impl Supervisor {
                 leaving: false,
                 rr_in_flight: HashMap::new(),
                 frames,
+                before_hello: Some((Vec::new(), 0)),
                 kind: WorkerKind::App,
                 stderr_tail: None,
             },
