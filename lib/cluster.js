@@ -79,6 +79,8 @@ class Cluster extends EventEmitter {
         handler: (action, on) => core.call('handler', action, on),
         // The cluster holds the event loop while it runs.
         hold: () => {},
+        // The primary sends each frame at once.
+        flush: () => {},
       });
     }
     return this._messenger;

@@ -268,7 +268,11 @@ class Messenger {
       this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload);
     // consume: tell the primary it arrived; from now on, if this process dies, the call failed
     // here and must not run elsewhere. (A map goes to every worker: there is no elsewhere.)
-    if (frame.target === TARGET.anyApp) send(KIND.received, 0, EMPTY);
+    if (frame.target === TARGET.anyApp) {
+      send(KIND.received, 0, EMPTY);
+      // It must be on its way before the handler can have any effect.
+      this._transport.flush();
+    }
     const list = this._handlers.get(frame.action);
     const reply = (error, value) => {
       if (error) return send(KIND.reply, FLAG_ERROR, errorPayload(error));

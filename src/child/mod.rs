@@ -72,6 +72,9 @@ impl ChildChannel {
         if fd < 0 || unsafe { libc::fstat(fd, stat.as_mut_ptr()) } != 0 {
             return Err(io_error("not open", std::io::Error::last_os_error()));
         }
+        // Processes this child starts must not inherit the channel: it would outlive the child.
+        // SAFETY: fcntl(F_SETFD) on a descriptor just checked to be open.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         // SAFETY: the primary put this descriptor here for us and nothing else in this process uses it.
         let reader = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
         reader

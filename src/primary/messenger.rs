@@ -13,10 +13,13 @@ use serde_json::json;
 use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
 use super::router::{Dest, Undeliverable};
-use super::supervisor::{Input, Supervisor};
+use super::supervisor::{Input, Supervisor, Timer};
 use crate::channel::frame_link::{self, FrameEvent, FrameLink, SendError, SharedBytes};
 use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
+
+/// How long after a child's exit its channel may take to drain before its requests are settled.
+const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A child's messenger queue may hold this many bytes, or two of the largest frames.
 const MIN_FRAME_QUEUE: usize = 64 << 20;
@@ -112,7 +115,12 @@ impl Supervisor {
     pub(super) fn route_frame(&mut self, from: Option<WorkerId>, mut frame: Frame) {
         match from {
             Some(id) => {
-                let Some((pid, kind)) = self.router.source(id) else {
+                // A child that has exited may still have frames in its channel.
+                let Some((pid, kind)) = self
+                    .router
+                    .source(id)
+                    .or_else(|| self.departing.get(&id).copied())
+                else {
                     return;
                 };
                 self.on_hello(id);
@@ -241,8 +249,31 @@ impl Supervisor {
     }
 
     /// A process left the messenger (exited, or broke the protocol): its requests end.
+    /// A child exited. Nothing more is routed to it, but what it wrote before it died is still
+    /// read: its requests are settled once its channel has been drained (FrameEvent::Closed),
+    /// so that a consume it acknowledged is never run again elsewhere.
+    pub(super) fn messenger_member_exited(&mut self, id: WorkerId) {
+        let Some(source) = self.router.source(id) else {
+            return;
+        };
+        self.router.leave(id);
+        self.departing.insert(id, source);
+        let has_link = self.workers.get(&id).is_some_and(|w| w.frames.is_some());
+        if has_link {
+            // Should its channel outlive it (a grandchild holding the descriptor), settle anyway.
+            self.after(DRAIN_AFTER_EXIT, Timer::MessengerDrained { id });
+        } else {
+            self.messenger_member_gone(id);
+        }
+    }
+
+    /// The child's channel is drained (or it broke the protocol): its requests are settled.
     pub(super) fn messenger_member_gone(&mut self, id: WorkerId) {
-        let pid = self.router.source(id).map(|(pid, _)| pid);
+        let pid = self
+            .router
+            .source(id)
+            .or_else(|| self.departing.remove(&id))
+            .map(|(pid, _)| pid);
         self.router.leave(id);
         self.requests
             .0

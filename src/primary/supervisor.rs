@@ -103,6 +103,7 @@ pub enum Timer {
     StopDeadline,
     KillIfAlive { id: WorkerId },
     StartApps,
+    MessengerDrained { id: WorkerId },
 }
 
 /// The children's processes by id, for signals sent straight from the JavaScript thread.
@@ -182,6 +183,8 @@ pub struct Supervisor {
     apps_started: bool,
     /// Messenger frames sent to children before the cluster was up (src/primary/messenger.rs).
     pub(super) held: super::messenger::Held,
+    /// Children that exited while their messenger channel may still hold frames: pid and kind.
+    pub(super) departing: HashMap<WorkerId, (u32, WorkerKind)>,
     /// consume/map requests in flight (src/primary/messenger.rs).
     pub(super) requests: super::messenger::Requests,
 }
@@ -238,6 +241,7 @@ pub fn launch(
         agent_slot,
         apps_started: false,
         held: Default::default(),
+        departing: HashMap::new(),
         requests: Default::default(),
     };
     tokio::spawn(supervisor.run(rx));
@@ -277,7 +281,7 @@ impl Supervisor {
             .map_or(MANUAL_KILL_TIMEOUT, |o| o.kill_timeout)
     }
 
-    fn after(&self, delay: Duration, timer: Timer) {
+    pub(super) fn after(&self, delay: Duration, timer: Timer) {
         let tx = self.inputs.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -643,7 +647,7 @@ impl Supervisor {
 
     fn on_exit(&mut self, id: WorkerId, status: ExitStatus) {
         self.processes.remove(id);
-        self.messenger_member_gone(id);
+        self.messenger_member_exited(id);
         let Some(worker) = self.workers.remove(&id) else {
             return;
         };
@@ -734,6 +738,11 @@ impl Supervisor {
                     for w in self.workers.values() {
                         let _ = w.process.signal(Signal::SIGKILL);
                     }
+                }
+            }
+            Timer::MessengerDrained { id } => {
+                if self.departing.contains_key(&id) {
+                    self.messenger_member_gone(id);
                 }
             }
             Timer::StartApps => {
