@@ -63,7 +63,8 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, Code> {
         })
 }
 
-type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
+/// A weak wake-up call into JavaScript: it does not keep the event loop alive by itself.
+pub(crate) type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
 
 #[napi]
 pub struct NativeCluster {
@@ -481,26 +482,31 @@ impl NativeCluster {
     /// Whether this cluster keeps Node's event loop alive (it should while children run).
     #[napi]
     pub fn set_ref(&mut self, env: Env, hold: bool) -> Result<(), Code> {
-        if hold == self.holds_loop {
-            return Ok(());
+        if hold != self.holds_loop {
+            hold_event_loop(&env, &self.wake, hold)?;
+            self.holds_loop = hold;
         }
-        // SAFETY: called on the JavaScript thread with its env, on a live threadsafe function.
-        let status = unsafe {
-            if hold {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), self.wake.raw())
-            } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), self.wake.raw())
-            }
-        };
-        if status != napi::sys::Status::napi_ok {
-            return Err(js_error(RcError::new(
-                errors::NOT_RUNNING,
-                "cannot change the event loop's hold",
-            )));
-        }
-        self.holds_loop = hold;
         Ok(())
     }
+}
+
+/// Makes a wake-up function keep Node's event loop alive, or stop keeping it.
+pub(crate) fn hold_event_loop(env: &Env, wake: &Wake, hold: bool) -> Result<(), Code> {
+    // SAFETY: called on the JavaScript thread with its env, on a live threadsafe function.
+    let status = unsafe {
+        if hold {
+            napi::sys::napi_ref_threadsafe_function(env.raw(), wake.raw())
+        } else {
+            napi::sys::napi_unref_threadsafe_function(env.raw(), wake.raw())
+        }
+    };
+    if status != napi::sys::Status::napi_ok {
+        return Err(js_error(RcError::new(
+            errors::NOT_RUNNING,
+            "cannot change the event loop's hold",
+        )));
+    }
+    Ok(())
 }
 
 fn duplicate(fd: i32) -> Result<OwnedFd, Code> {

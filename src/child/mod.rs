@@ -11,14 +11,12 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use crate::binding::Code;
+use crate::binding::{hold_event_loop, Code, Wake};
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::errors::{self, RcError};
-
-type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
 
 /// What the reader thread has for JavaScript: whole frames back to back, already checked by the
 /// decoder (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
@@ -157,24 +155,10 @@ impl ChildChannel {
     /// Whether the channel keeps the event loop alive (while the child has handlers).
     #[napi]
     pub fn set_ref(&mut self, env: Env, hold: bool) -> Result<(), Code> {
-        if hold == self.holds_loop {
-            return Ok(());
+        if hold != self.holds_loop {
+            hold_event_loop(&env, &self.wake, hold)?;
+            self.holds_loop = hold;
         }
-        // SAFETY: called on the JavaScript thread with its env, on a live threadsafe function.
-        let status = unsafe {
-            if hold {
-                napi::sys::napi_ref_threadsafe_function(env.raw(), self.wake.raw())
-            } else {
-                napi::sys::napi_unref_threadsafe_function(env.raw(), self.wake.raw())
-            }
-        };
-        if status != napi::sys::Status::napi_ok {
-            return Err(rc(RcError::new(
-                errors::NOT_RUNNING,
-                "cannot change the event loop's hold",
-            )));
-        }
-        self.holds_loop = hold;
         Ok(())
     }
 }

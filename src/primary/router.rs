@@ -97,6 +97,13 @@ impl Router {
             .collect()
     }
 
+    fn by_pid(&self, pid: u32) -> Option<WorkerId> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.pid == pid)
+            .map(|(id, _)| *id)
+    }
+
     fn next_random(&mut self) -> u64 {
         // xorshift64: spreading messages needs no cryptographic randomness.
         let mut x = self.random;
@@ -131,31 +138,20 @@ impl Router {
             // An id, or else a pid: ids are small and pids rarely are, and a user holding
             // either means the same process.
             Target::One => {
-                if self.members.contains_key(&header.target_id) {
-                    vec![Dest::Worker(header.target_id)]
-                } else {
-                    let found = self
-                        .members
-                        .iter()
-                        .find(|(_, m)| m.pid == header.target_id)
-                        .map(|(id, _)| Dest::Worker(*id));
-                    vec![found.ok_or_else(|| Undeliverable {
-                        code: errors::UNKNOWN_TARGET,
-                        message: format!("no worker with id or pid {}", header.target_id),
-                    })?]
-                }
+                let found = Some(header.target_id)
+                    .filter(|id| self.members.contains_key(id))
+                    .or_else(|| self.by_pid(header.target_id));
+                vec![Dest::Worker(found.ok_or_else(|| Undeliverable {
+                    code: errors::UNKNOWN_TARGET,
+                    message: format!("no worker with id or pid {}", header.target_id),
+                })?)]
             }
-            Target::Pid => {
-                let found = self
-                    .members
-                    .iter()
-                    .find(|(_, m)| m.pid == header.target_id)
-                    .map(|(id, _)| Dest::Worker(*id));
-                vec![found.ok_or_else(|| Undeliverable {
+            Target::Pid => vec![Dest::Worker(self.by_pid(header.target_id).ok_or_else(
+                || Undeliverable {
                     code: errors::UNKNOWN_TARGET,
                     message: format!("no worker with pid {}", header.target_id),
-                })?]
-            }
+                },
+            )?)],
             Target::RandomApp => {
                 let candidates = self.apps_handling(&header.action);
                 if candidates.is_empty() {
