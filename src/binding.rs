@@ -278,13 +278,7 @@ impl NativeCluster {
                 )))
             }
         };
-        let wake: Wake = on_wake
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build()
-            .map_err(|e| js_error(RcError::new(errors::SPAWN_FAILED, e.reason.clone())))?;
-        let wake = Arc::new(wake);
+        let wake = weak_wake(on_wake)?;
         let caller = wake.clone();
         let events = EventQueue::new(Arc::new(move || {
             caller.call((), ThreadsafeFunctionCallMode::NonBlocking);
@@ -488,6 +482,17 @@ impl NativeCluster {
         }
         Ok(())
     }
+}
+
+/// A JavaScript function that native threads may call to wake the JavaScript thread.
+pub(crate) fn weak_wake(on_wake: Function<(), ()>) -> Result<Arc<Wake>, Code> {
+    on_wake
+        .build_threadsafe_function()
+        .callee_handled::<false>()
+        .weak::<true>()
+        .build()
+        .map(Arc::new)
+        .map_err(|e| js_error(RcError::new(errors::NOT_RUNNING, e.reason.clone())))
 }
 
 /// Makes a wake-up function keep Node's event loop alive, or stop keeping it.

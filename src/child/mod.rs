@@ -14,7 +14,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi_derive::napi;
 
-use crate::binding::{hold_event_loop, Code, Wake};
+use crate::binding::{hold_event_loop, weak_wake, Code, Wake};
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::errors::{self, RcError};
 
@@ -81,13 +81,7 @@ impl ChildChannel {
         let writer = reader.try_clone().map_err(|e| io_error("dup", e))?;
         let direct = reader.try_clone().map_err(|e| io_error("dup", e))?;
         let queued = Arc::new(AtomicUsize::new(0));
-        let wake: Wake = on_wake
-            .build_threadsafe_function()
-            .callee_handled::<false>()
-            .weak::<true>()
-            .build()
-            .map_err(|e| rc(RcError::new(errors::NOT_RUNNING, e.reason.clone())))?;
-        let wake = Arc::new(wake);
+        let wake = weak_wake(on_wake)?;
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         // The primary has checked what it forwards; this bound only keeps a broken stream from
         // growing without end.
