@@ -1,7 +1,9 @@
 'use strict';
 
 // Messenger throughput and latency: rcluster's messenger against the process.send relay that
-// ThinkJS and Egg.js use (worker -> primary -> every worker), 2 workers, in one run.
+// ThinkJS and Egg.js use (worker -> primary -> every worker), written plainly and as
+// think-cluster's own messenger, 2 workers, in one run. (egg-cluster's messenger runs only
+// inside an Egg application's master, agent and app workers, so it is not in this bench.)
 //
 //   node bench/messenger.js        (BENCH_SCALE=1 multiplies the message counts)
 
@@ -18,9 +20,9 @@ for (const binary of [false, true]) {
 }
 scenarios.push({ kind: 'map', count: 2000 * scale });
 
-function run(script) {
+function run(script, ...args) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(__dirname, 'primaries', script), JSON.stringify(scenarios)], {
+    const child = spawn(process.execPath, [path.join(__dirname, 'primaries', script), JSON.stringify(scenarios), ...args], {
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let out = '';
@@ -49,16 +51,18 @@ async function main() {
   console.log(`messenger, 2 workers; ${os.cpus().length} CPUs (${os.cpus()[0].model}), Node ${process.version}\n`);
   const ours = await run('messenger-rcluster.js');
   const relay = await run('messenger-relay.js');
+  const think = await run('messenger-relay.js', 'think');
   for (let i = 0; i < scenarios.length; i++) {
-    const a = ours[i];
-    const b = relay[i];
+    const [a, b, c] = [ours[i], relay[i], think[i]];
     if (a.kind === 'broadcast') {
+      const rate = (r) => `${r.deliveriesPerSecond.toFixed(0).padStart(8)}/s`;
       console.log(
-        `${label(a).padEnd(26)} rcluster ${a.deliveriesPerSecond.toFixed(0).padStart(8)}/s   relay ${b.deliveriesPerSecond.toFixed(0).padStart(8)}/s   ${(a.deliveriesPerSecond / b.deliveriesPerSecond).toFixed(1)}x`,
+        `${label(a).padEnd(26)} rcluster ${rate(a)}   relay ${rate(b)} (${(a.deliveriesPerSecond / b.deliveriesPerSecond).toFixed(1)}x)   think-cluster ${rate(c)} (${(a.deliveriesPerSecond / c.deliveriesPerSecond).toFixed(1)}x)`,
       );
     } else {
-      const [a50, a99, b50, b99] = [percentile(a.latencies, 50), percentile(a.latencies, 99), percentile(b.latencies, 50), percentile(b.latencies, 99)];
-      console.log(`map round trip (sequential)  rcluster p50 ${a50.toFixed(3)} ms p99 ${a99.toFixed(3)} ms   relay p50 ${b50.toFixed(3)} ms p99 ${b99.toFixed(3)} ms   (${(a50 / b50).toFixed(2)}x, ${(a99 / b99).toFixed(2)}x of the relay)`);
+      const p = (r, q) => percentile(r.latencies, q).toFixed(3);
+      const ratio = (q) => `${(percentile(a.latencies, q) / percentile(b.latencies, q)).toFixed(2)}x`;
+      console.log(`map round trip (sequential)  rcluster p50 ${p(a, 50)} ms p99 ${p(a, 99)} ms   relay p50 ${p(b, 50)} ms p99 ${p(b, 99)} ms (${ratio(50)}, ${ratio(99)} of the relay)   think-cluster p50 ${p(c, 50)} ms p99 ${p(c, 99)} ms`);
     }
   }
 }

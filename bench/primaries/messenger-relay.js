@@ -1,23 +1,25 @@
 'use strict';
 // Node's cluster with a process.send relay, as ThinkJS and Egg.js do it: the same scenarios.
+// With argv[3] = 'think', the relay is think-cluster's own messenger (ThinkJS).
 const cluster = require('node:cluster');
 const path = require('node:path');
 
 const scenarios = JSON.parse(process.argv[2]);
-cluster.setupPrimary({ exec: path.join(__dirname, '..', 'relay-worker.js') });
+const think = process.argv[3] === 'think';
+// think-cluster's messenger relays in the primary once loaded there.
+if (think) require('think-cluster');
+cluster.setupPrimary({ exec: path.join(__dirname, '..', think ? 'think-worker.js' : 'relay-worker.js') });
 const workers = [cluster.fork(), cluster.fork()];
 let waiter = null;
 
 cluster.on('message', (worker, message) => {
   switch (message.type) {
     case 'broadcast':
-      for (const w of workers) w.send(message);
-      return;
     case 'map':
-      for (const w of workers) w.send(message);
+      if (!think) for (const w of workers) w.send(message);
       return;
     case 'map-reply':
-      cluster.workers[message.to].send(message);
+      if (!think) cluster.workers[message.to].send(message);
       return;
     default:
       if (waiter) waiter(message);
