@@ -4,7 +4,14 @@ const path = require('node:path');
 const rcluster = require('../..');
 
 const scenarios = JSON.parse(process.argv[2]);
-const cluster = rcluster.start({ exec: path.join(__dirname, '..', 'messenger-worker.js'), workers: 2, readiness: 'message' });
+// A burst of hundreds of MiB is sent faster than the receivers read it: the largest
+// maxMessageSize makes the per-receiver bound 1 GiB, as unbounded as the relay's buffers.
+const cluster = rcluster.start({
+  exec: path.join(__dirname, '..', 'messenger-worker.js'),
+  workers: 2,
+  readiness: 'message',
+  maxMessageSize: 512 * 1024 * 1024,
+});
 
 function waitFor(action, count) {
   return new Promise((resolve) => {
