@@ -56,16 +56,17 @@ function open() {
 
   const result = new Messenger({
     send: (kind, target, targetId, correlation, action, flags, payload) => {
-      if (payload.length > maxMessage) {
+      const payloadLen = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+      if (payloadLen > maxMessage) {
         throw rclusterError(
           'ERR_RCLUSTER_MESSAGE_TOO_LARGE',
-          `a message of ${payload.length} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
+          `a message of ${payloadLen} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
         );
       }
       if (Buffer.byteLength(action) > MAX_ACTION_LEN) {
         throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
       }
-      const frame = encodeFrame(kind, target, targetId, correlation, action, flags, payload);
+      const frame = encodeFrame(kind, target, targetId, correlation, action, flags, payload, payloadLen);
       if (flushScheduled) {
         outgoing.push(frame);
         return;

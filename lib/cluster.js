@@ -75,7 +75,8 @@ class Cluster extends EventEmitter {
     if (!this._messenger) {
       const core = this._core;
       this._messenger = new Messenger({
-        send: (...frame) => core.call('sendFrame', ...frame),
+        send: (kind, target, targetId, correlation, action, flags, payload) =>
+          core.call('sendFrame', kind, target, targetId, correlation, action, flags, typeof payload === 'string' ? Buffer.from(payload) : payload),
         handler: (action, on) => core.call('handler', action, on),
         // The cluster holds the event loop while it runs.
         hold: () => {},

@@ -32,11 +32,14 @@ function forEachFrame(batch, onFrame) {
 
 const VERSION = 1;
 
-/** One frame, ready for the wire. */
-function encodeFrame(kind, target, targetId, correlation, action, flags, payload) {
+/**
+ * One frame, ready for the wire. `payload` is a Buffer, or a string written as UTF-8 straight
+ * into the frame (with `payloadLen`, its byte length): no intermediate copy.
+ */
+function encodeFrame(kind, target, targetId, correlation, action, flags, payload, payloadLen = payload.length) {
   const actionLen = Buffer.byteLength(action);
-  const frame = Buffer.allocUnsafe(PREFIX_LEN + HEADER_LEN + actionLen + payload.length);
-  frame.writeUInt32LE(HEADER_LEN + actionLen + payload.length, 0);
+  const frame = Buffer.allocUnsafe(PREFIX_LEN + HEADER_LEN + actionLen + payloadLen);
+  frame.writeUInt32LE(HEADER_LEN + actionLen + payloadLen, 0);
   frame[4] = VERSION;
   frame[5] = kind;
   frame[6] = target;
@@ -48,7 +51,8 @@ function encodeFrame(kind, target, targetId, correlation, action, flags, payload
   frame.writeUInt32LE(correlation, 20);
   frame.writeUInt16LE(actionLen, 24);
   frame.write(action, PREFIX_LEN + HEADER_LEN, 'utf8');
-  payload.copy(frame, PREFIX_LEN + HEADER_LEN + actionLen);
+  if (typeof payload === 'string') frame.write(payload, PREFIX_LEN + HEADER_LEN + actionLen, 'utf8');
+  else payload.copy(frame, PREFIX_LEN + HEADER_LEN + actionLen);
   return frame;
 }
 

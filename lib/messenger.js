@@ -21,8 +21,9 @@ function encodePayload(data) {
   if (Buffer.isBuffer(data)) return { flags: FLAG_BINARY, payload: data };
   if (ArrayBuffer.isView(data)) return { flags: FLAG_BINARY, payload: Buffer.from(data.buffer, data.byteOffset, data.byteLength) };
   if (data === undefined) return { flags: 0, payload: EMPTY };
-  // A string travels as its UTF-8 bytes: no JSON quoting on the way out, no parsing on the way in.
-  if (typeof data === 'string') return { flags: FLAG_STRING, payload: Buffer.from(data, 'utf8') };
+  // A string travels as its UTF-8 bytes: no JSON quoting on the way out, no parsing on the way
+  // in. It stays a string here; the transport writes it into the frame (or into a Buffer).
+  if (typeof data === 'string') return { flags: FLAG_STRING, payload: data };
   return { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
 }
 
