@@ -538,7 +538,7 @@ fn duplicate(fd: i32) -> Result<OwnedFd, Code> {
 
 /// Builds a messenger frame from JavaScript's fields, checking what a sender may get wrong.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn messenger_frame(
+fn messenger_frame(
     kind: u32,
     target: u32,
     target_id: u32,

@@ -30,9 +30,9 @@ type RequestKey = (Option<WorkerId>, u32);
 struct Request {
     /// consume: one process runs it, and it moves on if that one dies before receiving it.
     consume: bool,
-    /// The request as sent, for a consume that must move to another worker.
+    /// The request as sent (its header and bytes), for a consume that must move elsewhere.
+    header: Header,
     bytes: SharedBytes,
-    action: String,
     /// The processes that have not answered yet, and whether each has received the request.
     outstanding: BTreeMap<WorkerId, bool>,
 }
@@ -176,7 +176,7 @@ impl Supervisor {
         let header = frame.header.clone();
         let bytes: SharedBytes = Arc::new(frame.bytes);
         for dest in dests {
-            if let Err(why) = self.deliver(dest, &bytes, &header.action) {
+            if let Err(why) = self.deliver(dest, &bytes, &header) {
                 self.undeliverable(from, &header, why);
             }
         }
@@ -211,17 +211,14 @@ impl Supervisor {
             key,
             Request {
                 consume,
+                header: header.clone(),
                 bytes: bytes.clone(),
-                action: header.action.clone(),
                 outstanding: targets.iter().map(|id| (*id, false)).collect(),
             },
         );
         for id in targets {
-            if self
-                .deliver(Dest::Worker(id), &bytes, &header.action)
-                .is_err()
-            {
-                self.request_target_gone(key, id);
+            if let Err(why) = self.deliver(Dest::Worker(id), &bytes, &header) {
+                self.answer_for(key, id, why);
             }
         }
     }
@@ -243,12 +240,11 @@ impl Supervisor {
             self.requests.0.remove(&key);
         }
         let dest = requester.map_or(Dest::Primary, Dest::Worker);
-        let action = frame.header.action.clone();
+        let header = frame.header.clone();
         // A requester that has gone needs no answer.
-        let _ = self.deliver(dest, &Arc::new(frame.bytes), &action);
+        let _ = self.deliver(dest, &Arc::new(frame.bytes), &header);
     }
 
-    /// A process left the messenger (exited, or broke the protocol): its requests end.
     /// A child exited. Nothing more is routed to it, but what it wrote before it died is still
     /// read: its requests are settled once its channel has been drained (FrameEvent::Closed),
     /// so that a consume it acknowledged is never run again elsewhere.
@@ -286,60 +282,40 @@ impl Supervisor {
             .map(|(k, _)| *k)
             .collect();
         for key in keys {
-            self.request_target_gone_with_pid(key, id, pid.unwrap_or(0));
+            self.request_target_gone(key, id, pid.unwrap_or(0));
         }
     }
 
-    fn request_target_gone(&mut self, key: RequestKey, id: WorkerId) {
-        let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
-        self.request_target_gone_with_pid(key, id, pid);
-    }
-
-    fn request_target_gone_with_pid(&mut self, key: RequestKey, id: WorkerId, pid: u32) {
-        let Some(request) = self.requests.0.get_mut(&key) else {
+    /// A process asked by a request died. A consume it never received moves, once, to another
+    /// worker; otherwise the requester gets ERR_RCLUSTER_WORKER_DIED in that process's name.
+    fn request_target_gone(&mut self, key: RequestKey, id: WorkerId, pid: u32) {
+        let Some((received, request)) = self.take_outstanding(key, id) else {
             return;
         };
-        let Some(received) = request.outstanding.remove(&id) else {
-            return;
-        };
-        let (consume, action, bytes) = (
-            request.consume,
-            request.action.clone(),
-            request.bytes.clone(),
-        );
-        if request.outstanding.is_empty() {
-            self.requests.0.remove(&key);
-        }
-        if consume && !received {
+        let action = request.header.action.clone();
+        if request.consume && !received {
             // It never reached that worker: it may still run, once, somewhere else.
-            let probe = Header {
-                kind: Kind::Request,
-                target: Target::AnyApp,
-                flags: 0,
-                target_id: 0,
-                source_id: 0,
-                source_pid: 0,
-                correlation: key.1,
-                action: action.clone(),
-            };
-            if let Ok(dests) = self.router.route(&probe) {
-                for dest in dests {
-                    if let Dest::Worker(next) = dest {
-                        self.requests.0.insert(
-                            key,
-                            Request {
-                                consume,
-                                bytes: bytes.clone(),
-                                action: action.clone(),
-                                outstanding: BTreeMap::from([(next, false)]),
-                            },
-                        );
-                        if self.deliver(dest, &bytes, &action).is_err() {
-                            self.request_target_gone(key, next);
-                        }
-                        return;
-                    }
+            let next = self.router.route(&request.header).ok().and_then(|dests| {
+                dests.into_iter().find_map(|d| match d {
+                    Dest::Worker(next) => Some(next),
+                    Dest::Primary => None,
+                })
+            });
+            if let Some(next) = next {
+                let (header, bytes) = (request.header.clone(), request.bytes.clone());
+                self.requests.0.insert(
+                    key,
+                    Request {
+                        outstanding: BTreeMap::from([(next, false)]),
+                        ..request
+                    },
+                );
+                // No further move if this fails too: it is answered with why, and a worker
+                // whose queue is full is never picked again and again.
+                if let Err(why) = self.deliver(Dest::Worker(next), &bytes, &header) {
+                    self.answer_for(key, next, why);
                 }
+                return;
             }
         }
         let message = if received {
@@ -347,73 +323,95 @@ impl Supervisor {
         } else {
             format!("worker {id} (pid {pid}) died before it received '{action}', and no other worker handles it")
         };
-        let about = Header {
-            kind: Kind::Reply,
-            target: Target::Primary,
-            flags: 0,
-            target_id: 0,
-            source_id: 0,
-            source_pid: 0,
-            correlation: key.1,
-            action,
+        let why = Undeliverable {
+            code: errors::WORKER_DIED,
+            message,
         };
-        let payload = json!({ "code": errors::WORKER_DIED, "message": message }).to_string();
-        let header = Header {
-            kind: Kind::Reply,
-            target: if key.0.is_some() {
-                Target::One
-            } else {
-                Target::Primary
-            },
-            flags: FLAG_ERROR,
-            target_id: key.0.unwrap_or(0),
-            source_id: id,
-            source_pid: pid,
-            correlation: about.correlation,
-            action: about.action,
-        };
-        if let Ok(bytes) = frames::encode(&header, payload.as_bytes()) {
-            let dest = key.0.map_or(Dest::Primary, Dest::Worker);
-            let _ = self.deliver(dest, &Arc::new(bytes), &header.action);
+        self.answer_in_name_of(key, (id, pid), &action, why);
+    }
+
+    /// The request could not be written to `id`: the requester gets why, in `id`'s name.
+    fn answer_for(&mut self, key: RequestKey, id: WorkerId, why: Undeliverable) {
+        let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
+        if let Some((_, request)) = self.take_outstanding(key, id) {
+            self.answer_in_name_of(key, (id, pid), &request.header.action, why);
         }
     }
 
+    /// Removes `id` from what the request waits for. Returns whether `id` had received it, and
+    /// the request (which stays followed while others still owe an answer).
+    fn take_outstanding(&mut self, key: RequestKey, id: WorkerId) -> Option<(bool, Request)> {
+        let request = self.requests.0.get_mut(&key)?;
+        let received = request.outstanding.remove(&id)?;
+        if request.outstanding.is_empty() {
+            return self.requests.0.remove(&key).map(|r| (received, r));
+        }
+        let copy = Request {
+            consume: request.consume,
+            header: request.header.clone(),
+            bytes: request.bytes.clone(),
+            outstanding: BTreeMap::new(),
+        };
+        Some((received, copy))
+    }
+
+    /// An error answer to a request, written as if `source` had sent it.
+    fn answer_in_name_of(
+        &mut self,
+        key: RequestKey,
+        source: (WorkerId, u32),
+        action: &str,
+        why: Undeliverable,
+    ) {
+        let payload = json!({ "code": why.code, "message": why.message }).to_string();
+        self.write_frame(
+            key.0,
+            Kind::Reply,
+            FLAG_ERROR,
+            source,
+            key.1,
+            action,
+            payload,
+        );
+    }
+
     /// Writes a frame to one process: a child's queue, or the primary's JavaScript.
+    /// `header` is the header of `bytes`.
     fn deliver(
         &mut self,
         dest: Dest,
         bytes: &SharedBytes,
-        action: &str,
+        header: &Header,
     ) -> Result<(), Undeliverable> {
+        let action = &header.action;
         match dest {
             Dest::Primary => {
-                let frame = frames::parse(bytes.as_ref().clone()).map_err(|e| Undeliverable {
-                    code: errors::PROTOCOL,
-                    message: e.to_string(),
-                })?;
-                self.events.push(Event::Frame(frame));
+                self.events.push(Event::Frame(Frame {
+                    header: header.clone(),
+                    payload_at: frames::PREFIX_LEN + frames::HEADER_LEN + action.len(),
+                    bytes: bytes.as_ref().clone(),
+                }));
                 Ok(())
             }
             Dest::Worker(target) => {
                 let result = match self.workers.get_mut(&target) {
-                    // It has not opened its messenger yet: the frame waits, within a bound.
-                    Some(w) if w.before_hello.is_some() => {
-                        let (held, size) = w.before_hello.get_or_insert_with(Default::default);
-                        if *size + bytes.len() > MAX_BEFORE_HELLO {
-                            return Err(Undeliverable {
-                                code: errors::QUEUE_FULL,
-                                message: format!(
-                                    "worker {target} has not opened its messenger and already has {MAX_BEFORE_HELLO} bytes waiting; '{action}' was not delivered to it"
-                                ),
-                            });
+                    Some(w) => match (w.before_hello.as_mut(), w.frames.as_ref()) {
+                        // It has not opened its messenger yet: the frame waits, within a bound.
+                        (Some((held, size)), _) => {
+                            if *size + bytes.len() > MAX_BEFORE_HELLO {
+                                return Err(Undeliverable {
+                                    code: errors::QUEUE_FULL,
+                                    message: format!(
+                                        "worker {target} has not opened its messenger and already has {MAX_BEFORE_HELLO} bytes waiting; '{action}' was not delivered to it"
+                                    ),
+                                });
+                            }
+                            *size += bytes.len();
+                            held.push(bytes.clone());
+                            Ok(())
                         }
-                        *size += bytes.len();
-                        held.push(bytes.clone());
-                        Ok(())
-                    }
-                    Some(w) => match w.frames.as_ref() {
-                        Some(link) => link.send(bytes.clone()),
-                        None => Err(SendError::Closed),
+                        (None, Some(link)) => link.send(bytes.clone()),
+                        (None, None) => Err(SendError::Closed),
                     },
                     None => Err(SendError::Closed),
                 };
@@ -442,6 +440,30 @@ impl Supervisor {
         about: &Header,
         payload: String,
     ) {
+        let source = (0, std::process::id());
+        self.write_frame(
+            to,
+            kind,
+            flags,
+            source,
+            about.correlation,
+            &about.action,
+            payload,
+        );
+    }
+
+    /// Builds a frame in the primary and writes it to `to` (None: the primary's JavaScript).
+    #[allow(clippy::too_many_arguments)]
+    fn write_frame(
+        &mut self,
+        to: Option<WorkerId>,
+        kind: Kind,
+        flags: u8,
+        (source_id, source_pid): (WorkerId, u32),
+        correlation: u32,
+        action: &str,
+        payload: String,
+    ) {
         let header = Header {
             kind,
             target: if to.is_some() {
@@ -451,14 +473,15 @@ impl Supervisor {
             },
             flags,
             target_id: to.unwrap_or(0),
-            source_id: 0,
-            source_pid: std::process::id(),
-            correlation: about.correlation,
-            action: about.action.clone(),
+            source_id,
+            source_pid,
+            correlation,
+            action: action.to_owned(),
         };
         if let Ok(bytes) = frames::encode(&header, payload.as_bytes()) {
             let dest = to.map_or(Dest::Primary, Dest::Worker);
-            let _ = self.deliver(dest, &Arc::new(bytes), &header.action);
+            // A requester or sender that has gone needs no answer.
+            let _ = self.deliver(dest, &Arc::new(bytes), &header);
         }
     }
 
