@@ -121,10 +121,6 @@ function run(options) {
     failed = true;
     logError(`${error.message} (${error.code})`);
   });
-  cluster.on('stopped', () => {
-    process.exitCode = failed ? 1 : 0;
-    log('stopped');
-  });
   cluster.ready.then(
     () => log(`${Object.values(cluster.workers).filter((w) => w.kind === 'app').length} workers ready`),
     () => {},
@@ -144,6 +140,8 @@ function run(options) {
   cluster.on('stopped', () => {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+    process.exitCode = failed ? 1 : 0;
+    log('stopped');
   });
 }
 

@@ -6,7 +6,7 @@
 
 const EventEmitter = require('node:events');
 const { PrimaryCore } = require('./primary-core');
-const { Worker, WorkerProcess } = require('./worker');
+const { Worker, WorkerProcess, listeningInfo } = require('./worker');
 const { rclusterError } = require('./errors');
 const { Messenger } = require('./messenger');
 
@@ -119,8 +119,7 @@ class Cluster extends EventEmitter {
         break;
       case 'listening': {
         if (!worker) break;
-        const address = JSON.parse(event.json);
-        const info = { addressType: address.addressType, address: address.address, port: address.port, fd: address.fd === null ? undefined : address.fd };
+        const info = listeningInfo(event);
         worker.state = 'listening';
         worker.emit('listening', info);
         this.emit('listening', worker, info);
@@ -157,13 +156,12 @@ class Cluster extends EventEmitter {
       case 'exit': {
         if (!worker) break;
         delete this.workers[worker.id];
-        const code = event.exitCode === undefined ? null : event.exitCode;
-        const signal = event.signal === undefined ? null : event.signal;
         worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
         worker.state = 'dead';
-        worker.process._onExit(code, signal);
-        worker.emit('exit', code, signal);
-        this.emit('exit', worker, code, signal);
+        worker.process._onExit(event);
+        const { exitCode, signalCode } = worker.process;
+        worker.emit('exit', exitCode, signalCode);
+        this.emit('exit', worker, exitCode, signalCode);
         break;
       }
       case 'workerReady':

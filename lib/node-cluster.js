@@ -9,7 +9,7 @@
 const EventEmitter = require('node:events');
 const net = require('node:net');
 const { PrimaryCore } = require('./primary-core');
-const { Worker, WorkerProcess } = require('./worker');
+const { Worker, WorkerProcess, listeningInfo } = require('./worker');
 const { rclusterError, typeError } = require('./errors');
 
 const SCHED_NONE = 1;
@@ -221,16 +221,6 @@ cluster.disconnect = function disconnect(cb) {
   if (typeof cb === 'function') intercom.once('disconnect', cb);
 };
 
-function listeningInfo(event) {
-  const message = JSON.parse(event.json);
-  return {
-    addressType: message.addressType,
-    address: message.address,
-    port: message.port,
-    fd: message.fd === null ? undefined : message.fd,
-  };
-}
-
 function onEvent(event) {
   const worker = live.get(event.id);
   if (!worker) return;
@@ -262,7 +252,7 @@ function onEvent(event) {
     case 'exit':
       live.delete(event.id);
       if (live.size === 0) core.hold(false);
-      worker.process._onExit(event.exitCode === undefined ? null : event.exitCode, event.signal === undefined ? null : event.signal);
+      worker.process._onExit(event);
       break;
     case 'warning':
       process.emitWarning(event.message, { code: event.code });

@@ -193,10 +193,11 @@ class WorkerProcess extends EventEmitter {
     this.emit('disconnect');
   }
 
-  _onExit(code, signal) {
+  /** The native `exit` event: `exitCode` or `signal` (the other one absent). */
+  _onExit(event) {
     this.connected = false;
-    this.exitCode = code === undefined ? null : code;
-    this.signalCode = signal === undefined ? null : signal;
+    this.exitCode = event.exitCode === undefined ? null : event.exitCode;
+    this.signalCode = event.signal === undefined ? null : event.signal;
     this.emit('exit', this.exitCode, this.signalCode);
     const streams = this.stdio.filter(Boolean);
     let open = streams.filter((s) => !s.destroyed).length;
@@ -212,4 +213,15 @@ class WorkerProcess extends EventEmitter {
   }
 }
 
-module.exports = { Worker, WorkerProcess };
+/** A native `listening` event as Node's cluster reports it: these four keys, `fd` undefined if unset. */
+function listeningInfo(event) {
+  const message = JSON.parse(event.json);
+  return {
+    addressType: message.addressType,
+    address: message.address,
+    port: message.port,
+    fd: message.fd === null ? undefined : message.fd,
+  };
+}
+
+module.exports = { Worker, WorkerProcess, listeningInfo };
