@@ -10,6 +10,7 @@ module.exports = {
   isAgent: child.isAgent,
   worker: child.worker,
   ready: child.ready,
+  reload: child.reload,
   /** This child's messenger; in a primary, use `cluster.messenger`. */
   get messenger() {
     return require('./lib/child-messenger').childMessenger();

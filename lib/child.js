@@ -33,4 +33,14 @@ function ready() {
   return true;
 }
 
-module.exports = { isPrimary, isWorker, isAgent, worker, ready };
+/**
+ * Asks the primary for a rolling reload of the cluster (it joins one under way). False in a
+ * primary, or when the channel to the primary is closed.
+ */
+function reload() {
+  if (isPrimary || typeof process.send !== 'function' || !process.connected) return false;
+  process.send({ cmd: 'NODE_RCLUSTER_RELOAD' }, undefined, undefined, () => {});
+  return true;
+}
+
+module.exports = { isPrimary, isWorker, isAgent, worker, ready, reload };

@@ -15,10 +15,13 @@ Options:
       --agent FILE          start FILE as the agent first, the app workers once it is ready
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)
       --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
+      --max-memory SIZE     replace a worker whose RSS passes SIZE (bytes, or 300M, 1G)
   -h, --help                print this help
   -v, --version             print the version
 
-Signals: SIGINT/SIGTERM stop gracefully (exit 0); a second one kills the workers at once.`;
+Signals: SIGINT/SIGTERM stop gracefully (exit 0); a second one kills the workers at once.
+         SIGHUP reloads every worker, one at a time, without refusing a connection.
+         SIGTTIN adds a worker; SIGTTOU removes one.`;
 
 class UsageError extends Error {}
 
@@ -49,6 +52,7 @@ function parseCommandLine(argv) {
         agent: { type: 'string' },
         schedule: { type: 'string' },
         'kill-timeout': { type: 'string' },
+        'max-memory': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -73,6 +77,12 @@ function parseCommandLine(argv) {
   }
   if (values.agent !== undefined) options.agent = path.resolve(values.agent);
   if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
+  if (values['max-memory'] !== undefined) {
+    if (!/^\d+(\.\d+)?\s*[kKmMgG]?[bB]?$/.test(values['max-memory'])) {
+      throw new UsageError(`--max-memory must be a size such as 300M or 1G, got '${values['max-memory']}'`);
+    }
+    options.maxMemory = values['max-memory'];
+  }
   return { command: 'start', options };
 }
 
@@ -137,9 +147,29 @@ function run(options) {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  cluster.on('reload', ({ trigger, workers }) => log(`reloading ${workers} workers (asked by ${trigger})`));
+  cluster.on('reloaded', ({ replaced, duration }) => log(`reloaded: ${replaced} workers replaced in ${duration} ms`));
+  const onReload = () => {
+    if (stopping) return;
+    cluster.reload({ trigger: 'SIGHUP' }).catch((error) => logError(`${error.message} (${error.code})`));
+  };
+  const appWorkers = () => Object.values(cluster.workers).filter((w) => w.kind === 'app' && !w.exitedAfterDisconnect).length;
+  let target = null;
+  const onScale = (delta) => () => {
+    if (stopping) return;
+    target = Math.max(1, (target === null ? appWorkers() : target) + delta);
+    log(`scaling to ${target} workers`);
+    cluster.scale(target).then(
+      (count) => log(`${count} workers ready`),
+      (error) => logError(`${error.message} (${error.code})`),
+    );
+  };
+  const signals = { SIGHUP: onReload, SIGTTIN: onScale(+1), SIGTTOU: onScale(-1) };
+  for (const [signal, handler] of Object.entries(signals)) process.on(signal, handler);
   cluster.on('stopped', () => {
     process.removeListener('SIGINT', onSignal);
     process.removeListener('SIGTERM', onSignal);
+    for (const [signal, handler] of Object.entries(signals)) process.removeListener(signal, handler);
     process.exitCode = failed ? 1 : 0;
     log('stopped');
   });

@@ -32,22 +32,54 @@ ClusterWorker.prototype.disconnect = function disconnect() {
   return this;
 };
 
+const RUNTIME = ['--require', require.resolve('./child-runtime.js')];
+
 /**
- * The agent's options as Rust takes them. An agent whose readiness is 'started' gets a preload
- * that reports when its main module has run.
+ * The options as Rust takes them: every child preloads the child runtime (lib/child-runtime.js),
+ * unless `childRuntime` is false; an agent whose readiness is 'started' preloads it anyway, for
+ * its report that the main module has run. Bad values are left for Rust to report.
  */
-function withAgentPreload(options) {
+function withChildRuntime(options) {
+  const runtime = options.childRuntime !== false;
+  const out = { ...options };
+  if (runtime && (options.execArgv === undefined || Array.isArray(options.execArgv))) {
+    out.execArgv = [...RUNTIME, ...(options.execArgv || [])];
+  }
   const { agent } = options;
-  if (agent === undefined || agent === null) return options;
+  if (agent === undefined || agent === null) return out;
   const spec = typeof agent === 'string' ? { exec: agent } : agent;
-  if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) return options;
-  if (spec.readiness !== undefined && spec.readiness !== 'started') return options;
+  if (spec === null || typeof spec !== 'object' || Array.isArray(spec)) return out;
+  const started = spec.readiness === undefined || spec.readiness === 'started';
+  // The agent's execArgv defaults to the app's, as the user gave it.
   const execArgv = spec.execArgv !== undefined ? spec.execArgv : options.execArgv;
-  if (execArgv !== undefined && !Array.isArray(execArgv)) return options;
-  return {
-    ...options,
-    agent: { ...spec, execArgv: ['--require', require.resolve('./agent-preload.js'), ...(execArgv || [])] },
-  };
+  if ((runtime || started) && (execArgv === undefined || Array.isArray(execArgv))) {
+    out.agent = { ...spec, execArgv: [...RUNTIME, ...(execArgv || [])] };
+  }
+  return out;
+}
+
+/** A promise settled by a later event, found by its ticket. */
+class Tickets {
+  constructor() {
+    this.next = 1;
+    this.waiting = new Map();
+  }
+
+  open() {
+    const ticket = this.next++;
+    const promise = new Promise((resolve, reject) => this.waiting.set(ticket, { resolve, reject }));
+    return { ticket, promise };
+  }
+
+  settle(tickets, error, value) {
+    for (const ticket of tickets || []) {
+      const waiter = this.waiting.get(ticket);
+      if (!waiter) continue;
+      this.waiting.delete(ticket);
+      if (error) waiter.reject(error);
+      else waiter.resolve(value);
+    }
+  }
 }
 
 class Cluster extends EventEmitter {
@@ -65,7 +97,9 @@ class Cluster extends EventEmitter {
       this._resolveReady = resolve;
       this._rejectReady = reject;
     });
-    this._core = new PrimaryCore('supervised', withAgentPreload(options), (event) => this._onEvent(event));
+    this._reloads = new Tickets();
+    this._scales = new Tickets();
+    this._core = new PrimaryCore('supervised', withChildRuntime(options), (event) => this._onEvent(event));
     this._core.hold(true);
     this._core.start();
   }
@@ -85,6 +119,34 @@ class Cluster extends EventEmitter {
       });
     }
     return this._messenger;
+  }
+
+  /**
+   * Rolling reload: each worker is replaced by a new one, and leaves only once that one is ready.
+   * Resolves to `{ replaced, workers, duration }`; rejects with ERR_RCLUSTER_RELOAD_ABORTED if a
+   * replacement failed (the workers not yet replaced keep serving). A call while a reload runs
+   * joins it.
+   */
+  reload(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      return Promise.reject(rclusterError('ERR_RCLUSTER_INVALID_OPTION', 'reload(options): options must be an object'));
+    }
+    return this._settledBy(this._reloads, (ticket) => this._core.call('reload', ticket, options, options.trigger || 'reload()'));
+  }
+
+  /** Changes the number of app workers; resolves to the new count once they are all ready. */
+  scale(workers) {
+    return this._settledBy(this._scales, (ticket) => this._core.call('scale', ticket, workers));
+  }
+
+  _settledBy(tickets, command) {
+    const { ticket, promise } = tickets.open();
+    try {
+      command(ticket);
+    } catch (error) {
+      tickets.settle([ticket], error);
+    }
+    return promise;
   }
 
   /** Graceful stop; resolves once every child has exited. */
@@ -178,6 +240,18 @@ class Cluster extends EventEmitter {
       case 'warning':
         this._warn(event);
         break;
+      case 'reloadStarted':
+        this.emit('reload', { trigger: event.message, workers: event.workers });
+        break;
+      case 'reloaded':
+        this._onReloaded(event);
+        break;
+      case 'scaled': {
+        const error = event.code ? rclusterError(event.code, event.message) : null;
+        this._scales.settle(event.tickets, error, event.workers);
+        if (!error) this.emit('scaled', event.workers);
+        break;
+      }
       case 'stopped':
         this._onStopped();
         break;
@@ -198,6 +272,20 @@ class Cluster extends EventEmitter {
       return;
     }
     this.emit('error', error);
+  }
+
+  _onReloaded(event) {
+    const details = event.json ? JSON.parse(event.json) : {};
+    if (!event.code) {
+      this._reloads.settle(event.tickets, null, details);
+      this.emit('reloaded', details);
+      return;
+    }
+    const error = rclusterError(event.code, event.message, { details });
+    const waited = (event.tickets || []).some((t) => this._reloads.waiting.has(t));
+    this._reloads.settle(event.tickets, error);
+    // Nobody waits on a reload a child asked for: its failure is told as a warning.
+    if (!waited) this._warn(event);
   }
 
   _warn(event) {

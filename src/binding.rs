@@ -21,7 +21,9 @@ use crate::primary::listeners::Distribution;
 use crate::primary::options;
 use crate::primary::process::parse_signal;
 use crate::primary::spawner;
-use crate::primary::supervisor::{self, Command, Input, NewChild, Plan, ProcessTable};
+use crate::primary::supervisor::{
+    self, Command, Input, NewChild, Plan, ProcessTable, ReloadRequest,
+};
 
 /// The `code` of a JavaScript error thrown from here.
 pub struct Code(pub(crate) String);
@@ -98,6 +100,10 @@ pub struct JsEvent {
     /// A descriptor that now belongs to JavaScript.
     pub fd: Option<i32>,
     pub ticket: Option<i64>,
+    /// The `reload()` / `scale()` calls an outcome settles.
+    pub tickets: Option<Vec<i64>>,
+    /// A number of app workers (reload, scale).
+    pub workers: Option<u32>,
     pub code: Option<String>,
     pub message: Option<String>,
     /// Messenger frames: the header fields JavaScript needs; `buffer` is the payload.
@@ -123,6 +129,8 @@ impl JsEvent {
             handle_key: None,
             fd: None,
             ticket: None,
+            tickets: None,
+            workers: None,
             code: None,
             message: None,
             frame_kind: None,
@@ -224,6 +232,41 @@ impl From<Event> for JsEvent {
                 message: Some(message),
                 ..JsEvent::new("warning")
             },
+            Event::ReloadStarted { trigger, workers } => JsEvent {
+                message: Some(trigger),
+                workers: Some(workers as u32),
+                ..JsEvent::new("reloadStarted")
+            },
+            Event::Reloaded {
+                tickets,
+                error,
+                details,
+            } => {
+                let (code, message) =
+                    error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
+                JsEvent {
+                    tickets: Some(tickets.into_iter().map(|t| t as i64).collect()),
+                    code,
+                    message,
+                    json: Some(details.to_string()),
+                    ..JsEvent::new("reloaded")
+                }
+            }
+            Event::Scaled {
+                tickets,
+                workers,
+                error,
+            } => {
+                let (code, message) =
+                    error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
+                JsEvent {
+                    tickets: Some(tickets.into_iter().map(|t| t as i64).collect()),
+                    workers: Some(workers as u32),
+                    code,
+                    message,
+                    ..JsEvent::new("scaled")
+                }
+            }
             Event::Stopped => JsEvent::new("stopped"),
         }
     }
@@ -460,6 +503,49 @@ impl NativeCluster {
         )
         .map_err(js_error)?;
         self.command(Command::SendFrame(frame))
+    }
+
+    /// Starts a rolling reload, or joins the one under way; a `reloaded` event with `ticket`
+    /// follows. `options`: `{ parallel, agent }`, each optional; `trigger` names who asked.
+    #[napi]
+    pub fn reload(
+        &self,
+        ticket: i64,
+        options: serde_json::Value,
+        trigger: String,
+    ) -> Result<(), Code> {
+        let parallel = match options.get("parallel") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(value) => Some(options::parse_reload_parallel(Some(value)).map_err(js_error)?),
+        };
+        let agent = match options.get("agent") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                return Err(js_error(RcError::invalid_option(
+                    "agent",
+                    "true or false",
+                    other,
+                )))
+            }
+        };
+        self.command(Command::Reload(ReloadRequest {
+            ticket: u64::try_from(ticket).ok(),
+            parallel,
+            agent,
+            trigger,
+        }))
+    }
+
+    /// Changes the number of app workers (`workers` as `start()` takes it: 0 or 'max' = CPUs);
+    /// a `scaled` event with `ticket` follows.
+    #[napi]
+    pub fn scale(&self, ticket: i64, workers: serde_json::Value) -> Result<(), Code> {
+        let workers = options::parse_workers(Some(&workers)).map_err(js_error)?;
+        self.command(Command::Scale {
+            workers,
+            ticket: u64::try_from(ticket).unwrap_or(0),
+        })
     }
 
     /// The primary's JavaScript added (`on = true`) or removed a handler for `action`.

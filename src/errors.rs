@@ -20,6 +20,14 @@ pub const QUEUE_FULL: &str = "ERR_RCLUSTER_QUEUE_FULL";
 pub const WORKER_DIED: &str = "ERR_RCLUSTER_WORKER_DIED";
 /// The agent died before it was ready, so the cluster could not start.
 pub const AGENT_FAILED: &str = "ERR_RCLUSTER_AGENT_FAILED";
+/// A rolling reload stopped before it replaced every worker; the rest keep serving.
+pub const RELOAD_ABORTED: &str = "ERR_RCLUSTER_RELOAD_ABORTED";
+/// A child's event loop sent no heartbeat within the heartbeat timeout.
+pub const UNRESPONSIVE: &str = "ERR_RCLUSTER_UNRESPONSIVE";
+/// A worker's resident memory passed `maxMemory`.
+pub const MEMORY_LIMIT: &str = "ERR_RCLUSTER_MEMORY_LIMIT";
+/// A worker threw an exception nobody caught; it is replaced gracefully.
+pub const UNCAUGHT_EXCEPTION: &str = "ERR_RCLUSTER_UNCAUGHT_EXCEPTION";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

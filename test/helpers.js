@@ -121,6 +121,53 @@ async function load(port, { count, concurrency }) {
   return { bodies, errors };
 }
 
+/**
+ * Requests without a pause until stopped, from `connections` clients, each on one keep-alive
+ * connection or on a new connection per request. `stop()` resolves with what was served and
+ * every failure.
+ */
+function steadyLoad(port, { connections, keepAlive, path: urlPath = '/' }) {
+  const agent = keepAlive ? new http.Agent({ keepAlive: true, maxSockets: connections }) : false;
+  const bodies = [];
+  const failures = [];
+  let running = true;
+  const one = () =>
+    new Promise((resolve) => {
+      const req = http.get({ host: '127.0.0.1', port, path: urlPath, agent, timeout: 10_000 }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk) => (body += chunk));
+        res.on('end', () => {
+          if (res.statusCode === 200) bodies.push(body);
+          else failures.push(new Error(`status ${res.statusCode}`));
+          resolve();
+        });
+        res.on('error', (error) => {
+          failures.push(error);
+          resolve();
+        });
+      });
+      req.on('timeout', () => req.destroy(Object.assign(new Error('request timed out'), { code: 'ETIMEDOUT' })));
+      req.on('error', (error) => {
+        failures.push(error);
+        resolve();
+      });
+    });
+  const clients = Array.from({ length: connections }, async () => {
+    while (running) await one();
+  });
+  return {
+    bodies,
+    failures,
+    async stop() {
+      running = false;
+      await Promise.all(clients);
+      if (agent) agent.destroy();
+      return { bodies, failures };
+    },
+  };
+}
+
 /** Spawns a node script; the process is SIGKILLed (with its group) when the test ends. */
 function spawnNode(t, args, options = {}) {
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
@@ -145,4 +192,4 @@ function waitForOutput(child, pattern, ms = 10_000) {
   return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
 }
 
-module.exports = { fixture, once, until, alive, childrenOf, startCluster, readyPort, get, load, spawnNode, waitForOutput };
+module.exports = { fixture, once, until, alive, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnNode, waitForOutput };

@@ -74,6 +74,23 @@ pub enum Event {
         message: String,
         id: Option<WorkerId>,
     },
+    /// A rolling reload began: who asked, and how many slots it replaces.
+    ReloadStarted {
+        trigger: String,
+        workers: usize,
+    },
+    /// A rolling reload ended: the `reload()` calls it settles, and its failure if it stopped.
+    Reloaded {
+        tickets: Vec<u64>,
+        error: Option<(&'static str, String)>,
+        details: Value,
+    },
+    /// The app workers match the count `scale()` asked for (or never will: `error`).
+    Scaled {
+        tickets: Vec<u64>,
+        workers: usize,
+        error: Option<(&'static str, String)>,
+    },
     Stopped,
 }
 

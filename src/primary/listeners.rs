@@ -347,6 +347,16 @@ impl Listeners {
         }
     }
 
+    /// A worker slot was removed (the cluster scaled down): its own SO_REUSEPORT sockets close,
+    /// so that the kernel stops queueing connections that nobody would accept.
+    pub fn close_slot(&mut self, slot: usize) {
+        for entry in self.entries.values_mut() {
+            if let Entry::ReusePort(group) = entry {
+                group.per_slot.remove(&slot);
+            }
+        }
+    }
+
     /// The cluster stopped: close everything.
     pub fn close_all(&mut self) {
         self.entries.clear();
@@ -587,6 +597,13 @@ mod tests {
             panic!()
         };
         assert!(same_socket(fa, &again));
+        // A removed slot's socket closes; a slot added later gets a new one on the same port.
+        l.close_slot(0);
+        let Grant::Handle { fd: fresh, .. } = l.query(4, Some(0), &r) else {
+            panic!()
+        };
+        assert!(!same_socket(fa, &fresh));
+        assert_eq!(handle_port(&l.query(4, Some(0), &r)), handle_port(&a));
     }
 
     #[test]

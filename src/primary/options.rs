@@ -106,6 +106,30 @@ pub struct ClusterOptions {
     /// The largest messenger payload, in bytes.
     pub max_message: usize,
     pub agent: Option<AgentOptions>,
+    pub reload: ReloadPolicy,
+    pub watchdog: Watchdog,
+}
+
+/// How a rolling reload proceeds unless the call says otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadPolicy {
+    /// Slots replaced at once.
+    pub parallel: usize,
+    /// Whether the agent is replaced too (first, before the app workers).
+    pub agent: bool,
+}
+
+/// What the primary watches in a running child besides its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watchdog {
+    /// Whether children get rcluster's child runtime (lib/child-runtime.js): heartbeats and the
+    /// graceful handling of an uncaught exception.
+    pub child_runtime: bool,
+    pub heartbeat_interval: Duration,
+    /// A child silent for longer is killed and replaced; None turns liveness checks off.
+    pub heartbeat_timeout: Option<Duration>,
+    /// A worker whose resident memory passes this many bytes is replaced gracefully.
+    pub max_memory: Option<u64>,
 }
 
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
@@ -115,6 +139,8 @@ pub const DEFAULT_RESTART_WINDOW_MS: u64 = 60_000;
 pub const DEFAULT_RESTART_DELAY_MS: u64 = 100;
 pub const DEFAULT_MAX_RESTART_DELAY_MS: u64 = 10_000;
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 1_000;
+pub const DEFAULT_HEARTBEAT_TIMEOUT_MS: u64 = 30_000;
 /// V8 cannot hold a string much larger than this; a message must fit one.
 const MAX_MESSAGE_SIZE: u64 = 512 << 20;
 const MAX_WORKERS: u64 = 4096;
@@ -138,6 +164,12 @@ const CLUSTER_KEYS: &[&str] = &[
     "maxRestartDelay",
     "maxMessageSize",
     "agent",
+    "reloadParallel",
+    "reloadAgent",
+    "childRuntime",
+    "heartbeatInterval",
+    "heartbeatTimeout",
+    "maxMemory",
     "serialization",
     "uid",
     "gid",
@@ -213,8 +245,99 @@ pub fn parse_cluster_options(
             None | Some(Value::Null) => None,
             Some(value) => Some(parse_agent(value, &child)?),
         },
+        reload: ReloadPolicy {
+            parallel: parse_reload_parallel(obj.get("reloadParallel"))?,
+            agent: boolean(obj, "reloadAgent", false)?,
+        },
+        watchdog: parse_watchdog(obj)?,
         child,
     })
+}
+
+/// `reloadParallel` (and `reload({ parallel })`): how many slots are replaced at once.
+pub fn parse_reload_parallel(value: Option<&Value>) -> RcResult<usize> {
+    match value {
+        None | Some(Value::Null) => Ok(1),
+        Some(v @ Value::Number(n)) => match n.as_u64() {
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n as usize),
+            _ => Err(RcError::invalid_option(
+                "reloadParallel",
+                &format!("an integer from 1 to {MAX_WORKERS}"),
+                v,
+            )),
+        },
+        Some(other) => Err(RcError::invalid_option(
+            "reloadParallel",
+            &format!("an integer from 1 to {MAX_WORKERS}"),
+            other,
+        )),
+    }
+}
+
+fn parse_watchdog(obj: &Map<String, Value>) -> RcResult<Watchdog> {
+    let child_runtime = boolean(obj, "childRuntime", true)?;
+    let heartbeat_interval = millis(obj, "heartbeatInterval", DEFAULT_HEARTBEAT_INTERVAL_MS)?;
+    if heartbeat_interval.is_zero() {
+        return Err(RcError::invalid_option(
+            "heartbeatInterval",
+            "a positive number of ms",
+            &Value::from(0),
+        ));
+    }
+    let timeout = millis(obj, "heartbeatTimeout", DEFAULT_HEARTBEAT_TIMEOUT_MS)?;
+    let heartbeat_timeout = (child_runtime && !timeout.is_zero()).then_some(timeout);
+    if heartbeat_timeout.is_some_and(|t| t <= heartbeat_interval) {
+        return Err(RcError::new(
+            errors::INVALID_OPTION,
+            format!(
+                "option `heartbeatTimeout` ({} ms) must be longer than `heartbeatInterval` ({} ms), or 0 to turn liveness checks off",
+                timeout.as_millis(),
+                heartbeat_interval.as_millis()
+            ),
+        ));
+    }
+    Ok(Watchdog {
+        child_runtime,
+        heartbeat_interval,
+        heartbeat_timeout,
+        max_memory: parse_memory(obj.get("maxMemory"))?,
+    })
+}
+
+/// `maxMemory`: bytes, or a string with a binary unit as PM2 takes it ('300M', '1.5G', '512MB').
+/// 0 or null: no limit.
+fn parse_memory(value: Option<&Value>) -> RcResult<Option<u64>> {
+    const EXPECTED: &str = "a number of bytes or a size such as '512M' or '1G'";
+    let bytes = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v @ Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| RcError::invalid_option("maxMemory", EXPECTED, v))?,
+        Some(v @ Value::String(s)) => {
+            let text = s.trim().to_ascii_uppercase();
+            let text = text.strip_suffix('B').unwrap_or(&text);
+            let (number, unit) = match text.char_indices().last() {
+                Some((i, 'K')) => (&text[..i], 1u64 << 10),
+                Some((i, 'M')) => (&text[..i], 1 << 20),
+                Some((i, 'G')) => (&text[..i], 1 << 30),
+                _ => (text, 1),
+            };
+            match number.trim().parse::<f64>() {
+                Ok(n) if n.is_finite() && n >= 0.0 => (n * unit as f64) as u64,
+                _ => return Err(RcError::invalid_option("maxMemory", EXPECTED, v)),
+            }
+        }
+        Some(other) => return Err(RcError::invalid_option("maxMemory", EXPECTED, other)),
+    };
+    Ok((bytes > 0).then_some(bytes))
+}
+
+fn boolean(obj: &Map<String, Value>, name: &str, default: bool) -> RcResult<bool> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(RcError::invalid_option(name, "true or false", other)),
+    }
 }
 
 const AGENT_KEYS: &[&str] = &["exec", "args", "execArgv", "env", "readiness"];
@@ -638,6 +761,49 @@ mod tests {
         assert_eq!(o.restart.max_restarts, 5);
         assert_eq!(o.child.ipc_fd(), 3);
         assert_eq!(o.child.serialization, Serialization::Json);
+        assert_eq!(
+            o.reload,
+            ReloadPolicy {
+                parallel: 1,
+                agent: false
+            }
+        );
+        assert!(o.watchdog.child_runtime);
+        assert_eq!(o.watchdog.heartbeat_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(o.watchdog.max_memory, None);
+    }
+
+    #[test]
+    fn memory_sizes_take_units() {
+        let (_d, exec) = script();
+        for (given, bytes) in [
+            (json!(1000), Some(1000)),
+            (json!("300M"), Some(300 << 20)),
+            (json!("1.5G"), Some(3 << 29)),
+            (json!("512mb"), Some(512 << 20)),
+            (json!("64k"), Some(64 << 10)),
+            (json!(0), None),
+        ] {
+            let o = parse(json!({ "exec": exec, "maxMemory": given })).unwrap();
+            assert_eq!(o.watchdog.max_memory, bytes, "{given}");
+        }
+        for bad in [json!("lots"), json!("-1M"), json!(-5), json!(true)] {
+            let e = parse(json!({ "exec": exec, "maxMemory": bad })).unwrap_err();
+            assert!(e.message.contains("maxMemory"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn heartbeat_timeout_must_exceed_its_interval() {
+        let (_d, exec) = script();
+        let e = parse(json!({ "exec": exec, "heartbeatInterval": 1000, "heartbeatTimeout": 500 }))
+            .unwrap_err();
+        assert!(e.message.contains("heartbeatTimeout"), "{}", e.message);
+        let o = parse(json!({ "exec": exec, "heartbeatTimeout": 0 })).unwrap();
+        assert_eq!(o.watchdog.heartbeat_timeout, None);
+        let o = parse(json!({ "exec": exec, "childRuntime": false })).unwrap();
+        assert_eq!(o.watchdog.heartbeat_timeout, None);
+        assert!(parse(json!({ "exec": exec, "reloadParallel": 0 })).is_err());
     }
 
     #[test]

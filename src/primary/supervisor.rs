@@ -35,8 +35,14 @@ use crate::errors;
 /// The largest message a child may send on Node's channel. Node itself has no limit, but V8
 /// cannot hold a string much larger than 512 MiB, so nothing useful is lost above this.
 pub const NODE_IPC_MAX_MESSAGE: usize = 1 << 30;
-/// What the agent's preload sends once the agent's main module has run (lib/agent-preload.js).
+/// What the child runtime (lib/child-runtime.js) sends: the agent's main module has run; its
+/// event loop turns; an exception nobody caught; a call for a rolling reload.
 const AGENT_STARTED: &str = "NODE_RCLUSTER_AGENT_STARTED";
+const HEARTBEAT: &str = "NODE_RCLUSTER_HEARTBEAT";
+const UNCAUGHT: &str = "NODE_RCLUSTER_UNCAUGHT";
+const RELOAD: &str = "NODE_RCLUSTER_RELOAD";
+/// ThinkJS's way for a worker to ask for a reload, kept so its apps work unchanged.
+const THINK_RELOAD: &str = "\"think-cluster-reload-workers\"";
 /// How long a failed agent's last words may take to come out of its stderr pipe.
 const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);
 /// How long the Node-compatible primary waits for a child that broke the protocol to exit.
@@ -83,6 +89,20 @@ pub enum Command {
         action: String,
         on: bool,
     },
+    Reload(ReloadRequest),
+    Scale {
+        workers: usize,
+        ticket: u64,
+    },
+}
+
+/// A call for a rolling reload; `ticket` is the JavaScript promise waiting for it, if any.
+pub struct ReloadRequest {
+    pub ticket: Option<u64>,
+    pub parallel: Option<usize>,
+    pub agent: Option<bool>,
+    /// Who asked, for the log: 'reload()', 'SIGHUP', 'worker 3'.
+    pub trigger: String,
 }
 
 pub enum Input {
@@ -98,12 +118,25 @@ pub enum Input {
 }
 
 pub enum Timer {
-    Restart { slot: usize, generation: u64 },
-    ReadyDeadline { id: WorkerId },
+    Restart {
+        slot: usize,
+        generation: u64,
+    },
+    ReadyDeadline {
+        id: WorkerId,
+    },
     StopDeadline,
-    KillIfAlive { id: WorkerId },
+    KillIfAlive {
+        id: WorkerId,
+    },
     StartApps,
-    MessengerDrained { id: WorkerId },
+    MessengerDrained {
+        id: WorkerId,
+    },
+    /// Start the next replacements of a rolling reload.
+    ReloadStep,
+    /// Check heartbeats and memory.
+    Watchdog,
 }
 
 /// The children's processes by id, for signals sent straight from the JavaScript thread.
@@ -126,7 +159,7 @@ impl ProcessTable {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub(super) enum Phase {
     Idle,
     Starting,
     Running,
@@ -152,6 +185,8 @@ pub(super) struct Worker {
     pub leaving: bool,
     /// Round-robin connections sent as `newconn`, awaiting `accepted`, by our seq.
     pub rr_in_flight: HashMap<u64, (String, OwnedFd)>,
+    /// When its event loop last sent a heartbeat (src/primary/watchdog.rs); None before the first.
+    pub last_beat: Option<Instant>,
     /// The messenger channel (supervised children).
     pub frames: Option<FrameLink>,
     /// Frames for it from before it opened its messenger, and their size.
@@ -159,26 +194,30 @@ pub(super) struct Worker {
 }
 
 #[derive(Default)]
-struct Slot {
-    current: Option<WorkerId>,
-    history: RestartHistory,
+pub(super) struct Slot {
+    pub current: Option<WorkerId>,
+    /// Its replacement during a rolling reload, until that is ready (src/primary/reload.rs).
+    pub incoming: Option<WorkerId>,
+    /// Removed by scaling down; a later scale-up may use it again (src/primary/scale.rs).
+    pub retired: bool,
+    pub history: RestartHistory,
     /// Bumped on every scheduled restart, so that a stale timer does nothing.
-    generation: u64,
+    pub generation: u64,
 }
 
 pub struct Supervisor {
     plan: Plan,
     pub(super) workers: BTreeMap<WorkerId, Worker>,
-    slots: Vec<Slot>,
+    pub(super) slots: Vec<Slot>,
     pub(super) listeners: Listeners,
     pub(super) events: EventQueue,
     pub(super) inputs: mpsc::UnboundedSender<Input>,
     processes: ProcessTable,
     ids: Arc<AtomicU32>,
-    phase: Phase,
+    pub(super) phase: Phase,
     pub(super) router: Router,
     /// The agent's slot (the last one), when there is an agent.
-    agent_slot: Option<usize>,
+    pub(super) agent_slot: Option<usize>,
     /// App workers are started once the agent is ready.
     apps_started: bool,
     /// Messenger frames sent to children before the cluster was up (src/primary/messenger.rs).
@@ -187,6 +226,10 @@ pub struct Supervisor {
     pub(super) departing: HashMap<WorkerId, (u32, WorkerKind)>,
     /// consume/map requests in flight (src/primary/messenger.rs).
     pub(super) requests: super::messenger::Requests,
+    /// The rolling reload under way, if any.
+    pub(super) reload: Option<super::reload::Reload>,
+    /// `scale()` calls waiting for the workers to match the new count.
+    pub(super) scale_tickets: Vec<u64>,
 }
 
 /// Starts the loop on the current runtime; returns the queue that feeds it.
@@ -243,6 +286,8 @@ pub fn launch(
         held: Default::default(),
         departing: HashMap::new(),
         requests: Default::default(),
+        reload: None,
+        scale_tickets: Vec::new(),
     };
     tokio::spawn(supervisor.run(rx));
     tx
@@ -276,9 +321,16 @@ impl Supervisor {
         }
     }
 
-    fn kill_timeout(&self) -> Duration {
+    pub(super) fn kill_timeout(&self) -> Duration {
         self.options()
             .map_or(MANUAL_KILL_TIMEOUT, |o| o.kill_timeout)
+    }
+
+    /// A worker the primary is done with, outside of `stop()`: asked to leave, killed if it is
+    /// still there after `killTimeout`.
+    pub(super) fn retire(&mut self, id: WorkerId) {
+        self.ask_to_leave(id);
+        self.after(self.kill_timeout(), Timer::KillIfAlive { id });
     }
 
     pub(super) fn after(&self, delay: Duration, timer: Timer) {
@@ -342,6 +394,8 @@ impl Supervisor {
             }
             Command::SendFrame(frame) => self.route_frame(None, frame),
             Command::Handler { action, on } => self.router.handler(None, &action, on),
+            Command::Reload(request) => self.begin_reload(request).await,
+            Command::Scale { workers, ticket } => self.scale(workers, ticket).await,
         }
     }
 
@@ -352,6 +406,7 @@ impl Supervisor {
             return;
         }
         self.phase = Phase::Starting;
+        self.start_watchdog();
         match self.agent_slot {
             // The agent first; the app workers once it is ready (see mark_ready).
             Some(agent) => self.start_slot(agent).await,
@@ -364,15 +419,37 @@ impl Supervisor {
             return;
         }
         self.apps_started = true;
-        let apps = self.slots.len() - usize::from(self.agent_slot.is_some());
-        for slot in 0..apps {
+        for slot in self.app_slots() {
             self.start_slot(slot).await;
         }
     }
 
-    async fn start_slot(&mut self, slot: usize) {
+    /// App worker slots in use (scaling down retires some), in order.
+    pub(super) fn app_slots(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|s| Some(*s) != self.agent_slot && !self.slots[*s].retired)
+            .collect()
+    }
+
+    /// Fills an empty slot with a new worker.
+    pub(super) async fn start_slot(&mut self, slot: usize) {
+        match self.spawn_in_slot(slot).await {
+            Ok(id) => self.slots[slot].current = Some(id),
+            Err(e) => {
+                self.warn(None, errors::SPAWN_FAILED, e.clone());
+                self.on_slot_vacated(slot, format!("spawn failed ({e})"));
+            }
+        }
+    }
+
+    /// Starts a worker for `slot` without putting it in the slot: the caller decides whether it
+    /// fills the slot now or replaces its worker once ready.
+    pub(super) async fn spawn_in_slot(
+        &mut self,
+        slot: usize,
+    ) -> std::result::Result<WorkerId, String> {
         let Some(options) = self.options() else {
-            return;
+            return Err("this primary supervises no slots".into());
         };
         let kind = if Some(slot) == self.agent_slot {
             WorkerKind::Agent
@@ -399,6 +476,21 @@ impl Supervisor {
             "RCLUSTER_MAX_MESSAGE_SIZE".into(),
             options.max_message.to_string().into(),
         ));
+        if !options.watchdog.child_runtime {
+            // An agent may preload the runtime for its 'started' report alone.
+            spec.env.push(("RCLUSTER_CHILD_RUNTIME".into(), "0".into()));
+        }
+        if options.watchdog.heartbeat_timeout.is_some() {
+            spec.env.push((
+                "RCLUSTER_HEARTBEAT_INTERVAL".into(),
+                options
+                    .watchdog
+                    .heartbeat_interval
+                    .as_millis()
+                    .to_string()
+                    .into(),
+            ));
+        }
         let ready_timeout = options.ready_timeout;
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let role = Role {
@@ -439,7 +531,6 @@ impl Supervisor {
                         self.router.join(id, pid, kind);
                     }
                 }
-                self.slots[slot].current = Some(id);
                 self.events.push(Event::Fork {
                     id,
                     pid,
@@ -447,15 +538,9 @@ impl Supervisor {
                     slot: Some(slot),
                 });
                 self.after(ready_timeout, Timer::ReadyDeadline { id });
+                Ok(id)
             }
-            Err(e) => {
-                self.warn(
-                    None,
-                    errors::SPAWN_FAILED,
-                    format!("could not start a worker for slot {slot}: {e}"),
-                );
-                self.on_slot_vacated(slot, format!("spawn failed ({e})"));
-            }
+            Err(e) => Err(format!("could not start a worker for slot {slot}: {e}")),
         }
     }
 
@@ -506,6 +591,7 @@ impl Supervisor {
                 ready: false,
                 leaving: false,
                 rr_in_flight: HashMap::new(),
+                last_beat: None,
                 frames,
                 before_hello: Some((Vec::new(), 0)),
                 kind: WorkerKind::App,
@@ -523,13 +609,22 @@ impl Supervisor {
                 self.on_user_message(id, payload, None)
             }
             ChannelEvent::Message(Incoming::OtherInternal(message)) => {
-                if message.get("cmd").and_then(Value::as_str) == Some(AGENT_STARTED) {
-                    self.on_agent_started(id);
-                } else {
-                    self.events.push(Event::Internal {
+                match message.get("cmd").and_then(Value::as_str) {
+                    Some(AGENT_STARTED) => self.on_agent_started(id),
+                    Some(HEARTBEAT) => {
+                        if let Some(w) = self.workers.get_mut(&id) {
+                            w.last_beat = Some(Instant::now());
+                        }
+                    }
+                    Some(UNCAUGHT) => {
+                        let error = message.get("error").and_then(Value::as_str).unwrap_or("");
+                        self.on_uncaught_exception(id, error);
+                    }
+                    Some(RELOAD) => self.reload_requested_by(id),
+                    _ => self.events.push(Event::Internal {
                         id,
                         message: Value::Object(message),
-                    })
+                    }),
                 }
             }
             ChannelEvent::Message(_) => {}
@@ -564,6 +659,9 @@ impl Supervisor {
     fn on_user_message(&mut self, id: WorkerId, payload: Payload, handle: Option<ReceivedHandle>) {
         if self.ready_by_message(id) && is_ready_message(&payload) {
             self.mark_ready(id);
+        }
+        if matches!(&payload, Payload::Json(text) if text == THINK_RELOAD) {
+            self.reload_requested_by(id);
         }
         self.events.push(Event::Message {
             id,
@@ -625,6 +723,8 @@ impl Supervisor {
         w.ready = true;
         let kind = w.kind;
         self.events.push(Event::WorkerReady { id });
+        self.reload_on_ready(id);
+        self.scale_progress();
         if kind == WorkerKind::Agent && self.phase == Phase::Starting {
             self.after(Duration::ZERO, Timer::StartApps);
         }
@@ -656,20 +756,24 @@ impl Supervisor {
         if worker.kind == WorkerKind::Agent && self.phase == Phase::Starting && !worker.leaving {
             self.agent_failed(id, &worker, status);
         }
+        self.reload_on_exit(id, &worker, status);
         if let Some(slot) = worker.slot {
             if self.slots.get(slot).and_then(|s| s.current) == Some(id) {
                 self.slots[slot].current = None;
-                if !worker.leaving {
+                // A slot whose replacement is on its way is filled by it.
+                if !worker.leaving && self.slots[slot].incoming.is_none() {
                     self.on_slot_vacated(slot, status.describe());
                 }
             }
+            self.close_retired_slot(slot);
         }
+        self.scale_progress();
         self.maybe_finish_stop();
     }
 
     // ---- restarts ----
 
-    fn on_slot_vacated(&mut self, slot: usize, exit: String) {
+    pub(super) fn on_slot_vacated(&mut self, slot: usize, exit: String) {
         if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return;
         }
@@ -724,10 +828,12 @@ impl Supervisor {
     async fn on_timer(&mut self, timer: Timer) {
         match timer {
             Timer::Restart { slot, generation } => {
-                let due = self
-                    .slots
-                    .get(slot)
-                    .is_some_and(|s| s.generation == generation && s.current.is_none());
+                let due = self.slots.get(slot).is_some_and(|s| {
+                    s.generation == generation
+                        && s.current.is_none()
+                        && s.incoming.is_none()
+                        && !s.retired
+                });
                 if due && matches!(self.phase, Phase::Starting | Phase::Running) {
                     self.start_slot(slot).await;
                 }
@@ -750,6 +856,8 @@ impl Supervisor {
                     self.start_apps().await;
                 }
             }
+            Timer::ReloadStep => self.advance_reload().await,
+            Timer::Watchdog => self.on_watchdog(),
             Timer::KillIfAlive { id } => {
                 if let Some(w) = self.workers.get(&id) {
                     let _ = w.process.signal(Signal::SIGKILL);
@@ -769,6 +877,7 @@ impl Supervisor {
             return;
         }
         let agent = w.kind == WorkerKind::Agent;
+        let incoming = self.is_reload_replacement(id);
         let what = match options.readiness {
             _ if agent => "the agent never reported ready (readiness 'started': its main module never finished loading; 'message': it never called rcluster.ready())",
             Readiness::Listening => "it never listened on a port (readiness: 'listening'; use 'online' for workers that do not serve)",
@@ -781,7 +890,10 @@ impl Supervisor {
             options.child.script_name(),
             options.ready_timeout.as_millis()
         );
-        if self.phase == Phase::Starting {
+        if incoming {
+            // The reload stops here; the worker it would have replaced keeps serving.
+            self.abort_reload(message);
+        } else if self.phase == Phase::Starting {
             let details = json!({ "id": id, "pid": w.process.pid(), "readyTimeout": options.ready_timeout.as_millis() as u64 });
             let kill_timeout = options.kill_timeout;
             self.events.push(Event::Error {
@@ -816,7 +928,9 @@ impl Supervisor {
             }
             _ => {}
         }
+        self.abort_reload("the cluster is stopping".into());
         self.phase = Phase::Stopping;
+        self.scale_ended(Some("the cluster is stopping"));
         // App workers first; the agent once they are gone (maybe_finish_stop).
         let apps: Vec<WorkerId> = self
             .workers
@@ -832,10 +946,14 @@ impl Supervisor {
     }
 
     /// Graceful: the worker closes its servers, finishes what it serves, then exits.
-    fn ask_to_leave(&mut self, id: WorkerId) {
+    pub(super) fn ask_to_leave(&mut self, id: WorkerId) {
         let Some(w) = self.workers.get_mut(&id) else {
             return;
         };
+        // Asked once: Node's worker fails on a second `disconnect`.
+        if w.leaving {
+            return;
+        }
         w.leaving = true;
         w.disconnecting = true;
         if w.kind == WorkerKind::Agent {

@@ -1,0 +1,154 @@
+'use strict';
+
+// Rolling reload and scaling: real HTTP load against real workers while they are replaced.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { fixture, once, until, startCluster, readyPort, get, steadyLoad } = require('./helpers');
+
+/** A "release" on disk that the app reads at boot; `deploy()` changes it. */
+function release(t, version) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-release-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'VERSION');
+  const deploy = (v) => fs.writeFileSync(file, v);
+  deploy(version);
+  return { file, deploy };
+}
+
+function appWorkers(cluster) {
+  return Object.values(cluster.workers).filter((w) => w.kind === 'app' && !w.exitedAfterDisconnect);
+}
+
+async function startApp(t, options = {}) {
+  const { file, deploy } = release(t, 'v1');
+  const cluster = startCluster(t, { exec: fixture('versioned-app.js'), workers: 2, env: { VERSION_FILE: file }, killTimeout: 3000, ...options });
+  const port = await readyPort(cluster);
+  return { cluster, port, deploy };
+}
+
+for (const schedule of ['shared', 'reuseport']) {
+  test(`a reload under load fails no request, with keep-alive and new-connection clients (${schedule})`, async (t) => {
+    const { cluster, port, deploy } = await startApp(t, { schedule });
+    const before = appWorkers(cluster).map((w) => w.pid);
+    const keepAlive = steadyLoad(port, { connections: 4, keepAlive: true });
+    const fresh = steadyLoad(port, { connections: 4, keepAlive: false });
+    t.after(() => Promise.all([keepAlive.stop(), fresh.stop()]));
+    await until(() => keepAlive.bodies.length > 100 && fresh.bodies.length > 100, 10_000, 'traffic');
+    for (const version of ['v2', 'v3']) {
+      deploy(version);
+      const result = await cluster.reload();
+      assert.deepStrictEqual({ replaced: result.replaced, workers: result.workers }, { replaced: 2, workers: 2 });
+      const served = keepAlive.bodies.length + fresh.bodies.length;
+      await until(() => keepAlive.bodies.length + fresh.bodies.length > served + 200, 10_000, 'traffic after the reload');
+    }
+    const [kept, made] = await Promise.all([keepAlive.stop(), fresh.stop()]);
+    assert.deepStrictEqual(kept.failures.map(String), [], 'keep-alive clients saw failures');
+    assert.deepStrictEqual(made.failures.map(String), [], 'new-connection clients saw failures');
+    const after = appWorkers(cluster).map((w) => w.pid);
+    assert.strictEqual(after.length, 2);
+    for (const pid of after) assert.ok(!before.includes(pid), 'every worker was replaced');
+    const last = [...kept.bodies.slice(-20), ...made.bodies.slice(-20)];
+    assert.ok(last.every((body) => body.startsWith('v3:')), `old code still serving: ${last}`);
+  });
+}
+
+test('a reload to a version that crashes at boot is aborted and the old workers keep serving', async (t) => {
+  const { cluster, port, deploy } = await startApp(t);
+  const before = appWorkers(cluster).map((w) => w.pid).sort();
+  const traffic = steadyLoad(port, { connections: 2, keepAlive: false });
+  t.after(() => traffic.stop());
+  deploy('crash');
+  await assert.rejects(cluster.reload(), (error) => {
+    assert.strictEqual(error.code, 'ERR_RCLUSTER_RELOAD_ABORTED');
+    assert.match(error.message, /exited with code 3 before it was ready/);
+    assert.match(error.message, /0 of 2 workers were replaced/);
+    return true;
+  });
+  const served = traffic.bodies.length;
+  await until(() => traffic.bodies.length > served + 50, 10_000, 'traffic after the abort');
+  const { bodies, failures } = await traffic.stop();
+  assert.deepStrictEqual(failures.map(String), []);
+  assert.ok(bodies.every((b) => b.startsWith('v1:')));
+  assert.deepStrictEqual(appWorkers(cluster).map((w) => w.pid).sort(), before);
+  // The failed deploy cost no restart budget: the next good one goes through.
+  deploy('v2');
+  assert.strictEqual((await cluster.reload()).replaced, 2);
+  assert.match((await get(port)).body, /^v2:/);
+});
+
+test('a reload to a version that never becomes ready is aborted after readyTimeout', async (t) => {
+  const { cluster, port, deploy } = await startApp(t, { readyTimeout: 1500 });
+  const before = appWorkers(cluster).map((w) => w.pid).sort();
+  deploy('hang');
+  const exits = [];
+  cluster.on('exit', (w) => exits.push(w.pid));
+  await assert.rejects(cluster.reload(), (error) => {
+    assert.strictEqual(error.code, 'ERR_RCLUSTER_RELOAD_ABORTED');
+    assert.match(error.message, /was not ready 1500 ms after it started/);
+    return true;
+  });
+  const { failures } = await (async () => {
+    const traffic = steadyLoad(port, { connections: 2, keepAlive: true });
+    await until(() => traffic.bodies.length > 50, 10_000, 'traffic');
+    return traffic.stop();
+  })();
+  assert.deepStrictEqual(failures.map(String), []);
+  assert.deepStrictEqual(appWorkers(cluster).map((w) => w.pid).sort(), before);
+  await until(() => exits.length === 1, 10_000, 'the hung replacement to be gone');
+  assert.ok(!before.includes(exits[0]));
+});
+
+test('reload calls made while a reload runs join it', async (t) => {
+  const { cluster, deploy } = await startApp(t);
+  deploy('v2');
+  let forks = 0;
+  cluster.on('fork', () => (forks += 1));
+  const [a, b] = await Promise.all([cluster.reload(), cluster.reload()]);
+  assert.deepStrictEqual(a, b);
+  assert.strictEqual(forks, 2, 'one reload, not two');
+});
+
+test('a worker asks for a reload: rcluster.reload() and ThinkJS\'s message', async (t) => {
+  const { cluster, port, deploy } = await startApp(t);
+  for (const [route, version] of [['/reload', 'v2'], ['/think-reload', 'v3']]) {
+    deploy(version);
+    const reloaded = once(cluster, 'reloaded');
+    const started = once(cluster, 'reload');
+    await get(port, { path: route });
+    const [{ trigger }] = await started;
+    assert.match(trigger, /^worker \d+$/);
+    const [{ replaced }] = await reloaded;
+    assert.strictEqual(replaced, 2);
+    assert.match((await get(port)).body, new RegExp(`^${version}:`));
+  }
+});
+
+test('reload() before the cluster is up, or with a bad option, is an error', async (t) => {
+  const { file } = release(t, 'v1');
+  const cluster = startCluster(t, { exec: fixture('versioned-app.js'), workers: 1, env: { VERSION_FILE: file } });
+  await assert.rejects(cluster.reload(), { code: 'ERR_RCLUSTER_NOT_RUNNING' });
+  await cluster.ready;
+  await assert.rejects(cluster.reload({ parallel: 0 }), { code: 'ERR_RCLUSTER_INVALID_OPTION' });
+  await assert.rejects(cluster.scale(-1), { code: 'ERR_RCLUSTER_INVALID_OPTION' });
+});
+
+test('scale() adds and removes workers while traffic flows', async (t) => {
+  const { cluster, port } = await startApp(t, { workers: 1 });
+  // New connections, so that new workers get some.
+  const traffic = steadyLoad(port, { connections: 3, keepAlive: false });
+  t.after(() => traffic.stop());
+  assert.strictEqual(await cluster.scale(3), 3);
+  assert.strictEqual(appWorkers(cluster).length, 3);
+  const pids = appWorkers(cluster).map((w) => String(w.pid));
+  await until(() => pids.every((pid) => traffic.bodies.some((b) => b.endsWith(`:${pid}`))), 10_000, 'every worker to serve');
+  assert.strictEqual(await cluster.scale(1), 1);
+  assert.strictEqual(Object.values(cluster.workers).filter((w) => w.kind === 'app').length, 1, 'the removed workers have exited');
+  const served = traffic.bodies.length;
+  await until(() => traffic.bodies.length > served + 100, 10_000, 'traffic after scaling down');
+  const { failures } = await traffic.stop();
+  assert.deepStrictEqual(failures.map(String), []);
+});
