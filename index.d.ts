@@ -53,6 +53,37 @@ export interface ClusterOptions {
   agent?: string | { exec: string; args?: string[]; execArgv?: string[]; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
   /** The largest messenger payload in bytes; larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
+  /** Slots a rolling reload replaces at once. Default 1. */
+  reloadParallel?: number;
+  /** Whether a reload replaces the agent too (first). Default false. */
+  reloadAgent?: boolean;
+  /** Preload rcluster's child runtime into every child: heartbeats, graceful handling of an uncaught
+   *  exception, keep-alive connections drained when a worker leaves. Default true. */
+  childRuntime?: boolean;
+  /** ms between heartbeats of a child's event loop. Default 1000. */
+  heartbeatInterval?: number;
+  /** ms without a heartbeat after which a child is killed and replaced; 0 turns the check off. Default 30000. */
+  heartbeatTimeout?: number;
+  /** Resident memory above which a worker is replaced gracefully: bytes, or `'300M'`, `'1G'`. Default: no limit. */
+  maxMemory?: number | string;
+}
+
+export interface ReloadOptions {
+  /** Slots replaced at once; default the cluster's `reloadParallel`. */
+  parallel?: number;
+  /** Replace the agent too; default the cluster's `reloadAgent`. */
+  agent?: boolean;
+  /** Who asked, as the `'reload'` event reports it. Default `'reload()'`. */
+  trigger?: string;
+}
+
+export interface ReloadResult {
+  /** Slots whose worker was replaced. */
+  replaced: number;
+  /** Slots the reload set out to replace. */
+  workers: number;
+  /** ms from start to the last replacement ready. */
+  duration: number;
 }
 
 /** What a worker reported when it started listening, as Node's cluster reports it. */
@@ -159,15 +190,27 @@ export interface Cluster extends EventEmitter {
   readonly messenger: Messenger;
   /** Graceful stop: no more restarts, disconnect every worker, SIGKILL after the timeout. */
   stop(options?: StopOptions): Promise<void>;
+  /** Rolling reload: each worker is replaced by a new one and leaves only once that one is ready.
+   *  Rejects with `ERR_RCLUSTER_RELOAD_ABORTED` if a replacement exits or is not ready within
+   *  `readyTimeout` (the workers not yet replaced keep serving). A call during a reload joins it. */
+  reload(options?: ReloadOptions): Promise<ReloadResult>;
+  /** Sets the number of app workers (`0` or `'max'`: one per CPU); resolves to it once the new
+   *  workers are ready and the removed ones have exited. */
+  scale(workers: number | 'max'): Promise<number>;
 
   on(event: 'fork' | 'online' | 'disconnect', listener: (worker: Worker) => void): this;
   on(event: 'listening', listener: (worker: Worker, address: Address) => void): this;
   on(event: 'exit', listener: (worker: Worker, code: number | null, signal: NodeJS.Signals | null) => void): this;
   on(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
   on(event: 'ready' | 'stopped', listener: () => void): this;
+  on(event: 'reload', listener: (info: { trigger: string; workers: number }) => void): this;
+  on(event: 'reloaded', listener: (result: ReloadResult) => void): this;
+  on(event: 'scaled', listener: (workers: number) => void): this;
   /** A failure that ends the cluster: `ERR_RCLUSTER_RESTART_BUDGET`, `ERR_RCLUSTER_READY_TIMEOUT`. */
   on(event: 'error', listener: (error: RclusterError) => void): this;
-  /** Something the operator should know that the cluster survived (a worker broke the protocol, ...).
+  /** Something the operator should know that the cluster survived: a worker broke the protocol,
+   *  was replaced (`ERR_RCLUSTER_UNCAUGHT_EXCEPTION`, `ERR_RCLUSTER_UNRESPONSIVE`,
+   *  `ERR_RCLUSTER_MEMORY_LIMIT`), a reload a child asked for was aborted, ...
    *  Without a listener, warnings go to `process.emitWarning`. */
   on(event: 'warning', listener: (warning: RclusterError & { workerId?: number }) => void): this;
 }
@@ -187,3 +230,6 @@ export const worker: { readonly id: number; readonly pid: number; readonly kind:
 export const messenger: Messenger | null;
 /** Tells the primary this process is ready (readiness `'message'`); false where there is no primary. */
 export function ready(): boolean;
+/** Asks the primary for a rolling reload (`process.send('think-cluster-reload-workers')` works too);
+ *  false where there is no primary. */
+export function reload(): boolean;

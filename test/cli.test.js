@@ -33,6 +33,27 @@ test('prints the workers it started and passes script arguments through', async 
   assert.strictEqual((await cli.exited).code, 0, cli.output);
 });
 
+test('SIGHUP reloads every worker; SIGTTIN and SIGTTOU add and remove one', async (t) => {
+  const cli = spawnNode(t, [bin, 'start', fixture('http-worker.js'), '-i', '2']);
+  const [, port] = await waitForOutput(cli, /listening on \*:(\d+)/);
+  await waitForOutput(cli, /2 workers ready/);
+  const before = childrenOf(cli.pid).sort();
+  cli.kill('SIGHUP');
+  await waitForOutput(cli, /reloading 2 workers \(asked by SIGHUP\)/);
+  await waitForOutput(cli, /reloaded: 2 workers replaced in \d+ ms/);
+  await until(() => childrenOf(cli.pid).length === 2, 10_000, 'the old workers to leave');
+  for (const pid of childrenOf(cli.pid)) assert.ok(!before.includes(pid), 'every worker was replaced');
+  cli.kill('SIGTTIN');
+  await waitForOutput(cli, /3 workers ready/);
+  assert.strictEqual(childrenOf(cli.pid).length, 3);
+  cli.kill('SIGTTOU');
+  await waitForOutput(cli, /scaling to 2 workers[^]*2 workers ready/);
+  assert.strictEqual(childrenOf(cli.pid).length, 2);
+  assert.match((await get(Number(port))).body, /^\d+$/);
+  cli.kill('SIGTERM');
+  assert.strictEqual((await cli.exited).code, 0, cli.output);
+});
+
 const badArguments = [
   ['no command', []],
   ['an unknown command', ['launch', 'app.js']],
@@ -40,6 +61,7 @@ const badArguments = [
   ['a bad instance count', ['start', 'app.js', '-i', 'lots']],
   ['an unknown schedule', ['start', 'app.js', '--schedule', 'random']],
   ['a bad kill timeout', ['start', 'app.js', '--kill-timeout', 'soon']],
+  ['a bad memory limit', ['start', 'app.js', '--max-memory', 'lots']],
   ['an unknown option', ['start', 'app.js', '--turbo']],
 ];
 for (const [name, args] of badArguments) {

@@ -38,6 +38,14 @@ async function main(): Promise<void> {
     const alive: boolean = !worker.isDead() && worker.isConnected();
     if (alive && worker.process.pid > 0) worker.kill('SIGTERM');
   }
+  const { replaced, duration }: { replaced: number; duration: number } = await cluster.reload({ parallel: 2 });
+  cluster.on('reload', ({ trigger, workers }) => console.log(trigger.length + workers));
+  const count: number = await cluster.scale('max');
+  console.log(replaced, duration, count, rcluster.reload());
+  // @ts-expect-error: scale takes a count
+  void cluster.scale('many');
+  // @ts-expect-error: maxMemory is bytes or a size string
+  rcluster.start({ exec: 'app.js', maxMemory: true });
   await cluster.stop({ timeout: 1000 });
 
   if (rcluster.isWorker && rcluster.worker) {
