@@ -100,3 +100,22 @@ test('the CLI: --agent, and an agent that fails at startup makes it exit 1 with 
   assert.match(failing.output, /exited with code 2/);
   assert.match(failing.output, /AGENT_SECRET is not set/);
 });
+
+test('reload({ agent: true }) replaces the agent first, then the app workers; the new agent gets what is sent to the agent', async (t) => {
+  const { cluster, events } = agentCluster(t, fixture('agent.js'));
+  await cluster.ready;
+  const before = Object.values(cluster.workers).map((w) => w.pid);
+  events.length = 0;
+  const result = await cluster.reload({ agent: true });
+  assert.deepStrictEqual({ replaced: result.replaced, workers: result.workers }, { replaced: 3, workers: 3 });
+  assert.deepStrictEqual(events.filter((e) => e[0] === 'fork').map((e) => e[1]), ['agent', 'app', 'app']);
+  const agent = Object.values(cluster.workers).find((w) => w.kind === 'agent' && !w.exitedAfterDisconnect && !before.includes(w.pid));
+  assert.ok(agent, 'a new agent');
+  const pongs = [];
+  cluster.messenger.on('pong', (data) => pongs.push(data));
+  cluster.messenger.sendToApp('go');
+  await until(() => pongs.length === 2, 5000, 'a pong for each app worker');
+  for (const pong of pongs) assert.strictEqual(pong.agent.pid, agent.pid);
+  // Without the option, only the app workers are replaced.
+  assert.strictEqual((await cluster.reload()).replaced, 2);
+});

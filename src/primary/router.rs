@@ -125,9 +125,12 @@ impl Router {
             Target::Broadcast => self.members.keys().map(|id| Dest::Worker(*id)).collect(),
             Target::Apps => self.apps().map(|(id, _)| Dest::Worker(*id)).collect(),
             Target::Agent => {
+                // During a reload of the agent, the new one (its id is larger) gets what is sent
+                // from then on; the old one is leaving.
                 let agent = self
                     .members
                     .iter()
+                    .rev()
                     .find(|(_, m)| m.kind == WorkerKind::Agent)
                     .map(|(id, _)| Dest::Worker(*id));
                 vec![agent.ok_or_else(|| Undeliverable {
