@@ -152,3 +152,13 @@ test('scale() adds and removes workers while traffic flows', async (t) => {
   const { failures } = await traffic.stop();
   assert.deepStrictEqual(failures.map(String), []);
 });
+
+test('reload({ parallel: 2 }) starts both replacements before either old worker is asked to leave', async (t) => {
+  const { cluster, deploy } = await startApp(t);
+  deploy('v2');
+  const old = appWorkers(cluster);
+  const leavingAtFork = [];
+  cluster.on('fork', () => leavingAtFork.push(old.filter((w) => w.exitedAfterDisconnect).length));
+  assert.strictEqual((await cluster.reload({ parallel: 2 })).replaced, 2);
+  assert.deepStrictEqual(leavingAtFork, [0, 0]);
+});
