@@ -4,7 +4,7 @@
 // rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('./messenger');
-const { forEachFrame, encodeFrame, MAX_ACTION_LEN } = require('./frames');
+const { forEachFrame, encodeFrame, asciiFlag, MAX_ACTION_LEN } = require('./frames');
 const { rclusterError } = require('./errors');
 
 let messenger;
@@ -66,7 +66,7 @@ function open() {
       if (Buffer.byteLength(action) > MAX_ACTION_LEN) {
         throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
       }
-      const frame = encodeFrame(kind, target, targetId, correlation, action, flags, payload, payloadLen);
+      const frame = encodeFrame(kind, target, targetId, correlation, action, flags | asciiFlag(payload, payloadLen), payload, payloadLen);
       if (flushScheduled) {
         outgoing.push(frame);
         return;

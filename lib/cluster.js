@@ -9,6 +9,7 @@ const { PrimaryCore } = require('./primary-core');
 const { Worker, WorkerProcess, listeningInfo } = require('./worker');
 const { rclusterError } = require('./errors');
 const { Messenger } = require('./messenger');
+const { asciiFlag } = require('./frames');
 
 function noop() {}
 
@@ -109,8 +110,11 @@ class Cluster extends EventEmitter {
     if (!this._messenger) {
       const core = this._core;
       this._messenger = new Messenger({
-        send: (kind, target, targetId, correlation, action, flags, payload) =>
-          core.call('sendFrame', kind, target, targetId, correlation, action, flags, typeof payload === 'string' ? Buffer.from(payload) : payload),
+        send: (kind, target, targetId, correlation, action, flags, payload) => {
+          if (typeof payload !== 'string') return core.call('sendFrame', kind, target, targetId, correlation, action, flags, payload);
+          const ascii = asciiFlag(payload, Buffer.byteLength(payload));
+          return core.call('sendFrame', kind, target, targetId, correlation, action, flags | ascii, Buffer.from(payload, ascii ? 'latin1' : 'utf8'));
+        },
         handler: (action, on) => core.call('handler', action, on),
         // The cluster holds the event loop while it runs.
         hold: () => {},

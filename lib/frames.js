@@ -31,6 +31,16 @@ function forEachFrame(batch, onFrame) {
 }
 
 const VERSION = 1;
+/** A string payload that is all ASCII: its bytes are the same in UTF-8 and Latin-1. */
+const FLAG_ASCII = 16;
+
+/**
+ * The flag bit for a string payload of `payloadLen` UTF-8 bytes: a string whose UTF-8 length is
+ * its length has no byte above 0x7f, and is read (and written) as Latin-1, a plain copy.
+ */
+function asciiFlag(payload, payloadLen) {
+  return typeof payload === 'string' && payloadLen === payload.length ? FLAG_ASCII : 0;
+}
 
 /**
  * One frame, ready for the wire. `payload` is a Buffer, or a string written as UTF-8 straight
@@ -51,9 +61,9 @@ function encodeFrame(kind, target, targetId, correlation, action, flags, payload
   frame.writeUInt32LE(correlation, 20);
   frame.writeUInt16LE(actionLen, 24);
   frame.write(action, PREFIX_LEN + HEADER_LEN, 'utf8');
-  if (typeof payload === 'string') frame.write(payload, PREFIX_LEN + HEADER_LEN + actionLen, 'utf8');
+  if (typeof payload === 'string') frame.write(payload, PREFIX_LEN + HEADER_LEN + actionLen, flags & FLAG_ASCII ? 'latin1' : 'utf8');
   else payload.copy(frame, PREFIX_LEN + HEADER_LEN + actionLen);
   return frame;
 }
 
-module.exports = { forEachFrame, encodeFrame, MAX_ACTION_LEN: 1024 };
+module.exports = { forEachFrame, encodeFrame, asciiFlag, FLAG_ASCII, MAX_ACTION_LEN: 1024 };

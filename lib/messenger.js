@@ -12,6 +12,7 @@ const FLAG_BINARY = 1;
 const FLAG_ERROR = 2;
 const FLAG_FROM_AGENT = 4;
 const FLAG_STRING = 8;
+const { FLAG_ASCII } = require('./frames');
 /** ms a consume or map waits for its answers unless told otherwise. */
 const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
@@ -23,13 +24,14 @@ function encodePayload(data) {
   if (data === undefined) return { flags: 0, payload: EMPTY };
   // A string travels as its UTF-8 bytes: no JSON quoting on the way out, no parsing on the way
   // in. It stays a string here; the transport writes it into the frame (or into a Buffer).
-  if (typeof data === 'string') return { flags: FLAG_STRING, payload: data };
+  // (UTF-8 cannot carry a lone surrogate; JSON's escapes can.)
+  if (typeof data === 'string') return data.isWellFormed() ? { flags: FLAG_STRING, payload: data } : { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
   return { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
 }
 
 function decodePayload(flags, payload) {
   if (flags & FLAG_BINARY) return payload;
-  if (flags & FLAG_STRING) return payload.toString('utf8');
+  if (flags & FLAG_STRING) return payload.toString(flags & FLAG_ASCII ? 'latin1' : 'utf8');
   if (payload.length === 0) return undefined;
   return JSON.parse(payload.toString('utf8'));
 }

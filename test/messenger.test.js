@@ -185,6 +185,17 @@ test('Buffers round-trip byte for byte, from 0 B to 16 MiB', async (t) => {
   }
 });
 
+test('strings round-trip exactly: ASCII, Latin-1, other scripts, emoji, lone surrogates', async (t) => {
+  const { cluster, workers } = await messengerCluster(t);
+  const strings = ['', 'plain ascii', 'x'.repeat(1 << 20), 'café ÿ\u0080', '日本語のテキスト', 'boom 💥', 'lone \ud800 surrogate', '\udc00', `${'é'.repeat(70_000)}`];
+  for (const text of strings) {
+    // Out through the primary's encoder, back through each worker's.
+    const back = await cluster.messenger.map('echo-bytes', text);
+    assert.strictEqual(back.length, workers.length);
+    for (const value of back) assert.ok(value === text, `${JSON.stringify(text.slice(0, 20))} (${text.length} chars) came back different`);
+  }
+});
+
 test('messages from one sender arrive in the order sent, at every receiver', async (t) => {
   const { cluster, workers } = await messengerCluster(t);
   const [a, b] = workers;

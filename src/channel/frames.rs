@@ -33,7 +33,10 @@ pub const FLAG_ERROR: u8 = 0b0000_0010;
 pub const FLAG_FROM_AGENT: u8 = 0b0000_0100;
 /// The payload is a string value as UTF-8 text, without JSON's quotes and escapes.
 pub const FLAG_STRING: u8 = 0b0000_1000;
-const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING;
+/// With FLAG_STRING: every byte is ASCII, so the receiver may decode it as Latin-1, a plain copy,
+/// where UTF-8 decoding costs about three times as much.
+pub const FLAG_ASCII: u8 = 0b0001_0000;
+const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING | FLAG_ASCII;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
