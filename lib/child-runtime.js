@@ -15,14 +15,7 @@ const kind = process.env.RCLUSTER_WORKER_KIND;
 const workerId = process.env.RCLUSTER_WORKER_ID;
 const heartbeatInterval = Number(process.env.RCLUSTER_HEARTBEAT_INTERVAL);
 const enabled = process.env.RCLUSTER_CHILD_RUNTIME !== '0';
-
-function noop() {}
-
-function tellPrimary(message) {
-  if (typeof process.send !== 'function' || !process.connected) return;
-  // With a callback, a channel closing meanwhile is no 'error' event on process.
-  process.send(message, undefined, undefined, noop);
-}
+const { tellPrimary } = require('./child');
 
 if (kind === 'agent') {
   // After the main module (a CommonJS one) has run.

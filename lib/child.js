@@ -34,13 +34,21 @@ function ready() {
 }
 
 /**
+ * Sends a message on Node's channel to the primary; false when there is no open channel. With a
+ * callback, a channel that closes meanwhile is no 'error' event on process.
+ */
+function tellPrimary(message) {
+  if (typeof process.send !== 'function' || !process.connected) return false;
+  process.send(message, undefined, undefined, () => {});
+  return true;
+}
+
+/**
  * Asks the primary for a rolling reload of the cluster (it joins one under way). False in a
  * primary, or when the channel to the primary is closed.
  */
 function reload() {
-  if (isPrimary || typeof process.send !== 'function' || !process.connected) return false;
-  process.send({ cmd: 'NODE_RCLUSTER_RELOAD' }, undefined, undefined, () => {});
-  return true;
+  return !isPrimary && tellPrimary({ cmd: 'NODE_RCLUSTER_RELOAD' });
 }
 
-module.exports = { isPrimary, isWorker, isAgent, worker, ready, reload };
+module.exports = { isPrimary, isWorker, isAgent, worker, ready, reload, tellPrimary };

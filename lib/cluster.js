@@ -72,14 +72,18 @@ class Tickets {
     return { ticket, promise };
   }
 
+  /** Settles the waiting promises among `tickets`; returns how many there were. */
   settle(tickets, error, value) {
+    let settled = 0;
     for (const ticket of tickets || []) {
       const waiter = this.waiting.get(ticket);
       if (!waiter) continue;
       this.waiting.delete(ticket);
+      settled += 1;
       if (error) waiter.reject(error);
       else waiter.resolve(value);
     }
+    return settled;
   }
 }
 
@@ -286,10 +290,8 @@ class Cluster extends EventEmitter {
       return;
     }
     const error = rclusterError(event.code, event.message, { details });
-    const waited = (event.tickets || []).some((t) => this._reloads.waiting.has(t));
-    this._reloads.settle(event.tickets, error);
     // Nobody waits on a reload a child asked for: its failure is told as a warning.
-    if (!waited) this._warn(event);
+    if (this._reloads.settle(event.tickets, error) === 0) this._warn(event);
   }
 
   _warn(event) {

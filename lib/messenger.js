@@ -24,8 +24,8 @@ function encodePayload(data) {
   if (data === undefined) return { flags: 0, payload: EMPTY };
   // A string travels as its UTF-8 bytes: no JSON quoting on the way out, no parsing on the way
   // in. It stays a string here; the transport writes it into the frame (or into a Buffer).
-  // (UTF-8 cannot carry a lone surrogate; JSON's escapes can.)
-  if (typeof data === 'string') return data.isWellFormed() ? { flags: FLAG_STRING, payload: data } : { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
+  // (UTF-8 cannot carry a lone surrogate; such a string goes as JSON, whose escapes can.)
+  if (typeof data === 'string' && data.isWellFormed()) return { flags: FLAG_STRING, payload: data };
   return { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
 }
 

@@ -140,6 +140,17 @@ impl JsEvent {
         }
     }
 
+    /// How a `reload()` or `scale()` ended, for the calls waiting on it.
+    fn outcome(kind: &str, tickets: Vec<u64>, error: Option<(&'static str, String)>) -> Self {
+        let (code, message) = error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
+        JsEvent {
+            tickets: Some(tickets.into_iter().map(|t| t as i64).collect()),
+            code,
+            message,
+            ..JsEvent::new(kind)
+        }
+    }
+
     fn of(kind: &str, id: u32) -> Self {
         JsEvent {
             id: Some(id),
@@ -241,32 +252,18 @@ impl From<Event> for JsEvent {
                 tickets,
                 error,
                 details,
-            } => {
-                let (code, message) =
-                    error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
-                JsEvent {
-                    tickets: Some(tickets.into_iter().map(|t| t as i64).collect()),
-                    code,
-                    message,
-                    json: Some(details.to_string()),
-                    ..JsEvent::new("reloaded")
-                }
-            }
+            } => JsEvent {
+                json: Some(details.to_string()),
+                ..JsEvent::outcome("reloaded", tickets, error)
+            },
             Event::Scaled {
                 tickets,
                 workers,
                 error,
-            } => {
-                let (code, message) =
-                    error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
-                JsEvent {
-                    tickets: Some(tickets.into_iter().map(|t| t as i64).collect()),
-                    workers: Some(workers as u32),
-                    code,
-                    message,
-                    ..JsEvent::new("scaled")
-                }
-            }
+            } => JsEvent {
+                workers: Some(workers as u32),
+                ..JsEvent::outcome("scaled", tickets, error)
+            },
             Event::Stopped => JsEvent::new("stopped"),
         }
     }

@@ -12,7 +12,7 @@ use serde_json::json;
 use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
 use super::process::ExitStatus;
-use super::supervisor::{Phase, ReloadRequest, Supervisor, Timer, Worker};
+use super::supervisor::{ReloadRequest, Supervisor, Timer, Worker};
 use crate::errors;
 
 pub(super) struct Reload {
@@ -34,11 +34,7 @@ impl Supervisor {
         let Some(policy) = self.options().map(|o| o.reload) else {
             return;
         };
-        if self.phase != Phase::Running {
-            let why = match self.phase {
-                Phase::Idle | Phase::Starting => "the cluster is still starting",
-                _ => "the cluster is stopping",
-            };
+        if let Some(why) = self.not_running() {
             self.events.push(Event::Reloaded {
                 tickets: request.ticket.into_iter().collect(),
                 error: Some((errors::NOT_RUNNING, format!("cannot reload: {why}"))),
@@ -172,12 +168,10 @@ impl Supervisor {
         for (id, slot) in &reload.incoming {
             self.slots[*slot].incoming = None;
             self.retire(*id);
-            // Its old worker died meanwhile: the slot is restarted as any slot is.
-            let s = &mut self.slots[*slot];
+            // Its old worker died meanwhile: the slot is filled again, as after a crash.
+            let s = &self.slots[*slot];
             if s.current.is_none() && !s.retired {
-                s.generation += 1;
-                let (slot, generation) = (*slot, s.generation);
-                self.after(Duration::ZERO, Timer::Restart { slot, generation });
+                self.schedule_restart(*slot, Duration::ZERO);
             }
         }
         let message = format!(

@@ -3,16 +3,12 @@
 //! slot in use has a ready worker and the removed ones have exited.
 
 use super::events::Event;
-use super::supervisor::{Phase, Slot, Supervisor};
+use super::supervisor::{Slot, Supervisor};
 use crate::errors;
 
 impl Supervisor {
     pub(super) async fn scale(&mut self, workers: usize, ticket: u64) {
-        if self.phase != Phase::Running {
-            let why = match self.phase {
-                Phase::Idle | Phase::Starting => "the cluster is still starting",
-                _ => "the cluster is stopping",
-            };
+        if let Some(why) = self.not_running() {
             self.events.push(Event::Scaled {
                 tickets: vec![ticket],
                 workers: self.app_slots().len(),

@@ -670,6 +670,15 @@ impl Supervisor {
         });
     }
 
+    /// Why a reload or a scale cannot run now, if it cannot.
+    pub(super) fn not_running(&self) -> Option<&'static str> {
+        match self.phase {
+            Phase::Running => None,
+            Phase::Idle | Phase::Starting => Some("the cluster is still starting"),
+            Phase::Stopping | Phase::Stopped => Some("the cluster is stopping"),
+        }
+    }
+
     pub(super) fn starting(&self) -> bool {
         self.phase == Phase::Starting
     }
@@ -784,13 +793,26 @@ impl Supervisor {
             .history
             .on_unexpected_exit(Instant::now(), &policy, exit);
         match decision {
-            Decision::RestartAfter(delay) => {
-                self.slots[slot].generation += 1;
-                let generation = self.slots[slot].generation;
-                self.after(delay, Timer::Restart { slot, generation });
-            }
+            Decision::RestartAfter(delay) => self.schedule_restart(slot, delay),
             Decision::GiveUp => self.give_up(slot),
         }
+    }
+
+    /// Fills the slot after `delay`, unless something else fills or retires it first.
+    pub(super) fn schedule_restart(&mut self, slot: usize, delay: Duration) {
+        self.slots[slot].generation += 1;
+        let generation = self.slots[slot].generation;
+        self.after(delay, Timer::Restart { slot, generation });
+    }
+
+    /// The cluster as a whole failed: the error goes to JavaScript and everything stops.
+    fn fail(&mut self, code: &'static str, message: String, details: Value) {
+        self.events.push(Event::Error {
+            code,
+            message,
+            details,
+        });
+        self.begin_stop(self.kill_timeout());
     }
 
     fn give_up(&mut self, slot: usize) {
@@ -816,13 +838,7 @@ impl Supervisor {
             "maxRestarts": options.restart.max_restarts,
             "restartWindow": options.restart.window.as_millis() as u64,
         });
-        let kill_timeout = options.kill_timeout;
-        self.events.push(Event::Error {
-            code: errors::RESTART_BUDGET,
-            message,
-            details,
-        });
-        self.begin_stop(kill_timeout);
+        self.fail(errors::RESTART_BUDGET, message, details);
     }
 
     async fn on_timer(&mut self, timer: Timer) {
@@ -895,13 +911,7 @@ impl Supervisor {
             self.abort_reload(message);
         } else if self.phase == Phase::Starting {
             let details = json!({ "id": id, "pid": w.process.pid(), "readyTimeout": options.ready_timeout.as_millis() as u64 });
-            let kill_timeout = options.kill_timeout;
-            self.events.push(Event::Error {
-                code: errors::READY_TIMEOUT,
-                message,
-                details,
-            });
-            self.begin_stop(kill_timeout);
+            self.fail(errors::READY_TIMEOUT, message, details);
         } else {
             // A replacement that hangs at boot: kill it; its exit counts against the budget.
             let _ = w.process.signal(Signal::SIGKILL);
@@ -1075,12 +1085,6 @@ impl Supervisor {
             "signal": status.signal.map(|s| s.as_str()),
             "stderr": lines,
         });
-        let kill_timeout = options.kill_timeout;
-        self.events.push(Event::Error {
-            code: errors::AGENT_FAILED,
-            message,
-            details,
-        });
-        self.begin_stop(kill_timeout);
+        self.fail(errors::AGENT_FAILED, message, details);
     }
 }
