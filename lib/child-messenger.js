@@ -4,7 +4,7 @@
 // rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('./messenger');
-const { forEachFrame, encodeFrame, asciiFlag, MAX_ACTION_LEN } = require('./frames');
+const { forEachFrame, writeFrame, frameLength, asciiFlag, MAX_ACTION_LEN } = require('./frames');
 const { rclusterError } = require('./errors');
 
 let messenger;
@@ -25,31 +25,20 @@ function open() {
   };
   channel = new ChildChannel(fd, drain);
 
-  // Frames sent in one tick after the first leave together: one native call, one write.
-  const outgoing = [];
+  // Frames are written into one buffer: the first frame of a tick leaves at once (no added
+  // latency for a lone message); the ones that follow it in the same tick are joined and leave
+  // together, one native call and one write per BATCH_BYTES. (The channel copies what the socket
+  // does not take at once, so the buffer is free again when write() returns.)
+  const pending = Buffer.allocUnsafeSlow(BATCH_BYTES);
+  let used = 0;
   let flushScheduled = false;
+  const writePending = () => {
+    if (used > 0) channel.write(pending.subarray(0, used));
+    used = 0;
+  };
   const flush = () => {
     flushScheduled = false;
-    // Small frames are joined into one write; a large one is written as it is (no copy).
-    let small = [];
-    let smallBytes = 0;
-    const writeSmall = () => {
-      if (small.length > 0) channel.write(small.length === 1 ? small[0] : Buffer.concat(small, smallBytes));
-      small = [];
-      smallBytes = 0;
-    };
-    for (const frame of outgoing) {
-      if (frame.length >= BATCH_BYTES) {
-        writeSmall();
-        channel.write(frame);
-      } else {
-        small.push(frame);
-        smallBytes += frame.length;
-        if (smallBytes >= BATCH_BYTES) writeSmall();
-      }
-    }
-    writeSmall();
-    outgoing.length = 0;
+    writePending();
   };
   // What was sent just before process.exit() still goes out.
   process.on('exit', flush);
@@ -63,19 +52,27 @@ function open() {
           `a message of ${payloadLen} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
         );
       }
-      if (Buffer.byteLength(action) > MAX_ACTION_LEN) {
+      const actionLen = Buffer.byteLength(action);
+      if (actionLen > MAX_ACTION_LEN) {
         throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
       }
-      const frame = encodeFrame(kind, target, targetId, correlation, action, flags | asciiFlag(payload, payloadLen), payload, payloadLen);
-      if (flushScheduled) {
-        outgoing.push(frame);
-        return;
+      const size = frameLength(actionLen, payloadLen);
+      const frameFlags = flags | asciiFlag(payload, payloadLen);
+      if (size > BATCH_BYTES) {
+        // A large frame is built and written on its own, after what is pending.
+        writePending();
+        const frame = Buffer.allocUnsafe(size);
+        writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
+        channel.write(frame);
+      } else {
+        if (used + size > BATCH_BYTES) writePending();
+        used = writeFrame(pending, used, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
       }
-      // The first frame of a tick leaves at once (no added latency for a lone message); the
-      // ones that follow it in the same tick are joined and leave together.
-      channel.write(frame);
-      flushScheduled = true;
-      process.nextTick(flush);
+      if (!flushScheduled) {
+        writePending();
+        flushScheduled = true;
+        process.nextTick(flush);
+      }
     },
     handler: (action, on) => result._transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0)),
     flush,

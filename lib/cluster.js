@@ -9,7 +9,7 @@ const { PrimaryCore } = require('./primary-core');
 const { Worker, WorkerProcess, listeningInfo } = require('./worker');
 const { rclusterError } = require('./errors');
 const { Messenger } = require('./messenger');
-const { asciiFlag } = require('./frames');
+const { asciiFlag, ReceivedFrame } = require('./frames');
 
 function noop() {}
 
@@ -199,15 +199,9 @@ class Cluster extends EventEmitter {
         if (worker) worker.process._deliver(event);
         break;
       case 'frame':
-        this.messenger._receive({
-          kind: event.frameKind,
-          flags: event.flags,
-          sourceId: event.id,
-          sourcePid: event.pid,
-          correlation: event.correlation,
-          action: event.action,
-          payload: event.buffer,
-        });
+        this.messenger._receive(
+          new ReceivedFrame(event.frameKind, 0, event.flags, event.id, event.pid, event.correlation, event.action, event.buffer, 0, event.buffer.length),
+        );
         break;
       case 'internalMessage':
         if (worker) worker.process._onInternal(JSON.parse(event.json));

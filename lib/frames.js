@@ -8,31 +8,82 @@
 
 const PREFIX_LEN = 4;
 const HEADER_LEN = 22;
+const VERSION = 1;
+/** A string payload that is all ASCII: its bytes are the same in UTF-8 and Latin-1. */
+const FLAG_ASCII = 16;
 
-/** Calls `onFrame({ kind, target, flags, sourceId, sourcePid, correlation, action, payload })` per frame. */
+/**
+ * A received frame. Its payload stays in the batch it came in until it is asked for: a string
+ * payload is decoded from there, without a Buffer view in between.
+ */
+class ReceivedFrame {
+  constructor(kind, target, flags, sourceId, sourcePid, correlation, action, bytes, start, end) {
+    this.kind = kind;
+    this.target = target;
+    this.flags = flags;
+    this.sourceId = sourceId;
+    this.sourcePid = sourcePid;
+    this.correlation = correlation;
+    this.action = action;
+    this._bytes = bytes;
+    this._start = start;
+    this._end = end;
+  }
+
+  /** The payload's bytes, a view of the batch. */
+  get payload() {
+    return this._bytes.subarray(this._start, this._end);
+  }
+
+  /** The payload as text. */
+  text(encoding) {
+    return this._bytes.toString(encoding, this._start, this._end);
+  }
+}
+
+// Actions repeat: the last one seen of each length is kept with its bytes, so a frame whose
+// action matches it byte for byte costs no new string.
+const SHORT_ACTION = 64;
+const recentActions = new Array(SHORT_ACTION + 1);
+
+function actionAt(batch, start, len) {
+  const known = recentActions[len];
+  if (known !== undefined) {
+    const { bytes } = known;
+    let i = 0;
+    while (i < len && batch[start + i] === bytes[i]) i++;
+    if (i === len) return known.action;
+  }
+  const action = batch.toString('utf8', start, start + len);
+  if (len <= SHORT_ACTION) recentActions[len] = { bytes: Buffer.from(batch.subarray(start, start + len)), action };
+  return action;
+}
+
+/** Calls `onFrame(frame)` with a ReceivedFrame for each frame of the batch. */
 function forEachFrame(batch, onFrame) {
   let at = 0;
   while (at + PREFIX_LEN + HEADER_LEN <= batch.length) {
     const end = at + PREFIX_LEN + batch.readUInt32LE(at);
     const h = at + PREFIX_LEN;
-    const actionEnd = h + HEADER_LEN + batch.readUInt16LE(h + 20);
-    onFrame({
-      kind: batch[h + 1],
-      target: batch[h + 2],
-      flags: batch[h + 3],
-      sourceId: batch.readUInt32LE(h + 8),
-      sourcePid: batch.readUInt32LE(h + 12),
-      correlation: batch.readUInt32LE(h + 16),
-      action: batch.toString('utf8', h + HEADER_LEN, actionEnd),
-      payload: batch.subarray(actionEnd, end),
-    });
+    const actionLen = batch.readUInt16LE(h + 20);
+    const actionEnd = h + HEADER_LEN + actionLen;
+    onFrame(
+      new ReceivedFrame(
+        batch[h + 1],
+        batch[h + 2],
+        batch[h + 3],
+        batch.readUInt32LE(h + 8),
+        batch.readUInt32LE(h + 12),
+        batch.readUInt32LE(h + 16),
+        actionAt(batch, h + HEADER_LEN, actionLen),
+        batch,
+        actionEnd,
+        end,
+      ),
+    );
     at = end;
   }
 }
-
-const VERSION = 1;
-/** A string payload that is all ASCII: its bytes are the same in UTF-8 and Latin-1. */
-const FLAG_ASCII = 16;
 
 /**
  * The flag bit for a string payload of `payloadLen` UTF-8 bytes: a string whose UTF-8 length is
@@ -42,28 +93,34 @@ function asciiFlag(payload, payloadLen) {
   return typeof payload === 'string' && payloadLen === payload.length ? FLAG_ASCII : 0;
 }
 
-/**
- * One frame, ready for the wire. `payload` is a Buffer, or a string written as UTF-8 straight
- * into the frame (with `payloadLen`, its byte length): no intermediate copy.
- */
-function encodeFrame(kind, target, targetId, correlation, action, flags, payload, payloadLen = payload.length) {
-  const actionLen = Buffer.byteLength(action);
-  const frame = Buffer.allocUnsafe(PREFIX_LEN + HEADER_LEN + actionLen + payloadLen);
-  frame.writeUInt32LE(HEADER_LEN + actionLen + payloadLen, 0);
-  frame[4] = VERSION;
-  frame[5] = kind;
-  frame[6] = target;
-  frame[7] = flags;
-  frame.writeUInt32LE(targetId, 8);
-  // Source id and pid: the primary stamps them.
-  frame.writeUInt32LE(0, 12);
-  frame.writeUInt32LE(0, 16);
-  frame.writeUInt32LE(correlation, 20);
-  frame.writeUInt16LE(actionLen, 24);
-  frame.write(action, PREFIX_LEN + HEADER_LEN, 'utf8');
-  if (typeof payload === 'string') frame.write(payload, PREFIX_LEN + HEADER_LEN + actionLen, flags & FLAG_ASCII ? 'latin1' : 'utf8');
-  else payload.copy(frame, PREFIX_LEN + HEADER_LEN + actionLen);
-  return frame;
+/** The bytes a frame takes on the wire. */
+function frameLength(actionLen, payloadLen) {
+  return PREFIX_LEN + HEADER_LEN + actionLen + payloadLen;
 }
 
-module.exports = { forEachFrame, encodeFrame, asciiFlag, FLAG_ASCII, MAX_ACTION_LEN: 1024 };
+/**
+ * Writes one frame into `out` at `at` (which must have `frameLength(...)` bytes free) and returns
+ * where it ends. `payload` is a Buffer, or a string written straight into the frame: as Latin-1
+ * when `flags` says it is ASCII, else as UTF-8 (`payloadLen` is its byte length either way).
+ */
+function writeFrame(out, at, kind, target, targetId, correlation, action, actionLen, flags, payload, payloadLen) {
+  out.writeUInt32LE(HEADER_LEN + actionLen + payloadLen, at);
+  out[at + 4] = VERSION;
+  out[at + 5] = kind;
+  out[at + 6] = target;
+  out[at + 7] = flags;
+  out.writeUInt32LE(targetId, at + 8);
+  // Source id and pid: the primary stamps them.
+  out.writeUInt32LE(0, at + 12);
+  out.writeUInt32LE(0, at + 16);
+  out.writeUInt32LE(correlation, at + 20);
+  out.writeUInt16LE(actionLen, at + 24);
+  const actionAtOut = at + PREFIX_LEN + HEADER_LEN;
+  if (actionLen > 0) out.write(action, actionAtOut, actionLen, 'utf8');
+  const payloadAt = actionAtOut + actionLen;
+  if (typeof payload === 'string') out.write(payload, payloadAt, payloadLen, flags & FLAG_ASCII ? 'latin1' : 'utf8');
+  else payload.copy(out, payloadAt);
+  return payloadAt + payloadLen;
+}
+
+module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, MAX_ACTION_LEN: 1024 };

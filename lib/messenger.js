@@ -26,14 +26,19 @@ function encodePayload(data) {
   // in. It stays a string here; the transport writes it into the frame (or into a Buffer).
   // (UTF-8 cannot carry a lone surrogate; such a string goes as JSON, whose escapes can.)
   if (typeof data === 'string' && data.isWellFormed()) return { flags: FLAG_STRING, payload: data };
-  return { flags: 0, payload: Buffer.from(JSON.stringify(data)) };
+  // JSON text, written straight into the frame like a string. (What JSON leaves out, a
+  // function or a symbol, arrives as undefined.)
+  const json = JSON.stringify(data);
+  return { flags: 0, payload: json === undefined ? EMPTY : json };
 }
 
-function decodePayload(flags, payload) {
-  if (flags & FLAG_BINARY) return payload;
-  if (flags & FLAG_STRING) return payload.toString(flags & FLAG_ASCII ? 'latin1' : 'utf8');
-  if (payload.length === 0) return undefined;
-  return JSON.parse(payload.toString('utf8'));
+/** The data a ReceivedFrame (lib/frames.js) carries. */
+function decodePayload(frame) {
+  const { flags } = frame;
+  if (flags & FLAG_BINARY) return frame.payload;
+  if (flags & FLAG_STRING) return frame.text(flags & FLAG_ASCII ? 'latin1' : 'utf8');
+  const text = frame.text('utf8');
+  return text.length === 0 ? undefined : JSON.parse(text);
 }
 
 function checkAction(action) {
@@ -53,10 +58,10 @@ function requestTimeout(options) {
 }
 
 /** An error that crossed the channel as `{ message, code, name }`. */
-function errorFrom(payload, props) {
+function errorFrom(frame, props) {
   let carried;
   try {
-    carried = JSON.parse(payload.toString('utf8'));
+    carried = JSON.parse(frame.text('utf8'));
   } catch {
     carried = { message: 'an error that could not be read' };
   }
@@ -165,8 +170,8 @@ class Messenger {
   /** Exactly one app worker with a handler runs it; resolves to what its handler returns. */
   consume(action, data, options) {
     return this._request(TARGET.anyApp, action, data, options, (frame, settle) => {
-      if (frame.flags & FLAG_ERROR) settle(errorFrom(frame.payload, { workerId: frame.sourceId }));
-      else settle(null, decodePayload(frame.flags, frame.payload));
+      if (frame.flags & FLAG_ERROR) settle(errorFrom(frame, { workerId: frame.sourceId }));
+      else settle(null, decodePayload(frame));
     });
   }
 
@@ -208,11 +213,11 @@ class Messenger {
       options,
       (frame, settle) => {
         if (frame.kind === KIND.expect) {
-          expected = JSON.parse(frame.payload.toString('utf8'));
+          expected = JSON.parse(frame.text('utf8'));
         } else if (frame.flags & FLAG_ERROR) {
-          answers.set(frame.sourceId, { status: 'rejected', reason: errorFrom(frame.payload, { workerId: frame.sourceId }) });
+          answers.set(frame.sourceId, { status: 'rejected', reason: errorFrom(frame, { workerId: frame.sourceId }) });
         } else {
-          answers.set(frame.sourceId, { status: 'fulfilled', value: decodePayload(frame.flags, frame.payload) });
+          answers.set(frame.sourceId, { status: 'fulfilled', value: decodePayload(frame) });
         }
         if (expected && answers.size >= expected.length) finish(settle);
       },
@@ -300,7 +305,7 @@ class Messenger {
     if (entry.once) this.off(frame.action, entry.handler);
     let data;
     try {
-      data = decodePayload(frame.flags, frame.payload);
+      data = decodePayload(frame);
     } catch (error) {
       reply(error);
       return;
@@ -315,7 +320,7 @@ class Messenger {
   _receive(frame) {
     const pending = this._requests.get(frame.correlation);
     if (frame.kind === KIND.undeliverable) {
-      const { code, message } = JSON.parse(frame.payload.toString('utf8'));
+      const { code, message } = JSON.parse(frame.text('utf8'));
       const error = rclusterError(code, `messenger: '${frame.action}' was not delivered: ${message}`, { action: frame.action });
       if (pending) pending.fail(error);
       else this._fail(error);
@@ -332,7 +337,7 @@ class Messenger {
     if (frame.kind !== KIND.message) return;
     const list = this._handlers.get(frame.action);
     if (!list) return;
-    const data = decodePayload(frame.flags, frame.payload);
+    const data = decodePayload(frame);
     const meta = { from: fromOf(frame) };
     for (const entry of [...list]) {
       if (entry.once) this.off(frame.action, entry.handler);
