@@ -4,12 +4,18 @@
 // rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('./messenger');
-const { forEachFrame, writeFrame, frameLength, asciiFlag, MAX_ACTION_LEN } = require('./frames');
+const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('./frames');
 const { rclusterError } = require('./errors');
 
 let messenger;
 /** Frames up to this size are joined into one write. */
 const BATCH_BYTES = 64 * 1024;
+/**
+ * Payloads from this size travel in a sealed memory file (docs/messenger-frames.md): written
+ * once by the sender and mapped by every receiver, where copying them through the sockets
+ * costs more than the file's few system calls.
+ */
+const SHARED_PAYLOAD_BYTES = 32 * 1024;
 
 function open() {
   const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
@@ -19,7 +25,7 @@ function open() {
   let channel;
   const drain = () => {
     const batch = channel.take();
-    forEachFrame(batch.frames, (frame) => result._receive(frame));
+    forEachFrame(batch.frames, (frame) => result._receive(frame), (ascii) => (ascii ? channel.nextSharedLatin1() : channel.nextShared()));
     // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
     if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };
@@ -56,9 +62,16 @@ function open() {
       if (actionLen > MAX_ACTION_LEN) {
         throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
       }
-      const size = frameLength(actionLen, payloadLen);
-      const frameFlags = flags | asciiFlag(payload, payloadLen);
-      if (size > BATCH_BYTES) {
+      let frameFlags = flags | asciiFlag(payload, payloadLen);
+      if (payloadLen >= SHARED_PAYLOAD_BYTES) frameFlags |= FLAG_SHARED;
+      const size = frameLength(actionLen, payloadLen, frameFlags);
+      if (frameFlags & FLAG_SHARED) {
+        writePending();
+        const frame = Buffer.allocUnsafe(size);
+        writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
+        if (typeof payload !== 'string') channel.writeSharedBytes(frame, payload);
+        else channel.writeSharedString(frame, payload, !(frameFlags & FLAG_ASCII), payloadLen);
+      } else if (size > BATCH_BYTES) {
         // A large frame is built and written on its own, after what is pending.
         writePending();
         const frame = Buffer.allocUnsafe(size);

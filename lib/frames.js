@@ -9,8 +9,13 @@
 const PREFIX_LEN = 4;
 const HEADER_LEN = 22;
 const VERSION = 1;
+/** A string payload (not JSON). */
+const FLAG_STRING = 8;
 /** A string payload that is all ASCII: its bytes are the same in UTF-8 and Latin-1. */
 const FLAG_ASCII = 16;
+/** The payload is in a sealed memory file sent with the frame; the frame carries its length. */
+const FLAG_SHARED = 32;
+const SHARED_LEN_BYTES = 4;
 
 /**
  * A received frame. Its payload stays in the batch it came in until it is asked for: a string
@@ -30,13 +35,16 @@ class ReceivedFrame {
     this._end = end;
   }
 
-  /** The payload's bytes, a view of the batch. */
+  /** The payload's bytes, a view of the batch (or of the mapped memory file). */
   get payload() {
+    if (typeof this._bytes === 'string') return Buffer.from(this._bytes, 'latin1');
     return this._bytes.subarray(this._start, this._end);
   }
 
   /** The payload as text. */
   text(encoding) {
+    // An ASCII string payload that came in a memory file is a string over it already.
+    if (typeof this._bytes === 'string') return this._bytes;
     return this._bytes.toString(encoding, this._start, this._end);
   }
 }
@@ -59,26 +67,35 @@ function actionAt(batch, start, len) {
   return action;
 }
 
-/** Calls `onFrame(frame)` with a ReceivedFrame for each frame of the batch. */
-function forEachFrame(batch, onFrame) {
+/**
+ * Calls `onFrame(frame)` with a ReceivedFrame for each frame of the batch. `takeShared(ascii)`
+ * gives the payload of each FLAG_SHARED frame, in order: a Buffer over the mapped memory file, or
+ * for an ASCII string, a string over it.
+ */
+function forEachFrame(batch, onFrame, takeShared) {
   let at = 0;
   while (at + PREFIX_LEN + HEADER_LEN <= batch.length) {
     const end = at + PREFIX_LEN + batch.readUInt32LE(at);
     const h = at + PREFIX_LEN;
     const actionLen = batch.readUInt16LE(h + 20);
-    const actionEnd = h + HEADER_LEN + actionLen;
+    const flags = batch[h + 3];
+    let [bytes, start, stop] = [batch, h + HEADER_LEN + actionLen, end];
+    if (flags & FLAG_SHARED) {
+      bytes = takeShared((flags & (FLAG_STRING | FLAG_ASCII)) === (FLAG_STRING | FLAG_ASCII));
+      [start, stop] = [0, bytes.length];
+    }
     onFrame(
       new ReceivedFrame(
         batch[h + 1],
         batch[h + 2],
-        batch[h + 3],
+        flags,
         batch.readUInt32LE(h + 8),
         batch.readUInt32LE(h + 12),
         batch.readUInt32LE(h + 16),
         actionAt(batch, h + HEADER_LEN, actionLen),
-        batch,
-        actionEnd,
-        end,
+        bytes,
+        start,
+        stop,
       ),
     );
     at = end;
@@ -93,9 +110,9 @@ function asciiFlag(payload, payloadLen) {
   return typeof payload === 'string' && payloadLen === payload.length ? FLAG_ASCII : 0;
 }
 
-/** The bytes a frame takes on the wire. */
-function frameLength(actionLen, payloadLen) {
-  return PREFIX_LEN + HEADER_LEN + actionLen + payloadLen;
+/** The bytes a frame takes on the wire: a FLAG_SHARED frame carries only its payload's length. */
+function frameLength(actionLen, payloadLen, flags = 0) {
+  return PREFIX_LEN + HEADER_LEN + actionLen + (flags & FLAG_SHARED ? SHARED_LEN_BYTES : payloadLen);
 }
 
 /**
@@ -104,7 +121,7 @@ function frameLength(actionLen, payloadLen) {
  * when `flags` says it is ASCII, else as UTF-8 (`payloadLen` is its byte length either way).
  */
 function writeFrame(out, at, kind, target, targetId, correlation, action, actionLen, flags, payload, payloadLen) {
-  out.writeUInt32LE(HEADER_LEN + actionLen + payloadLen, at);
+  out.writeUInt32LE(frameLength(actionLen, payloadLen, flags) - PREFIX_LEN, at);
   out[at + 4] = VERSION;
   out[at + 5] = kind;
   out[at + 6] = target;
@@ -118,9 +135,13 @@ function writeFrame(out, at, kind, target, targetId, correlation, action, action
   const actionAtOut = at + PREFIX_LEN + HEADER_LEN;
   if (actionLen > 0) out.write(action, actionAtOut, actionLen, 'utf8');
   const payloadAt = actionAtOut + actionLen;
+  if (flags & FLAG_SHARED) {
+    out.writeUInt32LE(payloadLen, payloadAt);
+    return payloadAt + SHARED_LEN_BYTES;
+  }
   if (typeof payload === 'string') out.write(payload, payloadAt, payloadLen, flags & FLAG_ASCII ? 'latin1' : 'utf8');
   else payload.copy(out, payloadAt);
   return payloadAt + payloadLen;
 }
 
-module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, MAX_ACTION_LEN: 1024 };
+module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN: 1024 };

@@ -185,6 +185,30 @@ test('Buffers round-trip byte for byte, from 0 B to 16 MiB', async (t) => {
   }
 });
 
+test('large payloads between workers (in memory files) arrive whole: ASCII, UTF-8 and bytes', async (t) => {
+  const { cluster, got, workers } = await messengerCluster(t);
+  const [a, b] = workers;
+  const cases = [
+    { bigData: 40 * 1024, fill: 'y' },
+    { bigData: 3 << 20, fill: 'q' },
+    { bigData: 100_000, fill: 'é' },
+    { bigData: 1 << 20, fill: 'z', bytes: true },
+  ];
+  for (const c of cases) {
+    got.length = 0;
+    cluster.messenger.sendTo(a.id, 'do', { method: 'broadcast', args: ['news', null], ...c });
+    // Each worker, the sender included, reports what it got (the string itself back, or the
+    // length and byte sum of a Buffer).
+    await until(() => got.length === 2, 10_000, `the ${c.bigData} ${c.bytes ? 'bytes' : `'${c.fill}'`}`);
+    assert.deepStrictEqual(got.map((r) => r.me).sort(), [a.id, b.id]);
+    for (const report of got) {
+      assert.strictEqual(report.from.id, a.id);
+      if (c.bytes) assert.deepStrictEqual(report.data, { bytes: c.bigData, sum: c.bigData * c.fill.charCodeAt(0) });
+      else assert.ok(report.data === c.fill.repeat(c.bigData), `'${c.fill}' x ${c.bigData} came back different`);
+    }
+  }
+});
+
 test('strings round-trip exactly: ASCII, Latin-1, other scripts, emoji, lone surrogates', async (t) => {
   const { cluster, workers } = await messengerCluster(t);
   const strings = ['', 'plain ascii', 'x'.repeat(1 << 20), 'café ÿ\u0080', '日本語のテキスト', 'boom 💥', 'lone \ud800 surrogate', '\udc00', `${'é'.repeat(70_000)}`];
@@ -243,24 +267,30 @@ test('a receiver that stops reading holds bounded memory and never stalls the ot
   await until(() => got.filter((r) => r.me === stopped.id).length === expected, 20_000, 'the held messages');
 });
 
-test('a worker that writes garbage on the messenger channel is replaced; the primary reports it', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const cluster = startCluster(t, {
-    exec: fixture('messenger-garbage-once.js'),
-    workers: 1,
-    readiness: 'message',
-    env: { MARKER_FILE: path.join(dir, 'marker') },
+for (const [garbage, why] of [
+  ['version', /unknown version/],
+  ['shared', /without its memory file/],
+]) {
+  test(`a worker that writes garbage (${garbage}) on the messenger channel is replaced; the primary reports it`, async (t) => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const cluster = startCluster(t, {
+      exec: fixture('messenger-garbage-once.js'),
+      workers: 1,
+      readiness: 'message',
+      env: { MARKER_FILE: path.join(dir, 'marker'), GARBAGE: garbage },
+    });
+    const warnings = [];
+    cluster.on('warning', (w) => warnings.push(w));
+    const first = (await once(cluster, 'fork'))[0];
+    await cluster.ready;
+    const [replacement] = Object.values(cluster.workers);
+    assert.notStrictEqual(replacement.pid, first.pid);
+    assert.ok(!alive(first.pid));
+    const protocol = warnings.find((w) => w.code === 'ERR_RCLUSTER_PROTOCOL');
+    assert.ok(protocol, 'no protocol warning');
+    assert.match(protocol.message, /broke the messenger protocol/);
+    assert.match(protocol.message, why);
+    assert.strictEqual(await cluster.messenger.consume('ping'), 'pong');
   });
-  const warnings = [];
-  cluster.on('warning', (w) => warnings.push(w));
-  const first = (await once(cluster, 'fork'))[0];
-  await cluster.ready;
-  const [replacement] = Object.values(cluster.workers);
-  assert.notStrictEqual(replacement.pid, first.pid);
-  assert.ok(!alive(first.pid));
-  const protocol = warnings.find((w) => w.code === 'ERR_RCLUSTER_PROTOCOL');
-  assert.ok(protocol, 'no protocol warning');
-  assert.match(protocol.message, /broke the messenger protocol/);
-  assert.strictEqual(await cluster.messenger.consume('ping'), 'pong');
-});
+}

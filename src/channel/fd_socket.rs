@@ -57,20 +57,22 @@ impl FdSocket {
     /// Waits for data and reads it.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         self.inner
-            .async_io(Interest::READABLE, |fd| recv_now(fd.as_raw_fd(), buf))
+            .async_io(Interest::READABLE, |fd| {
+                recv_with_fds(fd.as_raw_fd(), buf, false)
+            })
             .await
     }
 
     /// Reads what is there now; `WouldBlock` when nothing is.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        recv_now(self.inner.as_raw_fd(), buf)
+        recv_with_fds(self.inner.as_raw_fd(), buf, false)
     }
 
     /// Waits until the socket takes bytes, then writes some of `data`; `fd` rides on this write.
     pub async fn send(&self, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<usize> {
         self.inner
             .async_io(Interest::WRITABLE, |sock| {
-                send_now(sock.as_raw_fd(), data, fd.map(|f| f.as_raw_fd()))
+                send_with_fd(sock.as_raw_fd(), data, fd.map(|f| f.as_raw_fd()), false)
             })
             .await
     }
@@ -83,16 +85,17 @@ impl FdSocket {
     }
 }
 
-fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+/// One read with the descriptors that came with it; it waits for data if `wait` (a socket in
+/// blocking mode, read by a thread of its own), else returns `WouldBlock` when there is none.
+pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], wait: bool) -> io::Result<Received> {
+    let flags = if wait {
+        MsgFlags::MSG_CMSG_CLOEXEC
+    } else {
+        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT
+    };
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_READ]);
     let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(
-        fd,
-        &mut iov,
-        Some(&mut cmsg),
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
-    )
-    .map_err(io::Error::from)?;
+    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), flags).map_err(io::Error::from)?;
     let mut fds = Vec::new();
     for c in msg.cmsgs().map_err(io::Error::from)? {
         if let ControlMessageOwned::ScmRights(raw) = c {
@@ -107,7 +110,13 @@ fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     })
 }
 
-fn send_now(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
+/// One write of some of `data`, `fd` riding on it; like `recv_with_fds` for `wait`.
+pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>, wait: bool) -> io::Result<usize> {
+    let flags = if wait {
+        MsgFlags::MSG_NOSIGNAL
+    } else {
+        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT
+    };
     let iov = [IoSlice::new(data)];
     let fds;
     let cmsgs: &[ControlMessage] = match fd {
@@ -117,14 +126,7 @@ fn send_now(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
         }
         None => &[],
     };
-    sendmsg::<()>(
-        sock,
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-        None,
-    )
-    .map_err(io::Error::from)
+    sendmsg::<()>(sock, &iov, cmsgs, flags, None).map_err(io::Error::from)
 }
 
 pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {

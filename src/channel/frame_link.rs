@@ -12,7 +12,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::fd_socket::FdSocket;
-use super::frames::{Decoder, Frame};
+use super::frames::{Decoder, Frame, FrameError};
+use super::shared_memory::SharedPayload;
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Small frames waiting for one child are written together, up to this many bytes per write;
@@ -29,14 +30,40 @@ pub enum FrameEvent {
 
 pub type FrameSink = Box<dyn Fn(FrameEvent) + Send + Sync>;
 
-/// Frames are shared: one broadcast is one allocation, written to every target.
-pub type SharedBytes = Arc<Vec<u8>>;
+/// A frame ready to write, shared by every target: one broadcast is one allocation (and at most
+/// one memory file), written to each.
+#[derive(Clone)]
+pub struct Outgoing {
+    pub bytes: Arc<Vec<u8>>,
+    pub shared: Option<SharedPayload>,
+    /// The memory it holds while it waits (Frame::weight).
+    pub weight: usize,
+}
+
+impl Outgoing {
+    pub fn new(frame: Frame) -> Self {
+        Outgoing {
+            weight: frame.weight(),
+            bytes: Arc::new(frame.bytes),
+            shared: frame.shared,
+        }
+    }
+}
+
+/// Memory files (large payloads) that may wait for one child: each holds a descriptor in the
+/// primary, and the primary's descriptors are also its listening sockets' connections.
+pub const MAX_QUEUED_FILES: usize = 512;
+
+/// Descriptors a child may send ahead of the frames they belong to.
+const MAX_PENDING_FDS: usize = 16;
 
 /// The queue to one child.
 #[derive(Clone)]
 pub struct FrameLink {
-    tx: mpsc::UnboundedSender<SharedBytes>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     queued: Arc<AtomicUsize>,
+    /// Of what is queued, the frames with a memory file.
+    files: Arc<AtomicUsize>,
     limit: usize,
 }
 
@@ -46,20 +73,34 @@ pub enum SendError {
     Full {
         limit: usize,
     },
+    /// The child's queue holds MAX_QUEUED_FILES large payloads already.
+    TooManyFiles,
     Closed,
 }
 
 impl FrameLink {
-    pub fn send(&self, bytes: SharedBytes) -> Result<(), SendError> {
-        let len = bytes.len();
+    pub fn send(&self, frame: Outgoing) -> Result<(), SendError> {
+        if frame.shared.is_some() && self.files.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_FILES {
+            self.files.fetch_sub(1, Ordering::AcqRel);
+            return Err(SendError::TooManyFiles);
+        }
+        let shared = frame.shared.is_some();
+        let unqueue_file = || {
+            if shared {
+                self.files.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
+        let len = frame.weight;
         let before = self.queued.fetch_add(len, Ordering::AcqRel);
         // One frame always fits an empty queue, however large it is.
         if before > 0 && before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
+            unqueue_file();
             return Err(SendError::Full { limit: self.limit });
         }
-        self.tx.send(bytes).map_err(|_| {
+        self.tx.send(frame).map_err(|_| {
             self.queued.fetch_sub(len, Ordering::AcqRel);
+            unqueue_file();
             SendError::Closed
         })
     }
@@ -76,36 +117,44 @@ pub fn start(
     let socket = FdSocket::new(socket)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
+    let files = Arc::new(AtomicUsize::new(0));
     tokio::spawn(run(
         socket,
-        Decoder::new(max_frame),
+        max_frame,
         rx,
-        queued.clone(),
+        (queued.clone(), files.clone()),
         sink,
     ));
     Ok(FrameLink {
         tx,
         queued,
+        files,
         limit: queue_limit,
     })
 }
 
 async fn run(
     socket: FdSocket,
-    mut decoder: Decoder,
-    mut outbox: mpsc::UnboundedReceiver<SharedBytes>,
-    queued: Arc<AtomicUsize>,
+    max_frame: usize,
+    mut outbox: mpsc::UnboundedReceiver<Outgoing>,
+    (queued, files): (Arc<AtomicUsize>, Arc<AtomicUsize>),
     sink: FrameSink,
 ) {
+    let mut decoder = Decoder::new(max_frame);
     let mut scratch = vec![0u8; READ_CHUNK];
-    let mut pending: VecDeque<SharedBytes> = VecDeque::new();
+    let mut pending: VecDeque<Outgoing> = VecDeque::new();
+    // Descriptors received and not yet claimed by their (shared payload) frames, in order.
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
     // What is being written now, and how much of it is out.
-    let mut current: Option<SharedBytes> = None;
+    let mut current: Option<Outgoing> = None;
     let mut written = 0usize;
     let mut outbox_open = true;
     loop {
         if current.is_none() {
             current = next_write(&mut pending, &queued);
+            if current.as_ref().is_some_and(|out| out.shared.is_some()) {
+                files.fetch_sub(1, Ordering::AcqRel);
+            }
             written = 0;
         }
         let head = current.clone();
@@ -113,10 +162,14 @@ async fn run(
             read = socket.recv(&mut scratch) => match read {
                 Ok(r) if r.len > 0 => {
                     decoder.push(&scratch[..r.len]);
+                    fds.extend(r.fds);
                     let mut batch = Vec::new();
                     let failed = loop {
-                        match decoder.next_frame() {
+                        match decoder.next_frame().and_then(|f| claim_shared(f, &mut fds, max_frame)) {
                             Ok(Some(frame)) => batch.push(frame),
+                            Ok(None) if r.fds_truncated || fds.len() > MAX_PENDING_FDS => {
+                                break Some("descriptors without shared payloads".to_string())
+                            }
                             Ok(None) => break None,
                             Err(e) => break Some(e.to_string()),
                         }
@@ -136,13 +189,17 @@ async fn run(
             },
             wrote = async {
                 match &head {
-                    Some(bytes) => socket.send(&bytes[written..], None).await,
+                    // A shared payload's descriptor rides on the first bytes of its frame.
+                    Some(out) => {
+                        let fd = out.shared.as_ref().filter(|_| written == 0).map(SharedPayload::fd);
+                        socket.send(&out.bytes[written..], fd).await
+                    }
                     None => std::future::pending().await,
                 }
             } => match wrote {
                 Ok(n) => {
                     written += n;
-                    if head.as_ref().is_some_and(|bytes| written == bytes.len()) {
+                    if head.as_ref().is_some_and(|out| written == out.bytes.len()) {
                         current = None;
                     }
                 }
@@ -158,26 +215,55 @@ async fn run(
     sink(FrameEvent::Closed);
 }
 
-/// The next bytes to write: a large frame as it is, or small frames joined into one write.
-fn next_write(pending: &mut VecDeque<SharedBytes>, queued: &AtomicUsize) -> Option<SharedBytes> {
+/// Pairs a shared payload's frame with the next descriptor the child sent, and checks both.
+fn claim_shared(
+    frame: Option<Frame>,
+    fds: &mut VecDeque<OwnedFd>,
+    max_frame: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let Some(mut frame) = frame else {
+        return Ok(None);
+    };
+    if let Some(len) = frame.shared_len() {
+        if len > max_frame {
+            return Err(FrameError::TooLarge {
+                len,
+                limit: max_frame,
+            });
+        }
+        let fd = fds.pop_front().ok_or(FrameError::Malformed(
+            "a shared payload came without its memory file",
+        ))?;
+        frame.shared = Some(SharedPayload::verify(fd, len)?);
+    }
+    Ok(Some(frame))
+}
+
+/// The next write: a large frame or one with a descriptor as it is, or small frames joined.
+fn next_write(pending: &mut VecDeque<Outgoing>, queued: &AtomicUsize) -> Option<Outgoing> {
+    let joinable = |out: &Outgoing| out.shared.is_none() && out.bytes.len() < BATCH_BYTES;
     let first = pending.pop_front()?;
-    queued.fetch_sub(first.len(), Ordering::AcqRel);
-    if first.len() >= BATCH_BYTES
-        || pending
-            .front()
-            .is_none_or(|next| first.len() + next.len() > BATCH_BYTES)
+    queued.fetch_sub(first.weight, Ordering::AcqRel);
+    if !joinable(&first)
+        || pending.front().is_none_or(|next| {
+            !joinable(next) || first.bytes.len() + next.bytes.len() > BATCH_BYTES
+        })
     {
         return Some(first);
     }
     let mut batch = Vec::with_capacity(BATCH_BYTES);
-    batch.extend_from_slice(&first);
+    batch.extend_from_slice(&first.bytes);
     while let Some(next) = pending.front() {
-        if batch.len() + next.len() > BATCH_BYTES {
+        if !joinable(next) || batch.len() + next.bytes.len() > BATCH_BYTES {
             break;
         }
-        batch.extend_from_slice(next);
-        queued.fetch_sub(next.len(), Ordering::AcqRel);
+        batch.extend_from_slice(&next.bytes);
+        queued.fetch_sub(next.weight, Ordering::AcqRel);
         pending.pop_front();
     }
-    Some(Arc::new(batch))
+    Some(Outgoing {
+        weight: batch.len(),
+        bytes: Arc::new(batch),
+        shared: None,
+    })
 }

@@ -17,6 +17,8 @@
 
 use std::fmt;
 
+use super::shared_memory::SharedPayload;
+
 pub const VERSION: u8 = 1;
 /// Bytes of the length prefix.
 pub const PREFIX_LEN: usize = 4;
@@ -36,7 +38,13 @@ pub const FLAG_STRING: u8 = 0b0000_1000;
 /// With FLAG_STRING: every byte is ASCII, so the receiver may decode it as Latin-1, a plain copy,
 /// where UTF-8 decoding costs about three times as much.
 pub const FLAG_ASCII: u8 = 0b0001_0000;
-const KNOWN_FLAGS: u8 = FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING | FLAG_ASCII;
+/// The payload is in a sealed memory file sent with the frame (src/channel/shared_memory.rs); the
+/// frame itself carries only its length, a u32 LE.
+pub const FLAG_SHARED: u8 = 0b0010_0000;
+const KNOWN_FLAGS: u8 =
+    FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING | FLAG_ASCII | FLAG_SHARED;
+/// The in-band payload of a FLAG_SHARED frame.
+pub const SHARED_LEN_BYTES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -122,17 +130,32 @@ pub struct Header {
 }
 
 /// One frame: its header, and where the payload starts in `bytes` (the whole frame, prefix
-/// included, so that it can be forwarded as it came).
+/// included, so that it can be forwarded as it came). A FLAG_SHARED frame's payload is in
+/// `shared`, attached by the link that read it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub header: Header,
     pub bytes: Vec<u8>,
     pub payload_at: usize,
+    pub shared: Option<SharedPayload>,
 }
 
 impl Frame {
     pub fn payload(&self) -> &[u8] {
         &self.bytes[self.payload_at..]
+    }
+
+    /// The memory this frame holds: its bytes and the payload in its memory file.
+    pub fn weight(&self) -> usize {
+        self.bytes.len() + self.shared.as_ref().map_or(0, SharedPayload::size)
+    }
+
+    /// The length of the payload in a memory file, for a FLAG_SHARED frame.
+    pub fn shared_len(&self) -> Option<usize> {
+        if self.header.flags & FLAG_SHARED == 0 {
+            return None;
+        }
+        Some(u32_at(self.payload(), 0) as usize)
     }
 
     /// Stamps who sent it into the header in place; the rest of the bytes stay as they are.
@@ -226,6 +249,11 @@ pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
     if action_end > h.len() {
         return Err(FrameError::Malformed("action runs past the frame"));
     }
+    if flags & FLAG_SHARED != 0 && h.len() - action_end != SHARED_LEN_BYTES {
+        return Err(FrameError::Malformed(
+            "a shared payload's frame carries only its length",
+        ));
+    }
     let action = std::str::from_utf8(&h[HEADER_LEN..action_end])
         .map_err(|_| FrameError::Malformed("action is not UTF-8"))?
         .to_owned();
@@ -243,6 +271,7 @@ pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
         header,
         payload_at: PREFIX_LEN + action_end,
         bytes,
+        shared: None,
     })
 }
 

@@ -1,9 +1,11 @@
 //! The wire: Node's IPC channel (JSON lines or V8 frames, with descriptors), the task that
-//! serves one child's channel, and rcluster's own messenger frames.
+//! serves one child's channel, rcluster's own messenger frames, and the sealed memory files that
+//! carry their large payloads.
 
 pub mod connection;
 pub mod fd_socket;
 pub mod frame_link;
 pub mod frames;
 pub mod node_ipc;
+pub mod shared_memory;
 pub mod v8_wire;

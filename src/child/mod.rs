@@ -2,7 +2,8 @@
 //! or the agent. One thread reads and splits frames and wakes JavaScript once per batch; another
 //! writes, so a send never blocks the child's event loop.
 
-use std::io::{Read, Write};
+use std::collections::VecDeque;
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -12,10 +13,13 @@ use std::sync::{Arc, Mutex};
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::ThreadsafeFunctionCallMode;
+use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
 use crate::binding::{hold_event_loop, weak_wake, Code, Wake};
+use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
+use crate::channel::shared_memory::{self, Mapping};
 use crate::errors::{self, RcError};
 
 /// What the reader thread has for JavaScript: whole frames back to back, already checked by the
@@ -24,7 +28,15 @@ use crate::errors::{self, RcError};
 #[derive(Default)]
 struct Inbox {
     frames: Vec<u8>,
+    /// The payloads of the FLAG_SHARED frames among them, mapped, in order.
+    shared: VecDeque<Mapping>,
     closed: Option<String>,
+}
+
+/// What waits for the writer thread: bytes, and the descriptor that rides on their first write.
+struct Outgoing {
+    bytes: Vec<u8>,
+    fd: Option<OwnedFd>,
 }
 
 /// One `take()`: the frames received since the last one, and the end of the channel if it came.
@@ -37,7 +49,7 @@ pub struct Batch {
 
 #[napi]
 pub struct ChildChannel {
-    outbox: std_mpsc::Sender<Vec<u8>>,
+    outbox: std_mpsc::Sender<Outgoing>,
     /// The socket, for writes straight from the JavaScript thread while the writer is idle.
     direct: UnixStream,
     /// Frames handed to the writer thread and not yet written.
@@ -45,7 +57,12 @@ pub struct ChildChannel {
     inbox: Arc<Mutex<Inbox>>,
     wake: Arc<Wake>,
     holds_loop: bool,
+    /// Where string payloads are written before they go into a memory file.
+    scratch: Vec<u8>,
 }
+
+/// The largest scratch buffer kept between sends.
+const MAX_KEPT_SCRATCH: usize = 16 << 20;
 
 /// The largest payload a cluster allows (maxMessageSize's upper bound).
 const MAX_FRAME_FROM_PRIMARY: usize = 512 << 20;
@@ -86,7 +103,7 @@ impl ChildChannel {
         // The primary has checked what it forwards; this bound only keeps a broken stream from
         // growing without end.
         let max_frame = MAX_FRAME_FROM_PRIMARY + PREFIX_LEN + HEADER_LEN + MAX_ACTION_LEN;
-        let (outbox, rx) = std_mpsc::channel::<Vec<u8>>();
+        let (outbox, rx) = std_mpsc::channel::<Outgoing>();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
                 .name(name.into())
@@ -111,6 +128,7 @@ impl ChildChannel {
             inbox,
             wake,
             holds_loop: false,
+            scratch: Vec::new(),
         })
     }
 
@@ -118,18 +136,120 @@ impl ChildChannel {
     /// frame it reads, so a mistake here costs this child its channel, never the primary.
     #[napi]
     pub fn write(&self, frames: Buffer) -> Result<(), Code> {
-        // While nothing waits for the writer thread, write here, from JavaScript's own buffer:
-        // no copy and no thread handoff. What the socket does not take now is copied for the
-        // writer, which keeps the order.
+        self.send(&frames, None)
+    }
+
+    /// Writes a FLAG_SHARED frame (lib/frames.js built it) whose payload, `payload`'s bytes, goes
+    /// in a sealed memory file.
+    #[napi]
+    pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<(), Code> {
+        let file = shared_memory::create(&payload).map_err(|e| shared_failed(&e))?;
+        self.send(&frame, Some(file))
+    }
+
+    /// Like `write_shared_bytes` for a string of `len` bytes as Latin-1 (ASCII), or as UTF-8.
+    #[napi]
+    pub fn write_shared_string(
+        &mut self,
+        env: Env,
+        frame: Buffer,
+        payload: JsString,
+        utf8: bool,
+        len: u32,
+    ) -> Result<(), Code> {
+        let len = len as usize;
+        // The string's bytes go through a scratch buffer that is kept (when not too large):
+        // memory written again is much cheaper than fresh pages.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(len + 1, 0);
+        let mut written = 0usize;
+        let (raw_env, value, at) = (env.raw(), payload.raw(), scratch.as_mut_ptr().cast());
+        // SAFETY: napi writes at most `scratch.len()` bytes (with a NUL) into `scratch`.
+        let status = unsafe {
+            if utf8 {
+                napi::sys::napi_get_value_string_utf8(raw_env, value, at, len + 1, &mut written)
+            } else {
+                napi::sys::napi_get_value_string_latin1(raw_env, value, at, len + 1, &mut written)
+            }
+        };
+        let file = if status != napi::sys::Status::napi_ok || written != len {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the string is not the {len} bytes it was said to be"),
+            ))
+        } else {
+            shared_memory::create(&scratch[..len])
+        };
+        if scratch.capacity() <= MAX_KEPT_SCRATCH {
+            self.scratch = scratch;
+        }
+        self.send(&frame, Some(file.map_err(|e| shared_failed(&e))?))
+    }
+
+    /// The payload of the next FLAG_SHARED frame taken, mapped: a Buffer over the sender's pages.
+    #[napi]
+    pub fn next_shared<'env>(&self, env: &'env Env) -> Result<Option<BufferSlice<'env>>, Code> {
+        let Some(map) = self.next_mapping(env) else {
+            return Ok(None);
+        };
+        let (at, len) = (map.as_mut_ptr(), map.size());
+        // SAFETY: the mapping is `len` bytes and lives as long as the Buffer: it is the hint,
+        // dropped (unmapped) by the finalizer.
+        unsafe { BufferSlice::from_external(env, at, len, map, release_mapping) }
+            .map(Some)
+            .map_err(|e| rc(RcError::new(errors::NOT_RUNNING, e.to_string())))
+    }
+
+    /// Like `next_shared`, for an ASCII string payload: a string over the sender's pages, which
+    /// the seals keep from changing, as V8 requires of an external string. No copy is made.
+    #[napi]
+    pub fn next_shared_latin1<'env>(
+        &self,
+        env: &'env Env,
+    ) -> Result<Option<JsStringLatin1<'env>>, Code> {
+        let Some(map) = self.next_mapping(env) else {
+            return Ok(None);
+        };
+        let (at, len) = (map.as_mut_ptr(), map.size());
+        // SAFETY: as in `next_shared`; the bytes are ASCII (the sender checked), so Latin-1.
+        unsafe { JsStringLatin1::from_external(env, at, len, map, release_mapping) }
+            .map(Some)
+            .map_err(|e| rc(RcError::new(errors::NOT_RUNNING, e.to_string())))
+    }
+
+    /// The next mapped payload, counted as memory V8 holds, so that its garbage collector
+    /// frees the Buffers and strings over mappings as it would large ones of its own.
+    fn next_mapping(&self, env: &Env) -> Option<Mapping> {
+        let map = {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.shared.pop_front()
+        }?;
+        let _ = env.adjust_external_memory(map.size() as i64);
+        Some(map)
+    }
+
+    /// While nothing waits for the writer thread, write here, from JavaScript's own buffer: no
+    /// copy and no thread handoff. What the socket does not take now is copied for the writer,
+    /// which keeps the order. A descriptor rides on the first byte written.
+    fn send(&self, bytes: &[u8], mut fd: Option<OwnedFd>) -> Result<(), Code> {
         let mut sent = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
-            sent = send_now(&self.direct, &frames).unwrap_or(0);
-            if sent == frames.len() {
+            let raw = fd.as_ref().map(|f| f.as_raw_fd());
+            sent = send_with_fd(self.direct.as_raw_fd(), bytes, raw, false).unwrap_or(0);
+            if sent > 0 {
+                // The kernel holds the file now; our descriptor can go.
+                fd = None;
+            }
+            if sent == bytes.len() {
                 return Ok(());
             }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        self.outbox.send(frames[sent..].to_vec()).map_err(|_| {
+        let rest = Outgoing {
+            bytes: bytes[sent..].to_vec(),
+            fd,
+        };
+        self.outbox.send(rest).map_err(|_| {
             rc(RcError::new(
                 errors::NOT_RUNNING,
                 "the messenger channel is closed",
@@ -160,43 +280,61 @@ impl ChildChannel {
 /// Small frames queued together go out in one write.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// A write that never blocks (the socket itself is in blocking mode for the threads).
-fn send_now(socket: &UnixStream, bytes: &[u8]) -> std::io::Result<usize> {
-    nix::sys::socket::send(
-        socket.as_raw_fd(),
-        bytes,
-        nix::sys::socket::MsgFlags::MSG_DONTWAIT | nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-    )
-    .map_err(std::io::Error::from)
+/// The finalizer of a Buffer or string over a mapping.
+fn release_mapping(env: Env, map: Mapping) {
+    let _ = env.adjust_external_memory(-(map.size() as i64));
+    drop(map);
 }
 
-fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Vec<u8>>, queued: Arc<AtomicUsize>) {
+fn shared_failed(e: &io::Error) -> napi::Error<Code> {
+    rc(RcError::new(
+        errors::NOT_RUNNING,
+        format!("messenger: cannot make the memory file of a large payload: {e}"),
+    ))
+}
+
+/// Writes all of `out`, its descriptor on the first write.
+fn write_out(writer: &mut UnixStream, out: &Outgoing) -> io::Result<()> {
+    let Some(fd) = &out.fd else {
+        return writer.write_all(&out.bytes);
+    };
+    loop {
+        match send_with_fd(writer.as_raw_fd(), &out.bytes, Some(fd.as_raw_fd()), true) {
+            Ok(n) => return writer.write_all(&out.bytes[n..]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: Arc<AtomicUsize>) {
+    let joinable = |out: &Outgoing| out.fd.is_none() && out.bytes.len() < BATCH_BYTES;
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     while let Ok(first) = rx.recv() {
         let mut taken = 1;
-        let result = if first.len() >= BATCH_BYTES {
-            writer.write_all(&first)
+        let result = if !joinable(&first) {
+            write_out(&mut writer, &first)
         } else {
             batch.clear();
-            batch.extend_from_slice(&first);
-            let mut large = None;
+            batch.extend_from_slice(&first.bytes);
+            let mut other = None;
             while batch.len() < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(next) if next.len() >= BATCH_BYTES => {
+                    Ok(next) if !joinable(&next) => {
                         taken += 1;
-                        large = Some(next);
+                        other = Some(next);
                         break;
                     }
                     Ok(next) => {
                         taken += 1;
-                        batch.extend_from_slice(&next);
+                        batch.extend_from_slice(&next.bytes);
                     }
                     Err(_) => break,
                 }
             }
             writer
                 .write_all(&batch)
-                .and_then(|()| large.map_or(Ok(()), |next| writer.write_all(&next)))
+                .and_then(|()| other.map_or(Ok(()), |next| write_out(&mut writer, &next)))
         };
         if result.is_err() {
             return;
@@ -205,16 +343,19 @@ fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Vec<u8>>, queued: A
     }
 }
 
-fn read_loop(mut reader: UnixStream, max_frame: usize, inbox: Arc<Mutex<Inbox>>, wake: Arc<Wake>) {
+fn read_loop(reader: UnixStream, max_frame: usize, inbox: Arc<Mutex<Inbox>>, wake: Arc<Wake>) {
     let mut decoder = Decoder::new(max_frame);
     let mut buf = vec![0u8; 256 * 1024];
+    // Descriptors received and not yet claimed by their FLAG_SHARED frames, in order.
+    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
     // Adds frames (and maybe the end) to the inbox; one wake per batch: JavaScript takes
     // everything queued when it runs.
-    let deliver = |frames: &[u8], closed: Option<String>| {
+    let deliver = |frames: &[u8], shared: &mut Vec<Mapping>, closed: Option<String>| {
         let was_empty = {
             let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
             let was_empty = inbox.frames.is_empty() && inbox.closed.is_none();
             inbox.frames.extend_from_slice(frames);
+            inbox.shared.extend(shared.drain(..));
             if closed.is_some() {
                 inbox.closed = closed;
             }
@@ -225,30 +366,50 @@ fn read_loop(mut reader: UnixStream, max_frame: usize, inbox: Arc<Mutex<Inbox>>,
         }
     };
     let mut batch = Vec::new();
+    let mut shared = Vec::new();
     loop {
-        let n = match reader.read(&mut buf) {
+        let n = match recv_with_fds(reader.as_raw_fd(), &mut buf, true) {
             // A signal handled by the process interrupted the wait; nothing was lost.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Ok(0) | Err(_) => {
-                deliver(&[], Some(String::new()));
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(r) if r.len > 0 => {
+                fds.extend(r.fds);
+                r.len
+            }
+            Ok(_) | Err(_) => {
+                deliver(&[], &mut shared, Some(String::new()));
                 return;
             }
-            Ok(n) => n,
         };
         decoder.push(&buf[..n]);
         batch.clear();
         loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => batch.extend_from_slice(&frame.bytes),
+            let failed = match decoder.next_frame() {
+                Ok(Some(frame)) => match frame.shared_len().map(|len| map_shared(&mut fds, len)) {
+                    Some(Err(e)) => Some(e),
+                    mapped => {
+                        shared.extend(mapped.and_then(std::result::Result::ok));
+                        batch.extend_from_slice(&frame.bytes);
+                        None
+                    }
+                },
                 Ok(None) => break,
-                Err(e) => {
-                    deliver(&batch, Some(e.to_string()));
-                    return;
-                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(why) = failed {
+                deliver(&batch, &mut shared, Some(why));
+                return;
             }
         }
         if !batch.is_empty() {
-            deliver(&batch, None);
+            deliver(&batch, &mut shared, None);
         }
     }
+}
+
+/// Maps the payload of a FLAG_SHARED frame from the next descriptor received.
+fn map_shared(fds: &mut VecDeque<OwnedFd>, len: usize) -> std::result::Result<Mapping, String> {
+    let fd = fds
+        .pop_front()
+        .ok_or("a shared payload came without its memory file")?;
+    Mapping::receive(&fd, len).map_err(|e| format!("cannot map a shared payload: {e}"))
 }

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
-use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -14,7 +13,7 @@ use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
 use super::router::{Dest, Undeliverable};
 use super::supervisor::{Input, Supervisor, Timer};
-use crate::channel::frame_link::{self, FrameEvent, FrameLink, SendError, SharedBytes};
+use crate::channel::frame_link::{self, FrameEvent, FrameLink, Outgoing, SendError};
 use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
 
@@ -30,9 +29,9 @@ type RequestKey = (Option<WorkerId>, u32);
 struct Request {
     /// consume: one process runs it, and it moves on if that one dies before receiving it.
     consume: bool,
-    /// The request as sent (its header and bytes), for a consume that must move elsewhere.
+    /// The request as sent (its header and frame), for a consume that must move elsewhere.
     header: Header,
-    bytes: SharedBytes,
+    frame: Outgoing,
     /// The processes that have not answered yet, and whether each has received the request.
     outstanding: BTreeMap<WorkerId, bool>,
 }
@@ -174,9 +173,9 @@ impl Supervisor {
             Err(why) => return self.undeliverable(from, &frame.header, why),
         };
         let header = frame.header.clone();
-        let bytes: SharedBytes = Arc::new(frame.bytes);
+        let out = Outgoing::new(frame);
         for dest in dests {
-            if let Err(why) = self.deliver(dest, &bytes, &header) {
+            if let Err(why) = self.deliver(dest, &out, &header) {
                 self.undeliverable(from, &header, why);
             }
         }
@@ -191,7 +190,7 @@ impl Supervisor {
         };
         let header = frame.header.clone();
         let key = (from, header.correlation);
-        let bytes: SharedBytes = Arc::new(frame.bytes);
+        let out = Outgoing::new(frame);
         let targets: Vec<WorkerId> = dests
             .iter()
             .filter_map(|d| match d {
@@ -212,12 +211,12 @@ impl Supervisor {
             Request {
                 consume,
                 header: header.clone(),
-                bytes: bytes.clone(),
+                frame: out.clone(),
                 outstanding: targets.iter().map(|id| (*id, false)).collect(),
             },
         );
         for id in targets {
-            if let Err(why) = self.deliver(Dest::Worker(id), &bytes, &header) {
+            if let Err(why) = self.deliver(Dest::Worker(id), &out, &header) {
                 self.answer_for(key, id, why);
             }
         }
@@ -242,7 +241,7 @@ impl Supervisor {
         let dest = requester.map_or(Dest::Primary, Dest::Worker);
         let header = frame.header.clone();
         // A requester that has gone needs no answer.
-        let _ = self.deliver(dest, &Arc::new(frame.bytes), &header);
+        let _ = self.deliver(dest, &Outgoing::new(frame), &header);
     }
 
     /// A child exited. Nothing more is routed to it, but what it wrote before it died is still
@@ -302,7 +301,7 @@ impl Supervisor {
                 })
             });
             if let Some(next) = next {
-                let (header, bytes) = (request.header.clone(), request.bytes.clone());
+                let (header, out) = (request.header.clone(), request.frame.clone());
                 self.requests.0.insert(
                     key,
                     Request {
@@ -312,7 +311,7 @@ impl Supervisor {
                 );
                 // No further move if this fails too: it is answered with why, and a worker
                 // whose queue is full is never picked again and again.
-                if let Err(why) = self.deliver(Dest::Worker(next), &bytes, &header) {
+                if let Err(why) = self.deliver(Dest::Worker(next), &out, &header) {
                     self.answer_for(key, next, why);
                 }
                 return;
@@ -349,7 +348,7 @@ impl Supervisor {
         let copy = Request {
             consume: request.consume,
             header: request.header.clone(),
-            bytes: request.bytes.clone(),
+            frame: request.frame.clone(),
             outstanding: BTreeMap::new(),
         };
         Some((received, copy))
@@ -380,17 +379,39 @@ impl Supervisor {
     fn deliver(
         &mut self,
         dest: Dest,
-        bytes: &SharedBytes,
+        out: &Outgoing,
         header: &Header,
     ) -> Result<(), Undeliverable> {
         let action = &header.action;
         match dest {
             Dest::Primary => {
-                self.events.push(Event::Frame(Frame {
-                    header: header.clone(),
-                    payload_at: frames::PREFIX_LEN + frames::HEADER_LEN + action.len(),
-                    bytes: bytes.as_ref().clone(),
-                }));
+                let frame = match &out.shared {
+                    None => Frame {
+                        header: header.clone(),
+                        payload_at: frames::PREFIX_LEN + frames::HEADER_LEN + action.len(),
+                        bytes: out.bytes.as_ref().clone(),
+                        shared: None,
+                    },
+                    // The primary's JavaScript gets the payload in line.
+                    Some(shared) => {
+                        let payload = shared.read().map_err(|e| Undeliverable {
+                            code: errors::PROTOCOL,
+                            message: format!("the primary could not read a shared payload: {e}"),
+                        })?;
+                        let mut inline = header.clone();
+                        inline.flags &= !frames::FLAG_SHARED;
+                        match frames::encode(&inline, &payload).and_then(frames::parse) {
+                            Ok(frame) => frame,
+                            Err(e) => {
+                                return Err(Undeliverable {
+                                    code: errors::MESSAGE_TOO_LARGE,
+                                    message: e.to_string(),
+                                })
+                            }
+                        }
+                    }
+                };
+                self.events.push(Event::Frame(frame));
                 Ok(())
             }
             Dest::Worker(target) => {
@@ -398,7 +419,7 @@ impl Supervisor {
                     Some(w) => match (w.before_hello.as_mut(), w.frames.as_ref()) {
                         // It has not opened its messenger yet: the frame waits, within a bound.
                         (Some((held, size)), _) => {
-                            if *size + bytes.len() > MAX_BEFORE_HELLO {
+                            if *size + out.weight > MAX_BEFORE_HELLO {
                                 return Err(Undeliverable {
                                     code: errors::QUEUE_FULL,
                                     message: format!(
@@ -406,11 +427,11 @@ impl Supervisor {
                                     ),
                                 });
                             }
-                            *size += bytes.len();
-                            held.push(bytes.clone());
+                            *size += out.weight;
+                            held.push(out.clone());
                             Ok(())
                         }
-                        (None, Some(link)) => link.send(bytes.clone()),
+                        (None, Some(link)) => link.send(out.clone()),
                         (None, None) => Err(SendError::Closed),
                     },
                     None => Err(SendError::Closed),
@@ -420,6 +441,13 @@ impl Supervisor {
                         code: errors::QUEUE_FULL,
                         message: format!(
                             "worker {target} has {limit} bytes of messages it has not read; '{action}' was not delivered to it"
+                        ),
+                    },
+                    SendError::TooManyFiles => Undeliverable {
+                        code: errors::QUEUE_FULL,
+                        message: format!(
+                            "worker {target} has {} large messages it has not read; '{action}' was not delivered to it",
+                            frame_link::MAX_QUEUED_FILES
                         ),
                     },
                     SendError::Closed => Undeliverable {
@@ -478,10 +506,10 @@ impl Supervisor {
             correlation,
             action: action.to_owned(),
         };
-        if let Ok(bytes) = frames::encode(&header, payload.as_bytes()) {
+        if let Ok(frame) = frames::encode(&header, payload.as_bytes()).and_then(frames::parse) {
             let dest = to.map_or(Dest::Primary, Dest::Worker);
             // A requester or sender that has gone needs no answer.
-            let _ = self.deliver(dest, &Arc::new(bytes), &header);
+            let _ = self.deliver(dest, &Outgoing::new(frame), &header);
         }
     }
 
@@ -521,7 +549,8 @@ impl Supervisor {
 
 impl Supervisor {
     fn hold(&mut self, from: Option<WorkerId>, frame: Frame) {
-        if self.held.bytes + frame.bytes.len() > MAX_HELD_BYTES {
+        let weight = frame.weight();
+        if self.held.bytes + weight > MAX_HELD_BYTES {
             let why = Undeliverable {
                 code: errors::QUEUE_FULL,
                 message: format!(
@@ -530,7 +559,7 @@ impl Supervisor {
             };
             return self.undeliverable(from, &frame.header, why);
         }
-        self.held.bytes += frame.bytes.len();
+        self.held.bytes += weight;
         self.held.frames.push((from, frame));
     }
 
@@ -555,9 +584,9 @@ impl Supervisor {
             return;
         };
         if let Some(link) = w.frames.as_ref() {
-            for bytes in held {
+            for out in held {
                 // Bounded already: at most MAX_BEFORE_HELLO bytes waited.
-                let _ = link.send(bytes);
+                let _ = link.send(out);
             }
         }
     }

@@ -27,7 +27,7 @@ use super::stderr_tail::StderrTail;
 use crate::channel::connection::{
     self, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
-use crate::channel::frame_link::{FrameEvent, FrameLink, SharedBytes};
+use crate::channel::frame_link::{FrameEvent, FrameLink, Outgoing};
 use crate::channel::frames::Frame;
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
@@ -190,7 +190,7 @@ pub(super) struct Worker {
     /// The messenger channel (supervised children).
     pub frames: Option<FrameLink>,
     /// Frames for it from before it opened its messenger, and their size.
-    pub before_hello: Option<(Vec<SharedBytes>, usize)>,
+    pub before_hello: Option<(Vec<Outgoing>, usize)>,
 }
 
 #[derive(Default)]
