@@ -12,7 +12,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::fd_socket::FdSocket;
-use super::frames::{Decoder, Frame, FrameError};
+use super::frames::{Decoder, Frame, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES};
 use super::shared_memory::SharedPayload;
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -41,6 +41,26 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
+    /// The same frame with its payload in line, read from its memory file.
+    pub fn in_line(&self) -> std::io::Result<Outgoing> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.clone());
+        };
+        let payload = shared.read()?;
+        let header_and_action = &self.bytes[..self.bytes.len() - SHARED_LEN_BYTES];
+        let mut bytes = Vec::with_capacity(header_and_action.len() + payload.len());
+        bytes.extend_from_slice(header_and_action);
+        bytes.extend_from_slice(&payload);
+        let body = u32::try_from(bytes.len() - PREFIX_LEN).map_err(std::io::Error::other)?;
+        bytes[..PREFIX_LEN].copy_from_slice(&body.to_le_bytes());
+        bytes[PREFIX_LEN + 3] &= !FLAG_SHARED;
+        Ok(Outgoing {
+            weight: bytes.len(),
+            bytes: Arc::new(bytes),
+            shared: None,
+        })
+    }
+
     pub fn new(frame: Frame) -> Self {
         Outgoing {
             weight: frame.weight(),
@@ -51,7 +71,8 @@ impl Outgoing {
 }
 
 /// Memory files (large payloads) that may wait for one child: each holds a descriptor in the
-/// primary, and the primary's descriptors are also its listening sockets' connections.
+/// primary, and the primary's descriptors are also its listening sockets' connections. Past
+/// this, payloads are queued in line (read from their files), under the bound on bytes.
 pub const MAX_QUEUED_FILES: usize = 512;
 
 /// Descriptors a child may send ahead of the frames they belong to.
@@ -73,16 +94,18 @@ pub enum SendError {
     Full {
         limit: usize,
     },
-    /// The child's queue holds MAX_QUEUED_FILES large payloads already.
-    TooManyFiles,
+    /// A payload could not be read from its memory file to be queued in line.
+    Unreadable(String),
     Closed,
 }
 
 impl FrameLink {
-    pub fn send(&self, frame: Outgoing) -> Result<(), SendError> {
+    pub fn send(&self, mut frame: Outgoing) -> Result<(), SendError> {
         if frame.shared.is_some() && self.files.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_FILES {
             self.files.fetch_sub(1, Ordering::AcqRel);
-            return Err(SendError::TooManyFiles);
+            frame = frame
+                .in_line()
+                .map_err(|e| SendError::Unreadable(e.to_string()))?;
         }
         let shared = frame.shared.is_some();
         let unqueue_file = || {
@@ -266,4 +289,38 @@ fn next_write(pending: &mut VecDeque<Outgoing>, queued: &AtomicUsize) -> Option<
         bytes: Arc::new(batch),
         shared: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::frames::{encode, parse, Header, Kind, Target, FLAG_BINARY};
+    use crate::channel::shared_memory;
+
+    #[test]
+    fn a_shared_payload_put_in_line_is_the_same_message() {
+        let payload: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let header = Header {
+            kind: Kind::Message,
+            target: Target::Apps,
+            flags: FLAG_BINARY | FLAG_SHARED,
+            target_id: 0,
+            source_id: 3,
+            source_pid: 99,
+            correlation: 7,
+            action: "bytes".into(),
+        };
+        let mut frame =
+            parse(encode(&header, &(payload.len() as u32).to_le_bytes()).unwrap()).unwrap();
+        let file = shared_memory::create(&payload).unwrap();
+        frame.shared = Some(SharedPayload::verify(file, payload.len()).unwrap());
+        let out = Outgoing::new(frame);
+        assert_eq!(out.weight, out.bytes.len() + payload.len());
+        let inline = out.in_line().unwrap();
+        assert!(inline.shared.is_none());
+        let back = parse(inline.bytes.to_vec()).unwrap();
+        assert_eq!(back.payload(), &payload[..]);
+        assert_eq!(back.header.flags, FLAG_BINARY);
+        assert_eq!((back.header.source_id, back.header.correlation), (3, 7));
+    }
 }

@@ -385,32 +385,17 @@ impl Supervisor {
         let action = &header.action;
         match dest {
             Dest::Primary => {
-                let frame = match &out.shared {
-                    None => Frame {
-                        header: header.clone(),
-                        payload_at: frames::PREFIX_LEN + frames::HEADER_LEN + action.len(),
-                        bytes: out.bytes.as_ref().clone(),
-                        shared: None,
-                    },
-                    // The primary's JavaScript gets the payload in line.
-                    Some(shared) => {
-                        let payload = shared.read().map_err(|e| Undeliverable {
-                            code: errors::PROTOCOL,
-                            message: format!("the primary could not read a shared payload: {e}"),
-                        })?;
-                        let mut inline = header.clone();
-                        inline.flags &= !frames::FLAG_SHARED;
-                        match frames::encode(&inline, &payload).and_then(frames::parse) {
-                            Ok(frame) => frame,
-                            Err(e) => {
-                                return Err(Undeliverable {
-                                    code: errors::MESSAGE_TOO_LARGE,
-                                    message: e.to_string(),
-                                })
-                            }
-                        }
-                    }
-                };
+                // The primary's JavaScript takes payloads in line.
+                let frame = out
+                    .in_line()
+                    .map_err(|e| e.to_string())
+                    .and_then(|o| frames::parse(o.bytes.to_vec()).map_err(|e| e.to_string()))
+                    .map_err(|why| Undeliverable {
+                        code: errors::PROTOCOL,
+                        message: format!(
+                            "the primary could not read the payload of '{action}': {why}"
+                        ),
+                    })?;
                 self.events.push(Event::Frame(frame));
                 Ok(())
             }
@@ -443,12 +428,9 @@ impl Supervisor {
                             "worker {target} has {limit} bytes of messages it has not read; '{action}' was not delivered to it"
                         ),
                     },
-                    SendError::TooManyFiles => Undeliverable {
-                        code: errors::QUEUE_FULL,
-                        message: format!(
-                            "worker {target} has {} large messages it has not read; '{action}' was not delivered to it",
-                            frame_link::MAX_QUEUED_FILES
-                        ),
+                    SendError::Unreadable(why) => Undeliverable {
+                        code: errors::PROTOCOL,
+                        message: format!("the primary could not read the payload of '{action}': {why}"),
                     },
                     SendError::Closed => Undeliverable {
                         code: errors::UNKNOWN_TARGET,
