@@ -30,6 +30,17 @@ function open() {
     if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };
   channel = new ChildChannel(fd, drain);
+  // A write also reads what has come meanwhile (src/child/mod.rs); when it did, the event loop
+  // will not call drain for it, so it is called on the loop's next turn.
+  let drainScheduled = false;
+  const drainSoon = (read) => {
+    if (!read || drainScheduled) return;
+    drainScheduled = true;
+    setImmediate(() => {
+      drainScheduled = false;
+      drain();
+    });
+  };
 
   // Frames are written into one buffer: the first frame of a tick leaves at once (no added
   // latency for a lone message); the ones that follow it in the same tick are joined and leave
@@ -39,7 +50,7 @@ function open() {
   let used = 0;
   let flushScheduled = false;
   const writePending = () => {
-    if (used > 0) channel.write(pending.subarray(0, used));
+    if (used > 0) drainSoon(channel.write(pending.subarray(0, used)));
     used = 0;
   };
   const flush = () => {
@@ -69,14 +80,14 @@ function open() {
         writePending();
         const frame = Buffer.allocUnsafe(size);
         writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
-        if (typeof payload !== 'string') channel.writeSharedBytes(frame, payload);
-        else channel.writeSharedString(frame, payload, !(frameFlags & FLAG_ASCII), payloadLen);
+        if (typeof payload !== 'string') drainSoon(channel.writeSharedBytes(frame, payload));
+        else drainSoon(channel.writeSharedString(frame, payload, !(frameFlags & FLAG_ASCII), payloadLen));
       } else if (size > BATCH_BYTES) {
         // A large frame is built and written on its own, after what is pending.
         writePending();
         const frame = Buffer.allocUnsafe(size);
         writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
-        channel.write(frame);
+        drainSoon(channel.write(frame));
       } else {
         if (used + size > BATCH_BYTES) writePending();
         used = writeFrame(pending, used, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);

@@ -223,15 +223,20 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(v)
 }
 
-/// Parses one complete frame (prefix included).
-pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
-    if bytes.len() < PREFIX_LEN + HEADER_LEN {
+/// The fields of a header, checked: what every reader of frames relies on.
+struct Checked {
+    kind: Kind,
+    target: Target,
+    flags: u8,
+    /// Where the action ends (and the payload starts), from the start of the header.
+    action_end: usize,
+}
+
+/// Checks the header of a complete frame `h` (without its prefix).
+fn check(h: &[u8]) -> Result<Checked, FrameError> {
+    if h.len() < HEADER_LEN {
         return Err(FrameError::Malformed("shorter than a header"));
     }
-    if u32_at(&bytes, 0) as usize != bytes.len() - PREFIX_LEN {
-        return Err(FrameError::Malformed("length prefix does not match"));
-    }
-    let h = &bytes[PREFIX_LEN..];
     if h[0] != VERSION {
         return Err(FrameError::Malformed("unknown version"));
     }
@@ -254,6 +259,29 @@ pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
             "a shared payload's frame carries only its length",
         ));
     }
+    Ok(Checked {
+        kind,
+        target,
+        flags,
+        action_end,
+    })
+}
+
+/// Parses one complete frame (prefix included).
+pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
+    if bytes.len() < PREFIX_LEN + HEADER_LEN {
+        return Err(FrameError::Malformed("shorter than a header"));
+    }
+    if u32_at(&bytes, 0) as usize != bytes.len() - PREFIX_LEN {
+        return Err(FrameError::Malformed("length prefix does not match"));
+    }
+    let h = &bytes[PREFIX_LEN..];
+    let Checked {
+        kind,
+        target,
+        flags,
+        action_end,
+    } = check(h)?;
     let action = std::str::from_utf8(&h[HEADER_LEN..action_end])
         .map_err(|_| FrameError::Malformed("action is not UTF-8"))?
         .to_owned();
@@ -325,6 +353,36 @@ impl Decoder {
         self.start += total;
         parse(frame).map(Some)
     }
+
+    /// Takes every whole frame buffered, checked as `next_frame` checks them but not copied one
+    /// by one: returns their bytes, back to back, and the length of each FLAG_SHARED frame's
+    /// payload, in order. (For a reader that hands frames on as they are: a child's channel.)
+    pub fn whole_frames(&mut self) -> Result<(&[u8], Vec<usize>), FrameError> {
+        let available = &self.buf[self.start..];
+        let mut at = 0;
+        let mut shared = Vec::new();
+        while available.len() - at >= PREFIX_LEN {
+            let body = u32_at(available, at) as usize;
+            let total = PREFIX_LEN + body;
+            if total > self.max_frame {
+                return Err(FrameError::TooLarge {
+                    len: total,
+                    limit: self.max_frame,
+                });
+            }
+            if available.len() - at < total {
+                break;
+            }
+            let h = &available[at + PREFIX_LEN..at + total];
+            let checked = check(h)?;
+            if checked.flags & FLAG_SHARED != 0 {
+                shared.push(u32_at(h, checked.action_end) as usize);
+            }
+            at += total;
+        }
+        self.start += at;
+        Ok((&available[..at], shared))
+    }
 }
 
 #[cfg(test)]
@@ -378,6 +436,32 @@ mod tests {
             small.next_frame(),
             Err(FrameError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn whole_frames_come_out_together_with_their_shared_lengths() {
+        let a = encode(&header("a"), b"1").unwrap();
+        let mut shared = header("big");
+        shared.flags = FLAG_BINARY | FLAG_SHARED;
+        let b = encode(&shared, &70_000u32.to_le_bytes()).unwrap();
+        let c = encode(&header("c"), b"333").unwrap();
+        let stream = [a.clone(), b.clone(), c.clone()].concat();
+        let mut d = Decoder::new(1000);
+        // Up to the middle of the last frame: the first two only.
+        d.push(&stream[..a.len() + b.len() + 5]);
+        let (bytes, lens) = d.whole_frames().unwrap();
+        assert_eq!(bytes, [a.clone(), b.clone()].concat().as_slice());
+        assert_eq!(lens, vec![70_000]);
+        d.push(&stream[a.len() + b.len() + 5..]);
+        let (bytes, lens) = d.whole_frames().unwrap();
+        assert_eq!(bytes, c.as_slice());
+        assert!(lens.is_empty());
+        assert_eq!(d.whole_frames().unwrap().0.len(), 0);
+
+        // A shared frame must carry exactly its length; a bad header is an error here too.
+        let mut bad = Decoder::new(1000);
+        bad.push(&encode(&shared, b"12345").unwrap());
+        assert!(bad.whole_frames().is_err());
     }
 
     #[test]

@@ -1,29 +1,35 @@
 //! The child's side of rcluster's messenger channel, loaded by `require('rcluster')` in a worker
-//! or the agent. One thread reads and splits frames and wakes JavaScript once per batch; another
-//! writes, so a send never blocks the child's event loop.
+//! or the agent. The JavaScript thread reads the channel when Node's event loop sees it readable
+//! (event_loop.rs) and hands JavaScript the whole frames of each read in one batch. It writes
+//! from JavaScript's buffers while the socket takes them; what it does not take goes to a writer
+//! thread, so a send never blocks the event loop.
 
+mod event_loop;
+
+use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunctionCallMode;
 use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
-use crate::binding::{hold_event_loop, weak_wake, Code, Wake};
+use self::event_loop::{LoopCallback, ReadWatch};
+use crate::binding::Code;
 use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::channel::shared_memory::{self, Mapping};
 use crate::errors::{self, RcError};
 
-/// What the reader thread has for JavaScript: whole frames back to back, already checked by the
-/// decoder (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
+/// What has been read for JavaScript: whole frames back to back, already checked by the decoder
+/// (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
 /// whether the channel has ended.
 #[derive(Default)]
 struct Inbox {
@@ -54,9 +60,8 @@ pub struct ChildChannel {
     direct: UnixStream,
     /// Frames handed to the writer thread and not yet written.
     queued: Arc<AtomicUsize>,
-    inbox: Arc<Mutex<Inbox>>,
-    wake: Arc<Wake>,
-    holds_loop: bool,
+    reader: Rc<RefCell<Reader>>,
+    watch: ReadWatch,
     /// Where string payloads are written before they go into a memory file.
     scratch: Vec<u8>,
 }
@@ -75,7 +80,7 @@ fn rc(e: RcError) -> napi::Error<Code> {
 impl ChildChannel {
     /// `fd` is RCLUSTER_CHANNEL_FD. Frames are read up to the largest the primary may send.
     #[napi(constructor)]
-    pub fn new(fd: i32, on_wake: Function<(), ()>) -> Result<Self, Code> {
+    pub fn new(env: Env, fd: i32, on_wake: Function<(), ()>) -> Result<Self, Code> {
         let io_error = |what: &str, e: std::io::Error| {
             rc(RcError::new(
                 errors::NOT_RUNNING,
@@ -92,42 +97,39 @@ impl ChildChannel {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         // SAFETY: the primary put this descriptor here for us and nothing else in this process uses it.
         let reader = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        reader
-            .set_nonblocking(false)
-            .map_err(|e| io_error("blocking mode", e))?;
         let writer = reader.try_clone().map_err(|e| io_error("dup", e))?;
         let direct = reader.try_clone().map_err(|e| io_error("dup", e))?;
         let queued = Arc::new(AtomicUsize::new(0));
-        let wake = weak_wake(on_wake)?;
-        let inbox = Arc::new(Mutex::new(Inbox::default()));
-        // The primary has checked what it forwards; this bound only keeps a broken stream from
-        // growing without end.
-        let max_frame = MAX_FRAME_FROM_PRIMARY + PREFIX_LEN + HEADER_LEN + MAX_ACTION_LEN;
         let (outbox, rx) = std_mpsc::channel::<Outgoing>();
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new()
-                .name(name.into())
-                .spawn(f)
-                .map(|_| ())
-                .map_err(|e| io_error("thread", e))
-        };
         let writer_queued = queued.clone();
-        spawn(
-            "rcluster-channel-write",
-            Box::new(move || write_loop(writer, rx, writer_queued)),
-        )?;
-        let (thread_inbox, thread_wake) = (inbox.clone(), wake.clone());
-        spawn(
-            "rcluster-channel-read",
-            Box::new(move || read_loop(reader, max_frame, thread_inbox, thread_wake)),
-        )?;
+        std::thread::Builder::new()
+            .name("rcluster-channel-write".into())
+            .spawn(move || write_loop(writer, rx, writer_queued))
+            .map_err(|e| io_error("thread", e))?;
+        let reader = Rc::new(RefCell::new(Reader::new(reader)));
+        let callback =
+            LoopCallback::new(env.raw(), on_wake.raw()).map_err(|e| io_error("callback", e))?;
+        let watched = reader.clone();
+        let on_readable = Box::new(move || {
+            let (news, open) = {
+                let mut reader = watched.borrow_mut();
+                let news = reader.read_available();
+                (news, reader.inbox.closed.is_none())
+            };
+            // JavaScript takes what was read; nothing of the reader is borrowed meanwhile.
+            if news {
+                callback.call();
+            }
+            open
+        });
+        let watch =
+            ReadWatch::start(env.raw(), fd, on_readable).map_err(|e| io_error("watch", e))?;
         Ok(ChildChannel {
             outbox,
             direct,
             queued,
-            inbox,
-            wake,
-            holds_loop: false,
+            reader,
+            watch,
             scratch: Vec::new(),
         })
     }
@@ -135,14 +137,14 @@ impl ChildChannel {
     /// Writes frames that JavaScript built (lib/frames.js), in order. The primary checks every
     /// frame it reads, so a mistake here costs this child its channel, never the primary.
     #[napi]
-    pub fn write(&self, frames: Buffer) -> Result<(), Code> {
+    pub fn write(&self, frames: Buffer) -> Result<bool, Code> {
         self.send(&frames, None)
     }
 
     /// Writes a FLAG_SHARED frame (lib/frames.js built it) whose payload, `payload`'s bytes, goes
     /// in a sealed memory file.
     #[napi]
-    pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<(), Code> {
+    pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<bool, Code> {
         let file = shared_memory::create(&payload).map_err(|e| shared_failed(&e))?;
         self.send(&frame, Some(file))
     }
@@ -156,7 +158,7 @@ impl ChildChannel {
         payload: JsString,
         utf8: bool,
         len: u32,
-    ) -> Result<(), Code> {
+    ) -> Result<bool, Code> {
         let len = len as usize;
         // The string's bytes go through a scratch buffer that is kept (when not too large):
         // memory written again is much cheaper than fresh pages.
@@ -220,10 +222,7 @@ impl ChildChannel {
     /// The next mapped payload, counted as memory V8 holds, so that its garbage collector
     /// frees the Buffers and strings over mappings as it would large ones of its own.
     fn next_mapping(&self, env: &Env) -> Option<Mapping> {
-        let map = {
-            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
-            inbox.shared.pop_front()
-        }?;
+        let map = self.reader.borrow_mut().inbox.shared.pop_front()?;
         let _ = env.adjust_external_memory(map.size() as i64);
         Some(map)
     }
@@ -231,7 +230,12 @@ impl ChildChannel {
     /// While nothing waits for the writer thread, write here, from JavaScript's own buffer: no
     /// copy and no thread handoff. What the socket does not take now is copied for the writer,
     /// which keeps the order. A descriptor rides on the first byte written.
-    fn send(&self, bytes: &[u8], mut fd: Option<OwnedFd>) -> Result<(), Code> {
+    ///
+    /// Then it reads what has come meanwhile: a process that sends a long burst is also a
+    /// receiver (of its own broadcasts, say) that does not get back to its event loop until the
+    /// burst ends, and what the primary holds for it is bounded. Returns whether frames were read
+    /// for JavaScript to take (the event loop will not say so: the socket has been read).
+    fn send(&self, bytes: &[u8], mut fd: Option<OwnedFd>) -> Result<bool, Code> {
         let mut sent = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
             let raw = fd.as_ref().map(|f| f.as_raw_fd());
@@ -240,26 +244,26 @@ impl ChildChannel {
                 // The kernel holds the file now; our descriptor can go.
                 fd = None;
             }
-            if sent == bytes.len() {
-                return Ok(());
-            }
         }
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let rest = Outgoing {
-            bytes: bytes[sent..].to_vec(),
-            fd,
-        };
-        self.outbox.send(rest).map_err(|_| {
-            rc(RcError::new(
-                errors::NOT_RUNNING,
-                "the messenger channel is closed",
-            ))
-        })
+        if sent < bytes.len() {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            let rest = Outgoing {
+                bytes: bytes[sent..].to_vec(),
+                fd,
+            };
+            self.outbox.send(rest).map_err(|_| {
+                rc(RcError::new(
+                    errors::NOT_RUNNING,
+                    "the messenger channel is closed",
+                ))
+            })?;
+        }
+        Ok(self.reader.borrow_mut().read_available())
     }
 
     #[napi]
     pub fn take(&self) -> Batch {
-        let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+        let inbox = &mut self.reader.borrow_mut().inbox;
         Batch {
             frames: std::mem::take(&mut inbox.frames).into(),
             closed: inbox.closed.clone(),
@@ -268,12 +272,8 @@ impl ChildChannel {
 
     /// Whether the channel keeps the event loop alive (while the child has handlers).
     #[napi]
-    pub fn set_ref(&mut self, env: Env, hold: bool) -> Result<(), Code> {
-        if hold != self.holds_loop {
-            hold_event_loop(&env, &self.wake, hold)?;
-            self.holds_loop = hold;
-        }
-        Ok(())
+    pub fn set_ref(&self, hold: bool) {
+        self.watch.hold(hold);
     }
 }
 
@@ -293,27 +293,40 @@ fn shared_failed(e: &io::Error) -> napi::Error<Code> {
     ))
 }
 
-/// Writes all of `out`, its descriptor on the first write.
-fn write_out(writer: &mut UnixStream, out: &Outgoing) -> io::Result<()> {
-    let Some(fd) = &out.fd else {
-        return writer.write_all(&out.bytes);
-    };
-    loop {
-        match send_with_fd(writer.as_raw_fd(), &out.bytes, Some(fd.as_raw_fd()), true) {
-            Ok(n) => return writer.write_all(&out.bytes[n..]),
+/// Writes all of `bytes`, `fd` riding on the first byte. The socket is non-blocking (Node's
+/// event loop watches it), so the writer thread waits for room with poll(2).
+fn send_all(socket: &UnixStream, bytes: &[u8], mut fd: Option<&OwnedFd>) -> io::Result<()> {
+    let mut at = 0;
+    while at < bytes.len() {
+        let raw = fd.map(|f| f.as_raw_fd());
+        match send_with_fd(socket.as_raw_fd(), &bytes[at..], raw, false) {
+            Ok(n) => {
+                at += n;
+                fd = None;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let mut room = libc::pollfd {
+                    fd: socket.as_raw_fd(),
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                // SAFETY: one pollfd, ours, for the length of the call.
+                unsafe { libc::poll(&mut room, 1, -1) };
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
-fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: Arc<AtomicUsize>) {
+fn write_loop(writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: Arc<AtomicUsize>) {
     let joinable = |out: &Outgoing| out.fd.is_none() && out.bytes.len() < BATCH_BYTES;
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     while let Ok(first) = rx.recv() {
         let mut taken = 1;
         let result = if !joinable(&first) {
-            write_out(&mut writer, &first)
+            send_all(&writer, &first.bytes, first.fd.as_ref())
         } else {
             batch.clear();
             batch.extend_from_slice(&first.bytes);
@@ -332,9 +345,11 @@ fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: 
                     Err(_) => break,
                 }
             }
-            writer
-                .write_all(&batch)
-                .and_then(|()| other.map_or(Ok(()), |next| write_out(&mut writer, &next)))
+            send_all(&writer, &batch, None).and_then(|()| {
+                other.map_or(Ok(()), |next| {
+                    send_all(&writer, &next.bytes, next.fd.as_ref())
+                })
+            })
         };
         if result.is_err() {
             return;
@@ -343,66 +358,77 @@ fn write_loop(mut writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: 
     }
 }
 
-fn read_loop(reader: UnixStream, max_frame: usize, inbox: Arc<Mutex<Inbox>>, wake: Arc<Wake>) {
-    let mut decoder = Decoder::new(max_frame);
-    let mut buf = vec![0u8; 256 * 1024];
-    // Descriptors received and not yet claimed by their FLAG_SHARED frames, in order.
-    let mut fds: VecDeque<OwnedFd> = VecDeque::new();
-    // Adds frames (and maybe the end) to the inbox; one wake per batch: JavaScript takes
-    // everything queued when it runs.
-    let deliver = |frames: &[u8], shared: &mut Vec<Mapping>, closed: Option<String>| {
-        let was_empty = {
-            let mut inbox = inbox.lock().unwrap_or_else(|e| e.into_inner());
-            let was_empty = inbox.frames.is_empty() && inbox.closed.is_none();
-            inbox.frames.extend_from_slice(frames);
-            inbox.shared.extend(shared.drain(..));
-            if closed.is_some() {
-                inbox.closed = closed;
-            }
-            was_empty
-        };
-        if was_empty {
-            wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+/// The reading side: what the socket has, split into whole frames for JavaScript.
+struct Reader {
+    socket: UnixStream,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    /// Descriptors received and not yet claimed by their FLAG_SHARED frames, in order.
+    fds: VecDeque<OwnedFd>,
+    inbox: Inbox,
+}
+
+/// Reads per wake-up, at most: what is left waits for the next turn of the event loop.
+const READS_PER_WAKE: usize = 16;
+
+impl Reader {
+    fn new(socket: UnixStream) -> Self {
+        // The primary has checked what it forwards; this bound only keeps a broken stream from
+        // growing without end.
+        let max_frame = MAX_FRAME_FROM_PRIMARY + PREFIX_LEN + HEADER_LEN + MAX_ACTION_LEN;
+        Reader {
+            socket,
+            decoder: Decoder::new(max_frame),
+            buf: vec![0u8; 256 * 1024],
+            fds: VecDeque::new(),
+            inbox: Inbox::default(),
         }
-    };
-    let mut batch = Vec::new();
-    let mut shared = Vec::new();
-    loop {
-        let n = match recv_with_fds(reader.as_raw_fd(), &mut buf, true) {
-            // A signal handled by the process interrupted the wait; nothing was lost.
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Ok(r) if r.len > 0 => {
-                fds.extend(r.fds);
-                r.len
-            }
-            Ok(_) | Err(_) => {
-                deliver(&[], &mut shared, Some(String::new()));
-                return;
-            }
-        };
-        decoder.push(&buf[..n]);
-        batch.clear();
-        loop {
-            let failed = match decoder.next_frame() {
-                Ok(Some(frame)) => match frame.shared_len().map(|len| map_shared(&mut fds, len)) {
-                    Some(Err(e)) => Some(e),
-                    mapped => {
-                        shared.extend(mapped.and_then(std::result::Result::ok));
-                        batch.extend_from_slice(&frame.bytes);
-                        None
+    }
+
+    /// Reads what the socket has now, without waiting. Returns whether JavaScript has anything
+    /// new: frames, or the end of the channel.
+    fn read_available(&mut self) -> bool {
+        if self.inbox.closed.is_some() {
+            return false;
+        }
+        let mut read_any = false;
+        for _ in 0..READS_PER_WAKE {
+            match recv_with_fds(self.socket.as_raw_fd(), &mut self.buf, false) {
+                Ok(r) if r.len > 0 => {
+                    self.fds.extend(r.fds);
+                    self.decoder.push(&self.buf[..r.len]);
+                    read_any = true;
+                    if r.len < self.buf.len() {
+                        break;
                     }
-                },
-                Ok(None) => break,
-                Err(e) => Some(e.to_string()),
-            };
-            if let Some(why) = failed {
-                deliver(&batch, &mut shared, Some(why));
-                return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) => return self.end(String::new()),
+                Err(e) => return self.end(e.to_string()),
             }
         }
-        if !batch.is_empty() {
-            deliver(&batch, &mut shared, None);
+        if !read_any {
+            return false;
         }
+        let (frames, shared) = match self.decoder.whole_frames() {
+            Ok((frames, shared)) => (frames, shared),
+            Err(e) => return self.end(e.to_string()),
+        };
+        let had = self.inbox.frames.len();
+        self.inbox.frames.extend_from_slice(frames);
+        for len in shared {
+            match map_shared(&mut self.fds, len) {
+                Ok(map) => self.inbox.shared.push_back(map),
+                Err(why) => return self.end(why),
+            }
+        }
+        self.inbox.frames.len() > had
+    }
+
+    fn end(&mut self, why: String) -> bool {
+        self.inbox.closed = Some(why);
+        true
     }
 }
 
