@@ -136,6 +136,7 @@ impl ChildChannel {
 
     /// Writes frames that JavaScript built (lib/frames.js), in order. The primary checks every
     /// frame it reads, so a mistake here costs this child its channel, never the primary.
+    /// Like every write here, returns whether frames were read meanwhile (see `send`).
     #[napi]
     pub fn write(&self, frames: Buffer) -> Result<bool, Code> {
         self.send(&frames, None)
