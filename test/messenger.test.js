@@ -209,6 +209,16 @@ test('large payloads between workers (in memory files) arrive whole: ASCII, UTF-
   }
 });
 
+test('a burst of large messages from one loop reaches everyone, the sender included, with no error', async (t) => {
+  const { cluster, failed, workers } = await messengerCluster(t);
+  // More files than may wait for one process (512): the sender reads while it sends, and what
+  // still waits past that bound goes in line.
+  const [count, size] = [1200, 40 * 1024];
+  cluster.messenger.sendTo(workers[0].id, 'big-burst', { count, size });
+  await until(async () => (await cluster.messenger.map('big-seen')).every((n) => n === count * size), 20_000, 'the burst at every worker');
+  assert.deepStrictEqual(failed, []);
+});
+
 test('strings round-trip exactly: ASCII, Latin-1, other scripts, emoji, lone surrogates', async (t) => {
   const { cluster, workers } = await messengerCluster(t);
   const strings = ['', 'plain ascii', 'x'.repeat(1 << 20), 'café ÿ\u0080', '日本語のテキスト', 'boom 💥', 'lone \ud800 surrogate', '\udc00', `${'é'.repeat(70_000)}`];
