@@ -76,18 +76,15 @@ function open() {
       let frameFlags = flags | asciiFlag(payload, payloadLen);
       if (payloadLen >= SHARED_PAYLOAD_BYTES) frameFlags |= FLAG_SHARED;
       const size = frameLength(actionLen, payloadLen, frameFlags);
-      if (frameFlags & FLAG_SHARED) {
+      if (frameFlags & FLAG_SHARED || size > BATCH_BYTES) {
+        // A frame with a memory file, or a large one, is built and written on its own, after
+        // what is pending.
         writePending();
         const frame = Buffer.allocUnsafe(size);
         writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
-        if (typeof payload !== 'string') drainSoon(channel.writeSharedBytes(frame, payload));
+        if (!(frameFlags & FLAG_SHARED)) drainSoon(channel.write(frame));
+        else if (typeof payload !== 'string') drainSoon(channel.writeSharedBytes(frame, payload));
         else drainSoon(channel.writeSharedString(frame, payload, !(frameFlags & FLAG_ASCII), payloadLen));
-      } else if (size > BATCH_BYTES) {
-        // A large frame is built and written on its own, after what is pending.
-        writePending();
-        const frame = Buffer.allocUnsafe(size);
-        writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
-        drainSoon(channel.write(frame));
       } else {
         if (used + size > BATCH_BYTES) writePending();
         used = writeFrame(pending, used, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);

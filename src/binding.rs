@@ -66,7 +66,7 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, Code> {
 }
 
 /// A weak wake-up call into JavaScript: it does not keep the event loop alive by itself.
-pub(crate) type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
+type Wake = ThreadsafeFunction<(), (), (), Status, false, true>;
 
 #[napi]
 pub struct NativeCluster {
@@ -568,7 +568,7 @@ impl NativeCluster {
 }
 
 /// A JavaScript function that native threads may call to wake the JavaScript thread.
-pub(crate) fn weak_wake(on_wake: Function<(), ()>) -> Result<Arc<Wake>, Code> {
+fn weak_wake(on_wake: Function<(), ()>) -> Result<Arc<Wake>, Code> {
     on_wake
         .build_threadsafe_function()
         .callee_handled::<false>()
@@ -579,7 +579,7 @@ pub(crate) fn weak_wake(on_wake: Function<(), ()>) -> Result<Arc<Wake>, Code> {
 }
 
 /// Makes a wake-up function keep Node's event loop alive, or stop keeping it.
-pub(crate) fn hold_event_loop(env: &Env, wake: &Wake, hold: bool) -> Result<(), Code> {
+fn hold_event_loop(env: &Env, wake: &Wake, hold: bool) -> Result<(), Code> {
     // SAFETY: called on the JavaScript thread with its env, on a live threadsafe function.
     let status = unsafe {
         if hold {

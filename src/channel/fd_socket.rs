@@ -57,22 +57,20 @@ impl FdSocket {
     /// Waits for data and reads it.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         self.inner
-            .async_io(Interest::READABLE, |fd| {
-                recv_with_fds(fd.as_raw_fd(), buf, false)
-            })
+            .async_io(Interest::READABLE, |fd| recv_with_fds(fd.as_raw_fd(), buf))
             .await
     }
 
     /// Reads what is there now; `WouldBlock` when nothing is.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        recv_with_fds(self.inner.as_raw_fd(), buf, false)
+        recv_with_fds(self.inner.as_raw_fd(), buf)
     }
 
     /// Waits until the socket takes bytes, then writes some of `data`; `fd` rides on this write.
     pub async fn send(&self, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<usize> {
         self.inner
             .async_io(Interest::WRITABLE, |sock| {
-                send_with_fd(sock.as_raw_fd(), data, fd.map(|f| f.as_raw_fd()), false)
+                send_with_fd(sock.as_raw_fd(), data, fd.map(|f| f.as_raw_fd()))
             })
             .await
     }
@@ -85,14 +83,10 @@ impl FdSocket {
     }
 }
 
-/// One read with the descriptors that came with it; it waits for data if `wait` (a socket in
-/// blocking mode, read by a thread of its own), else returns `WouldBlock` when there is none.
-pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], wait: bool) -> io::Result<Received> {
-    let flags = if wait {
-        MsgFlags::MSG_CMSG_CLOEXEC
-    } else {
-        MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT
-    };
+/// One read, without waiting, with the descriptors that came with it; `WouldBlock` when there is
+/// nothing to read.
+pub fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
+    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_READ]);
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), flags).map_err(io::Error::from)?;
@@ -110,13 +104,10 @@ pub fn recv_with_fds(fd: RawFd, buf: &mut [u8], wait: bool) -> io::Result<Receiv
     })
 }
 
-/// One write of some of `data`, `fd` riding on it; like `recv_with_fds` for `wait`.
-pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>, wait: bool) -> io::Result<usize> {
-    let flags = if wait {
-        MsgFlags::MSG_NOSIGNAL
-    } else {
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT
-    };
+/// One write, without waiting, of some of `data`, `fd` riding on it; `WouldBlock` when the
+/// socket takes nothing now.
+pub fn send_with_fd(sock: RawFd, data: &[u8], fd: Option<RawFd>) -> io::Result<usize> {
+    let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
     let iov = [IoSlice::new(data)];
     let fds;
     let cmsgs: &[ControlMessage] = match fd {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::fd_socket::FdSocket;
 use super::frames::{Decoder, Frame, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES};
-use super::shared_memory::SharedPayload;
+use super::shared_memory::{next_file, SharedPayload};
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Small frames waiting for one child are written together, up to this many bytes per write;
@@ -254,10 +254,7 @@ fn claim_shared(
                 limit: max_frame,
             });
         }
-        let fd = fds.pop_front().ok_or(FrameError::Malformed(
-            "a shared payload came without its memory file",
-        ))?;
-        frame.shared = Some(SharedPayload::verify(fd, len)?);
+        frame.shared = Some(SharedPayload::verify(next_file(fds)?, len)?);
     }
     Ok(Some(frame))
 }

@@ -5,6 +5,7 @@
 //! size before it leaves the sender, so a receiver's mapping can neither change nor shrink under
 //! it (a shrinking file would fault the receiver on access). See docs/messenger-frames.md.
 
+use std::collections::VecDeque;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
@@ -83,6 +84,14 @@ impl SharedPayload {
         }
         Ok(out)
     }
+}
+
+/// The memory file of the next FLAG_SHARED frame: the next descriptor received. Descriptors and
+/// flagged frames pair up in order, and a descriptor arrives with or before its frame's bytes.
+pub fn next_file(fds: &mut VecDeque<OwnedFd>) -> Result<OwnedFd, FrameError> {
+    fds.pop_front().ok_or(FrameError::Malformed(
+        "a shared payload came without its memory file",
+    ))
 }
 
 /// Creates a sealed memory file holding `payload` (at least 1 byte).

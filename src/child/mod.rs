@@ -240,7 +240,7 @@ impl ChildChannel {
         let mut sent = 0;
         if self.queued.load(Ordering::Acquire) == 0 {
             let raw = fd.as_ref().map(|f| f.as_raw_fd());
-            sent = send_with_fd(self.direct.as_raw_fd(), bytes, raw, false).unwrap_or(0);
+            sent = send_with_fd(self.direct.as_raw_fd(), bytes, raw).unwrap_or(0);
             if sent > 0 {
                 // The kernel holds the file now; our descriptor can go.
                 fd = None;
@@ -300,7 +300,7 @@ fn send_all(socket: &UnixStream, bytes: &[u8], mut fd: Option<&OwnedFd>) -> io::
     let mut at = 0;
     while at < bytes.len() {
         let raw = fd.map(|f| f.as_raw_fd());
-        match send_with_fd(socket.as_raw_fd(), &bytes[at..], raw, false) {
+        match send_with_fd(socket.as_raw_fd(), &bytes[at..], raw) {
             Ok(n) => {
                 at += n;
                 fd = None;
@@ -394,7 +394,7 @@ impl Reader {
         }
         let mut read_any = false;
         for _ in 0..READS_PER_WAKE {
-            match recv_with_fds(self.socket.as_raw_fd(), &mut self.buf, false) {
+            match recv_with_fds(self.socket.as_raw_fd(), &mut self.buf) {
                 Ok(r) if r.len > 0 => {
                     self.fds.extend(r.fds);
                     self.decoder.push(&self.buf[..r.len]);
@@ -435,8 +435,6 @@ impl Reader {
 
 /// Maps the payload of a FLAG_SHARED frame from the next descriptor received.
 fn map_shared(fds: &mut VecDeque<OwnedFd>, len: usize) -> std::result::Result<Mapping, String> {
-    let fd = fds
-        .pop_front()
-        .ok_or("a shared payload came without its memory file")?;
+    let fd = shared_memory::next_file(fds).map_err(|e| e.to_string())?;
     Mapping::receive(&fd, len).map_err(|e| format!("cannot map a shared payload: {e}"))
 }

@@ -375,7 +375,7 @@ impl Supervisor {
     }
 
     /// Writes a frame to one process: a child's queue, or the primary's JavaScript.
-    /// `header` is the header of `bytes`.
+    /// `header` is the header of `out`.
     fn deliver(
         &mut self,
         dest: Dest,
