@@ -328,6 +328,8 @@ impl Connection {
             return;
         }
         self.open = false;
+        self.decoder.discard();
+        self.unclaimed_fds.clear();
         if let Some(why) = why {
             (self.events)(ChannelEvent::ProtocolError(why));
         }

@@ -1,11 +1,10 @@
 //! A non-blocking AF_UNIX stream socket that carries file descriptors (SCM_RIGHTS) beside its bytes.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -85,23 +84,60 @@ impl FdSocket {
 
 /// One read, without waiting, with the descriptors that came with it; `WouldBlock` when there is
 /// nothing to read.
+///
+/// Written on libc rather than nix's `recvmsg`: when the kernel truncates the control data
+/// (MSG_CTRUNC: more descriptors than fit), nix refuses to walk it, and the descriptors that did
+/// arrive would stay open in our table for good. Here every one of them is taken over, so that
+/// dropping `Received` closes them.
 pub fn recv_with_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
-    let flags = MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT;
-    let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS_PER_READ]);
-    let mut iov = [IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), flags).map_err(io::Error::from)?;
+    // u64 elements keep the buffer aligned for cmsghdr.
+    const SPACE: usize = cmsg_space_for(MAX_FDS_PER_READ);
+    let mut control = [0u64; SPACE.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty one; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = SPACE as _;
+    // SAFETY: recvmsg writes at most iov_len bytes into buf and msg_controllen into control.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let mut fds = Vec::new();
-    for c in msg.cmsgs().map_err(io::Error::from)? {
-        if let ControlMessageOwned::ScmRights(raw) = c {
-            // SAFETY: the kernel just installed these descriptors in our table; we own them now.
-            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+    // SAFETY: the CMSG_* walk stays within msg_controllen, which the kernel set to what it wrote;
+    // each SCM_RIGHTS entry holds whole c_ints, each a descriptor just installed in our table.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let bytes = (*c).cmsg_len as usize - (data as usize - c as usize);
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    let raw = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(raw));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
         }
     }
     Ok(Received {
-        len: msg.bytes,
+        len: n as usize,
         fds,
-        fds_truncated: msg.flags.contains(MsgFlags::MSG_CTRUNC),
+        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
     })
+}
+
+const fn cmsg_space_for(fds: usize) -> usize {
+    // CMSG_SPACE is not const in libc; this is its definition on Linux.
+    let align = std::mem::size_of::<usize>();
+    let header = (std::mem::size_of::<libc::cmsghdr>() + align - 1) & !(align - 1);
+    let data = (fds * std::mem::size_of::<libc::c_int>() + align - 1) & !(align - 1);
+    header + data
 }
 
 /// One write, without waiting, of some of `data`, `fd` riding on it; `WouldBlock` when the
@@ -155,6 +191,34 @@ mod tests {
             assert_eq!(got.fds.len(), 1);
             assert!(!got.fds_truncated);
         });
+    }
+
+    #[test]
+    fn too_many_descriptors_are_reported_and_none_is_kept() {
+        let (a, b) = stream_pair().unwrap();
+        // Pass the write ends of 20 pipes: a read end reads end-of-file only once every copy of
+        // its write end is closed, ours and any the receiver kept.
+        let pipes: Vec<_> = (0..20).map(|_| std::io::pipe().unwrap()).collect();
+        let raw: Vec<RawFd> = pipes.iter().map(|(_, w)| w.as_raw_fd()).collect();
+        sendmsg::<()>(
+            a.as_raw_fd(),
+            &[IoSlice::new(b"x")],
+            &[ControlMessage::ScmRights(&raw)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let readers: Vec<_> = pipes.into_iter().map(|(r, _)| r).collect();
+        let mut buf = [0u8; 8];
+        let got = recv_with_fds(b.as_raw_fd(), &mut buf).unwrap();
+        assert!(got.fds_truncated);
+        assert_eq!(got.fds.len(), MAX_FDS_PER_READ);
+        drop(got);
+        for r in &readers {
+            set_nonblocking(r.as_fd()).unwrap();
+            let n = nix::unistd::read(r, &mut buf);
+            assert_eq!(n, Ok(0), "a received descriptor is still open");
+        }
     }
 
     #[test]

@@ -109,6 +109,7 @@ impl Decoder {
                 let mut line: Vec<u8> = self.buf.drain(..=end).collect();
                 line.pop();
                 self.scanned = 0;
+                self.release_spare();
                 Ok(Some(line))
             }
             None => {
@@ -138,9 +139,32 @@ impl Decoder {
         }
         let frame = self.buf[4..4 + len].to_vec();
         self.buf.drain(..4 + len);
+        self.release_spare();
         Ok(Some(frame))
     }
+
+    /// After a large message, gives its memory back: a worker that once sent 60 MiB must not keep
+    /// 60 MiB of the primary for the rest of its life.
+    fn release_spare(&mut self) {
+        if self.buf.capacity() > KEPT_CAPACITY && self.buf.len() <= KEPT_CAPACITY / 2 {
+            self.buf.shrink_to(KEPT_CAPACITY / 2);
+        }
+    }
+
+    /// The channel is closed: whatever is buffered will never be read.
+    pub fn discard(&mut self) {
+        self.buf = Vec::new();
+        self.scanned = 0;
+    }
+
+    /// Bytes held for messages not yet complete, with the spare room kept for them.
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
 }
+
+/// The buffer a channel keeps between messages; beyond it, room is given back once used.
+const KEPT_CAPACITY: usize = 1 << 20;
 
 /// Turns one frame into what it means.
 pub fn decode(mode: Serialization, frame: Vec<u8>) -> Result<Incoming, DecodeError> {
@@ -243,6 +267,42 @@ mod tests {
             out.push(f);
         }
         out
+    }
+
+    #[test]
+    fn a_large_message_gives_its_memory_back() {
+        for mode in [Serialization::Json, Serialization::Advanced] {
+            let mut d = Decoder::new(mode, 64 << 20);
+            let big = encode(mode, &json!("x".repeat(16 << 20)));
+            d.push(&big);
+            assert_eq!(frames(&mut d).len(), 1);
+            assert!(
+                d.held() <= KEPT_CAPACITY,
+                "{mode:?} kept {} bytes",
+                d.held()
+            );
+        }
+    }
+
+    #[test]
+    fn a_line_without_end_stops_at_the_limit() {
+        let mut d = Decoder::new(Serialization::Json, 1 << 20);
+        let chunk = vec![b'a'; 256 << 10];
+        let mut failed = false;
+        for _ in 0..16 {
+            d.push(&chunk);
+            if d.next_frame().is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed);
+        assert!(
+            d.held() <= 2 << 20,
+            "Vec growth stays within twice the limit"
+        );
+        d.discard();
+        assert_eq!(d.held(), 0);
     }
 
     #[test]

@@ -137,18 +137,69 @@ fn spawn_here(command: ChildCommand) -> io::Result<ChildProcess> {
     }
     let moves: Vec<(RawFd, RawFd)> = fds.iter().map(|(to, fd)| (*to, fd.as_raw_fd())).collect();
     let above = moves.iter().map(|(to, _)| *to).max().unwrap_or(2) + 1;
+    let mut kept: Vec<RawFd> = moves.iter().map(|(to, _)| *to).collect();
+    kept.sort_unstable();
     let parent = std::process::id();
     let max_signal = libc::SIGRTMAX();
+    let max_fd = descriptor_limit();
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe calls
-    // (signal, fcntl, dup2, prctl, getppid, raise) on data prepared before the fork.
+    // (signal, fcntl, dup2, close_range, prctl, getppid, raise) on data prepared before the fork.
     unsafe {
-        cmd.pre_exec(move || prepare_child(&moves, above, parent, max_signal));
+        cmd.pre_exec(move || {
+            prepare_child(&moves, above, parent, max_signal)?;
+            close_on_exec_except(&kept, max_fd);
+            Ok(())
+        });
     }
     let child = cmd.spawn()?;
     let process = ChildProcess::open(child.id());
     // The descriptors meant for the child close here, in the primary, once it has them.
     drop(fds);
     process
+}
+
+/// The highest descriptor number this process may have, for the fallback below.
+fn descriptor_limit() -> RawFd {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft.min(1 << 20) as RawFd)
+}
+
+/// In the forked child: every descriptor from 3 up that the child is not meant to have closes at
+/// exec. The primary's process may hold descriptors without CLOEXEC that it inherited (from a
+/// shell, a supervisor, a library); a worker, which is untrusted code, must not get them.
+/// Node's primary passes them on; here a child gets exactly its stdio and the descriptors placed
+/// for it (`stdio` entries, its channels).
+fn close_on_exec_except(kept: &[RawFd], max_fd: RawFd) {
+    let mut from: RawFd = 3;
+    for &fd in kept.iter().chain(std::iter::once(&RawFd::MAX)) {
+        if fd < from {
+            continue;
+        }
+        if fd > from {
+            mark_close_on_exec(from, fd - 1, max_fd);
+        }
+        from = fd.saturating_add(1);
+    }
+}
+
+fn mark_close_on_exec(first: RawFd, last: RawFd, max_fd: RawFd) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC (Linux 5.11) only sets flags in our table.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            last as libc::c_uint,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    // Older kernels: one descriptor at a time, up to the descriptor limit.
+    for fd in first..=last.min(max_fd) {
+        // SAFETY: fcntl(F_SETFD) takes no pointers; EBADF for a closed number is harmless.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }
 
 /// In the forked child, before exec.
@@ -258,6 +309,28 @@ mod tests {
         r2.read_to_string(&mut b).unwrap();
         assert_eq!(a, "three\nhi\n");
         assert_eq!(b, "four\n");
+    }
+
+    #[test]
+    fn inherited_descriptors_stay_behind_unless_placed() {
+        // A descriptor of ours without CLOEXEC, as a shell or a supervisor may leave one.
+        let (mut r, w) = std::io::pipe().unwrap();
+        let (_leak_r, leak_w) = std::io::pipe().unwrap();
+        let leaked = leak_w.as_raw_fd();
+        nix::fcntl::fcntl(
+            &leak_w,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .unwrap();
+        let mut cmd = command(&format!(
+            "if [ -e /proc/self/fd/{leaked} ]; then echo leaked >&3; else echo kept-out >&3; fi"
+        ));
+        cmd.fds = vec![(3, OwnedFd::from(w))];
+        let p = spawn_blocking(cmd).unwrap();
+        assert_eq!(wait(&p).code, Some(0));
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "kept-out\n");
     }
 
     #[test]

@@ -32,9 +32,12 @@ use crate::channel::frames::Frame;
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
 
-/// The largest message a child may send on Node's channel. Node itself has no limit, but V8
-/// cannot hold a string much larger than 512 MiB, so nothing useful is lost above this.
-pub const NODE_IPC_MAX_MESSAGE: usize = 1 << 30;
+/// The largest message a child of the Node-compatible primary may send on Node's channel. Node
+/// itself has no limit; without one, a child that writes a line with no end would make the
+/// primary buffer it for good. A supervised cluster uses `maxMessageSize` instead.
+pub const NODE_IPC_MAX_MESSAGE: usize = 64 << 20;
+/// However small `maxMessageSize` is, Node's own cluster messages must fit.
+const NODE_IPC_MIN_MESSAGE: usize = 64 << 10;
 /// What the child runtime (lib/child-runtime.js) sends: the agent's main module has run; its
 /// event loop turns; an exception nobody caught; a call for a rolling reload.
 const AGENT_STARTED: &str = "NODE_RCLUSTER_AGENT_STARTED";
@@ -562,7 +565,9 @@ impl Supervisor {
             socket: ipc,
             process: process.clone(),
             mode,
-            max_message: NODE_IPC_MAX_MESSAGE,
+            max_message: self.options().map_or(NODE_IPC_MAX_MESSAGE, |o| {
+                o.max_message.max(NODE_IPC_MIN_MESSAGE)
+            }),
         };
         let conn = match connection::start(spec, sink) {
             Ok(conn) => conn,
