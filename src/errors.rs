@@ -28,6 +28,12 @@ pub const UNRESPONSIVE: &str = "ERR_RCLUSTER_UNRESPONSIVE";
 pub const MEMORY_LIMIT: &str = "ERR_RCLUSTER_MEMORY_LIMIT";
 /// A worker threw an exception nobody caught; it is replaced gracefully.
 pub const UNCAUGHT_EXCEPTION: &str = "ERR_RCLUSTER_UNCAUGHT_EXCEPTION";
+/// A worker's `queryServer` was refused: a descriptor the operator did not give the cluster, or
+/// more listening sockets than a worker, the cluster or the primary's descriptors allow.
+pub const LISTEN_REFUSED: &str = "ERR_RCLUSTER_LISTEN_REFUSED";
+/// A worker that had been ready exited unexpectedly; it is replaced (with a delay if it keeps
+/// doing so), however often.
+pub const WORKER_CRASHED: &str = "ERR_RCLUSTER_WORKER_CRASHED";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

@@ -39,27 +39,37 @@ async function until(check, ms = 10_000, what = 'condition') {
   }
 }
 
-function alive(pid) {
+/** The state letter and command name of a process from /proc, or null if it is gone. */
+function procStat(pid) {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return error.code === 'EPERM';
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0], ppid: Number(fields[1]), pgid: Number(fields[2]), comm: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')) };
+  } catch {
+    return null;
   }
 }
 
-/** Pids of the live children of `pid` (zombies excluded). */
-function childrenOf(pid) {
+/** Whether a process runs: a zombie has exited, whoever has yet to reap it. */
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    if (error.code !== 'EPERM') return false;
+  }
+  const stat = procStat(pid);
+  return stat !== null && stat.state !== 'Z';
+}
+
+/** Pids of the live children of `pid` (zombies excluded), `rcluster-guard` included or not. */
+function childrenOf(pid, { guard = false } = {}) {
   const children = [];
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === pid && fields[0] !== 'Z') children.push(Number(entry));
-    } catch {
-      // The process went away while we looked.
-    }
+    const stat = procStat(Number(entry));
+    if (!stat || stat.ppid !== pid || stat.state === 'Z') continue;
+    if (stat.comm === 'rcluster-guard' && !guard) continue;
+    children.push(Number(entry));
   }
   return children;
 }
@@ -192,4 +202,4 @@ function waitForOutput(child, pattern, ms = 10_000) {
   return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
 }
 
-module.exports = { fixture, once, until, alive, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnNode, waitForOutput };
+module.exports = { fixture, once, until, alive, procStat, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnNode, waitForOutput };

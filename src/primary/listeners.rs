@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use serde_json::{Map, Value};
@@ -19,6 +19,54 @@ use super::round_robin::{Handoff, RoundRobin};
 use super::sockets::{self, Bound, Endpoint, Kind};
 
 pub type WorkerId = u32;
+
+/// Listening sockets one worker may hold at once. An app listens on a handful of ports; a worker
+/// that asks for more is flooding the primary with sockets.
+pub const MAX_SOCKETS_PER_WORKER: usize = 64;
+/// Listening sockets the whole cluster may hold.
+pub const MAX_SOCKETS: usize = 256;
+/// Descriptors kept free for the primary's own needs: a replacement worker needs a few (its
+/// channels, its pidfd, pipes) and must always be able to start.
+pub const DESCRIPTOR_RESERVE: usize = 128;
+
+/// Why a `queryServer` was refused before any socket was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `listen({ fd })` on a descriptor the operator did not give the cluster.
+    NotGiven(i32),
+    WorkerLimit,
+    ClusterLimit,
+    DescriptorReserve,
+}
+
+impl Refusal {
+    fn errno(self) -> Errno {
+        match self {
+            Refusal::NotGiven(_) => Errno::EACCES,
+            Refusal::WorkerLimit | Refusal::ClusterLimit | Refusal::DescriptorReserve => {
+                Errno::EMFILE
+            }
+        }
+    }
+
+    /// For the operator's warning: "worker 3 (pid 42) <this>".
+    pub fn describe(self) -> String {
+        match self {
+            Refusal::NotGiven(fd) => format!(
+                "asked to listen on descriptor {fd} of the primary, which is not one of listenFds; refused (EACCES)"
+            ),
+            Refusal::WorkerLimit => format!(
+                "asked for more than {MAX_SOCKETS_PER_WORKER} listening sockets at once; refused (EMFILE)"
+            ),
+            Refusal::ClusterLimit => format!(
+                "asked for a listening socket while the cluster holds {MAX_SOCKETS}; refused (EMFILE)"
+            ),
+            Refusal::DescriptorReserve => format!(
+                "asked for a listening socket while the primary has fewer than {DESCRIPTOR_RESERVE} descriptors left; refused (EMFILE)"
+            ),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Distribution {
@@ -61,6 +109,12 @@ pub enum Grant {
         errno: i64,
         data: Value,
     },
+    /// Refused by policy; the worker gets `errno`, the operator a warning.
+    Refused {
+        errno: i64,
+        data: Value,
+        why: Refusal,
+    },
 }
 
 /// A connection accepted on a round-robin socket: `(generation, key, connection)`.
@@ -70,6 +124,8 @@ struct Shared {
     bound: Bound,
     holders: BTreeSet<WorkerId>,
     data: Value,
+    /// Since when no worker holds it (`ForService`): see `sweep`.
+    unheld_since: Option<Instant>,
 }
 
 struct ReusePortGroup {
@@ -79,6 +135,7 @@ struct ReusePortGroup {
     per_slot: HashMap<usize, Bound>,
     holders: BTreeSet<WorkerId>,
     data: Value,
+    unheld_since: Option<Instant>,
 }
 
 struct RoundRobinSocket {
@@ -109,6 +166,28 @@ pub struct Listeners {
     entries: HashMap<String, Entry>,
     on_accept: AcceptSink,
     next_generation: u64,
+    /// Descriptors of the primary that workers may listen on with `listen({ fd })`: those the
+    /// operator gave the cluster (`listenFds`). Any other number would hand a worker one of the
+    /// primary's own descriptors (another worker's channel, say), so it is refused.
+    given_fds: BTreeSet<i32>,
+}
+
+impl Entry {
+    fn holds(&self, worker: WorkerId) -> bool {
+        match self {
+            Entry::Shared(s) => s.holders.contains(&worker),
+            Entry::ReusePort(g) => g.holders.contains(&worker),
+            Entry::RoundRobin(s) => s.rr.has(worker),
+        }
+    }
+
+    fn unheld_since(&self) -> Option<Instant> {
+        match self {
+            Entry::Shared(s) => s.unheld_since,
+            Entry::ReusePort(g) => g.unheld_since,
+            Entry::RoundRobin(_) => None,
+        }
+    }
 }
 
 impl Listeners {
@@ -119,11 +198,59 @@ impl Listeners {
             entries: HashMap::new(),
             on_accept,
             next_generation: 1,
+            given_fds: BTreeSet::new(),
         }
+    }
+
+    pub fn with_given_fds(mut self, fds: impl IntoIterator<Item = i32>) -> Self {
+        self.given_fds = fds.into_iter().collect();
+        self
+    }
+
+    /// Whether answering this request is allowed: a descriptor the operator gave, and room for
+    /// one more socket within the worker's, the cluster's and the process's limits.
+    fn refusal(
+        &self,
+        worker: WorkerId,
+        slot: Option<usize>,
+        req: &ListenRequest,
+    ) -> Option<Refusal> {
+        if let Endpoint::Fd(fd) = req.endpoint {
+            if !self.given_fds.contains(&fd) {
+                return Some(Refusal::NotGiven(fd));
+            }
+        }
+        let existing = self.entries.get(&req.key);
+        let held = existing.is_some_and(|e| e.holds(worker));
+        if !held
+            && self.entries.values().filter(|e| e.holds(worker)).count() >= MAX_SOCKETS_PER_WORKER
+        {
+            return Some(Refusal::WorkerLimit);
+        }
+        let new_socket = match existing {
+            None => true,
+            Some(Entry::ReusePort(g)) => slot.is_some_and(|s| !g.per_slot.contains_key(&s)),
+            Some(_) => false,
+        };
+        if new_socket && self.entries.len() >= MAX_SOCKETS {
+            return Some(Refusal::ClusterLimit);
+        }
+        // Even an existing socket is duplicated for the worker, for a moment.
+        if descriptors_left().is_some_and(|left| left < DESCRIPTOR_RESERVE) {
+            return Some(Refusal::DescriptorReserve);
+        }
+        None
     }
 
     /// Answers a worker's `queryServer`. `slot` is its place in a supervised cluster, if any.
     pub fn query(&mut self, worker: WorkerId, slot: Option<usize>, req: &ListenRequest) -> Grant {
+        if let Some(why) = self.refusal(worker, slot, req) {
+            return Grant::Refused {
+                errno: sockets::uv_errno(why.errno()),
+                data: req.data.clone(),
+                why,
+            };
+        }
         let result = match (&req.endpoint, self.distribution, slot) {
             // Datagram sockets and adopted descriptors are always shared, as under Node.
             (Endpoint::Udp { .. } | Endpoint::Fd(_), _, _) => self.grant_shared(worker, req),
@@ -156,6 +283,7 @@ impl Listeners {
                     bound,
                     holders: BTreeSet::new(),
                     data: req.data.clone(),
+                    unheld_since: None,
                 };
                 match self
                     .entries
@@ -168,6 +296,7 @@ impl Listeners {
             }
         };
         entry.holders.insert(worker);
+        entry.unheld_since = None;
         if entry.data.is_null() {
             entry.data = req.data.clone();
         }
@@ -204,6 +333,7 @@ impl Listeners {
                 per_slot: HashMap::new(),
                 holders: BTreeSet::new(),
                 data: req.data.clone(),
+                unheld_since: None,
             })
         }) {
             Entry::ReusePort(g) => g,
@@ -231,6 +361,7 @@ impl Listeners {
             group.per_slot.insert(slot, bound);
         }
         group.holders.insert(worker);
+        group.unheld_since = None;
         let bound = group.per_slot.get(&slot).ok_or(Errno::EINVAL)?;
         Ok(Grant::Handle {
             fd: sockets::duplicate(&bound.fd)?,
@@ -311,14 +442,21 @@ impl Listeners {
 
     /// The worker closed this server (`close`).
     pub fn release(&mut self, worker: WorkerId, key: &str) {
+        let now = Instant::now();
+        let mark = |holders: &BTreeSet<WorkerId>, since: &mut Option<Instant>| {
+            if holders.is_empty() && since.is_none() {
+                *since = Some(now);
+            }
+            holders.is_empty()
+        };
         let now_unused = match self.entries.get_mut(key) {
             Some(Entry::Shared(s)) => {
                 s.holders.remove(&worker);
-                s.holders.is_empty()
+                mark(&s.holders, &mut s.unheld_since)
             }
             Some(Entry::ReusePort(g)) => {
                 g.holders.remove(&worker);
-                g.holders.is_empty()
+                mark(&g.holders, &mut g.unheld_since)
             }
             Some(Entry::RoundRobin(s)) => s.rr.remove(worker),
             None => false,
@@ -335,11 +473,7 @@ impl Listeners {
         let keys: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| match e {
-                Entry::Shared(s) => s.holders.contains(&worker),
-                Entry::ReusePort(g) => g.holders.contains(&worker),
-                Entry::RoundRobin(s) => s.rr.has(worker),
-            })
+            .filter(|(_, e)| e.holds(worker))
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
@@ -357,6 +491,24 @@ impl Listeners {
         }
     }
 
+    /// Closes the sockets (kept for the service) that no worker has held for `linger`. The caller
+    /// says when: once every worker of the cluster is up and has had the time to ask for its
+    /// sockets again, one that nobody asked for belongs to no current worker (a socket asked for
+    /// by a worker long gone, or a flood of them) and would only hold a port and a descriptor.
+    /// Returns how many closed.
+    pub fn sweep(&mut self, now: Instant, linger: Duration) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| {
+            e.unheld_since()
+                .is_none_or(|since| now.saturating_duration_since(since) < linger)
+        });
+        before - self.entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// The cluster stopped: close everything.
     pub fn close_all(&mut self) {
         self.entries.clear();
@@ -365,6 +517,18 @@ impl Listeners {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Descriptors this process may still open, if it can tell.
+fn descriptors_left() -> Option<usize> {
+    let (soft, _) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count();
+    Some(
+        usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(open),
+    )
 }
 
 fn spawn_acceptor(

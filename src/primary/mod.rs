@@ -3,9 +3,12 @@
 
 pub mod child_command;
 pub mod events;
+mod guard;
+mod housekeeping;
 pub mod listeners;
 mod messenger;
 pub mod options;
+mod orphans;
 pub mod process;
 mod reload;
 pub mod restart;

@@ -108,6 +108,8 @@ pub struct ClusterOptions {
     pub agent: Option<AgentOptions>,
     pub reload: ReloadPolicy,
     pub watchdog: Watchdog,
+    /// Descriptors of this process that workers may listen on with `listen({ fd })`.
+    pub listen_fds: Vec<i32>,
 }
 
 /// How a rolling reload proceeds unless the call says otherwise.
@@ -148,6 +150,7 @@ const MAX_WORKERS: u64 = 4096;
 const MAX_MS: u64 = 2_147_483_647;
 
 const CLUSTER_KEYS: &[&str] = &[
+    "listenFds",
     "exec",
     "args",
     "execArgv",
@@ -250,8 +253,41 @@ pub fn parse_cluster_options(
             agent: boolean(obj, "reloadAgent", false)?,
         },
         watchdog: parse_watchdog(obj)?,
+        listen_fds: parse_listen_fds(obj.get("listenFds"))?,
         child,
     })
+}
+
+/// `listenFds`: descriptors of the primary that the operator gives the cluster (an inherited
+/// listening socket, say), each an open socket.
+fn parse_listen_fds(value: Option<&Value>) -> RcResult<Vec<i32>> {
+    const EXPECTED: &str = "an array of descriptor numbers, each an open socket of this process";
+    let items = match value {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(RcError::invalid_option("listenFds", EXPECTED, other)),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let fd = item
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| RcError::invalid_option("listenFds", EXPECTED, item))?;
+            // SAFETY: borrowed for one getsockopt; fails with EBADF if the number is not open.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::SockType).map_err(
+                |e| {
+                    RcError::new(
+                        errors::INVALID_OPTION,
+                        format!("option `listenFds`: descriptor {fd} is not an open socket ({e})"),
+                    )
+                },
+            )?;
+            Ok(fd)
+        })
+        .collect()
 }
 
 /// `reloadParallel` (and `reload({ parallel })`): how many slots are replaced at once.

@@ -140,6 +140,8 @@ pub enum Timer {
     ReloadStep,
     /// Check heartbeats and memory.
     Watchdog,
+    /// Close unused sockets, reap orphans (src/primary/housekeeping.rs).
+    Housekeeping,
 }
 
 /// The children's processes by id, for signals sent straight from the JavaScript thread.
@@ -183,6 +185,8 @@ pub(super) struct Worker {
     pub connected: bool,
     /// Asked to disconnect: its later `queryServer`s go unanswered, as under Node.
     pub disconnecting: bool,
+    /// A `queryServer` of its was refused and the operator was told (once per worker).
+    pub listen_refused: bool,
     pub ready: bool,
     /// The primary asked it to go (stop, replacement): its exit is no failure.
     pub leaving: bool,
@@ -233,6 +237,10 @@ pub struct Supervisor {
     pub(super) reload: Option<super::reload::Reload>,
     /// `scale()` calls waiting for the workers to match the new count.
     pub(super) scale_tickets: Vec<u64>,
+    /// Since when every slot has had a ready worker (src/primary/housekeeping.rs).
+    pub(super) settled_since: Option<Instant>,
+    /// Process groups of workers that are gone, whose members may live on (src/primary/orphans.rs).
+    pub(super) orphan_groups: super::orphans::OrphanGroups,
 }
 
 /// Starts the loop on the current runtime; returns the queue that feeds it.
@@ -264,7 +272,11 @@ pub fn launch(
                 conn,
             });
         }),
-    );
+    )
+    .with_given_fds(match &plan {
+        Plan::Supervised(o) => o.listen_fds.clone(),
+        Plan::Manual { .. } => Vec::new(),
+    });
     let (slots, agent_slot) = match &plan {
         Plan::Supervised(o) => {
             let agent = o.agent.as_ref().map(|_| o.workers);
@@ -291,6 +303,8 @@ pub fn launch(
         requests: Default::default(),
         reload: None,
         scale_tickets: Vec::new(),
+        settled_since: None,
+        orphan_groups: Default::default(),
     };
     tokio::spawn(supervisor.run(rx));
     tx
@@ -410,6 +424,8 @@ impl Supervisor {
         }
         self.phase = Phase::Starting;
         self.start_watchdog();
+        self.start_housekeeping();
+        self.guard_worker_trees();
         match self.agent_slot {
             // The agent first; the app workers once it is ready (see mark_ready).
             Some(agent) => self.start_slot(agent).await,
@@ -534,6 +550,9 @@ impl Supervisor {
                         self.router.join(id, pid, kind);
                     }
                 }
+                if let Some(guard) = self.orphan_groups.guard() {
+                    guard.watch(pid as i32);
+                }
                 self.events.push(Event::Fork {
                     id,
                     pid,
@@ -593,6 +612,7 @@ impl Supervisor {
                 seq: 0,
                 connected: true,
                 disconnecting: false,
+                listen_refused: false,
                 ready: false,
                 leaving: false,
                 rr_in_flight: HashMap::new(),
@@ -766,6 +786,9 @@ impl Supervisor {
             return;
         };
         self.listeners.release_all(id);
+        if worker.slot.is_some() {
+            self.worker_group_left(worker.process.pid());
+        }
         self.events.push(Event::Exit { id, status });
         if worker.kind == WorkerKind::Agent && self.phase == Phase::Starting && !worker.leaving {
             self.agent_failed(id, &worker, status);
@@ -879,6 +902,7 @@ impl Supervisor {
             }
             Timer::ReloadStep => self.advance_reload().await,
             Timer::Watchdog => self.on_watchdog(),
+            Timer::Housekeeping => self.on_housekeeping(),
             Timer::KillIfAlive { id } => {
                 if let Some(w) = self.workers.get(&id) {
                     let _ = w.process.signal(Signal::SIGKILL);
@@ -1000,6 +1024,7 @@ impl Supervisor {
         }
         if self.workers.is_empty() {
             self.listeners.close_all();
+            self.end_orphan_groups();
             self.phase = Phase::Stopped;
             self.events.push(Event::Stopped);
         }

@@ -87,6 +87,14 @@ impl Supervisor {
                     self.send_newconn(h.worker, key, h.conn);
                 }
             }
+            Grant::Refused { errno, data, why } => {
+                self.warn_refusal(id, why);
+                self.send_cluster(
+                    id,
+                    json!({ "errno": errno, "key": key, "ack": seq, "data": data }),
+                    None,
+                );
+            }
             Grant::Error { errno, data } => {
                 self.send_cluster(
                     id,
@@ -95,6 +103,22 @@ impl Supervisor {
                 );
             }
         }
+    }
+
+    /// Once per worker: a worker that floods `queryServer` must not flood the operator too.
+    fn warn_refusal(&mut self, id: WorkerId, why: listeners::Refusal) {
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if std::mem::replace(&mut w.listen_refused, true) {
+            return;
+        }
+        let pid = w.process.pid();
+        self.warn(
+            Some(id),
+            errors::LISTEN_REFUSED,
+            format!("worker {id} (pid {pid}) {}", why.describe()),
+        );
     }
 
     /// A message with `ack` and no `act`: the worker's answer to a `newconn`.
