@@ -33,6 +33,13 @@ ClusterWorker.prototype.disconnect = function disconnect() {
   return this;
 };
 
+/** Warnings that mean a worker was replaced (counted in `cluster.restarts`). */
+const REPLACEMENTS = new Set([
+  'ERR_RCLUSTER_WORKER_CRASHED',
+  'ERR_RCLUSTER_UNRESPONSIVE',
+  'ERR_RCLUSTER_UNCAUGHT_EXCEPTION',
+  'ERR_RCLUSTER_MEMORY_LIMIT',
+]);
 const RUNTIME = ['--require', require.resolve('./child-runtime.js')];
 
 /**
@@ -94,6 +101,8 @@ class Cluster extends EventEmitter {
       throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', 'rcluster.start(options): options must be an object');
     }
     this.workers = {};
+    /** Workers replaced after they failed at work: crashed, hung, too big, an uncaught exception. */
+    this.restarts = 0;
     this._serialization = options.serialization || 'json';
     this._settled = false;
     this._stopped = false;
@@ -289,9 +298,10 @@ class Cluster extends EventEmitter {
   }
 
   _warn(event) {
-    const warning = rclusterError(event.code, event.message);
+    const warning = rclusterError(event.code, event.message, event.json ? { details: JSON.parse(event.json) } : undefined);
     warning.name = 'RclusterWarning';
     if (event.id !== undefined && event.id !== null) warning.workerId = event.id;
+    if (REPLACEMENTS.has(event.code)) this.restarts++;
     if (this.listenerCount('warning') > 0) this.emit('warning', warning);
     else process.emitWarning(warning);
   }

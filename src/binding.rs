@@ -237,10 +237,16 @@ impl From<Event> for JsEvent {
                 json: Some(details.to_string()),
                 ..JsEvent::new("error")
             },
-            Event::Warning { code, message, id } => JsEvent {
+            Event::Warning {
+                code,
+                message,
+                id,
+                details,
+            } => JsEvent {
                 id,
                 code: Some(code.into()),
                 message: Some(message),
+                json: (!details.is_null()).then(|| details.to_string()),
                 ..JsEvent::new("warning")
             },
             Event::ReloadStarted { trigger, workers } => JsEvent {

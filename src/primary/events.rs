@@ -73,6 +73,8 @@ pub enum Event {
         code: &'static str,
         message: String,
         id: Option<WorkerId>,
+        /// Facts for programs (`warning.details`), or null.
+        details: Value,
     },
     /// A rolling reload began: who asked, and how many slots it replaces.
     ReloadStarted {

@@ -359,7 +359,12 @@ impl Supervisor {
     }
 
     pub(super) fn warn(&self, id: Option<WorkerId>, code: &'static str, message: String) {
-        self.events.push(Event::Warning { code, message, id });
+        self.events.push(Event::Warning {
+            code,
+            message,
+            id,
+            details: Value::Null,
+        });
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -456,7 +461,7 @@ impl Supervisor {
             Ok(id) => self.slots[slot].current = Some(id),
             Err(e) => {
                 self.warn(None, errors::SPAWN_FAILED, e.clone());
-                self.on_slot_vacated(slot, format!("spawn failed ({e})"));
+                self.on_slot_vacated(slot, format!("spawn failed ({e})"), false);
             }
         }
     }
@@ -799,7 +804,7 @@ impl Supervisor {
                 self.slots[slot].current = None;
                 // A slot whose replacement is on its way is filled by it.
                 if !worker.leaving && self.slots[slot].incoming.is_none() {
-                    self.on_slot_vacated(slot, status.describe());
+                    self.on_slot_vacated_by(slot, id, &worker, status);
                 }
             }
             self.close_retired_slot(slot);
@@ -810,16 +815,57 @@ impl Supervisor {
 
     // ---- restarts ----
 
-    pub(super) fn on_slot_vacated(&mut self, slot: usize, exit: String) {
+    /// A worker exited unexpectedly. One that had been ready crashed at work: the operator is
+    /// told each time, with the slot's count of restarts to alert on (src/primary/restart.rs).
+    fn on_slot_vacated_by(
+        &mut self,
+        slot: usize,
+        id: WorkerId,
+        worker: &Worker,
+        status: ExitStatus,
+    ) {
+        self.on_slot_vacated(slot, status.describe(), worker.ready);
+        if !worker.ready || !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return;
+        }
+        let Some(options) = self.options() else {
+            return;
+        };
+        let restarts = self.slots[slot].history.total();
+        let message = format!(
+            "worker {id} (pid {}) of {} exited with {} after it was ready; a replacement is starting (restart {restarts} of slot {slot})",
+            worker.process.pid(),
+            options.child.script_name(),
+            status.describe_long(),
+        );
+        let details = json!({
+            "slot": slot,
+            "pid": worker.process.pid(),
+            "exitCode": status.code,
+            "signal": status.signal.map(|s| s.as_str()),
+            "restarts": restarts,
+        });
+        self.events.push(Event::Warning {
+            code: errors::WORKER_CRASHED,
+            message,
+            id: Some(id),
+            details,
+        });
+    }
+
+    /// The slot's worker is gone and nobody asked for it: restart it, or give up if boot
+    /// failures spent the budget. `was_ready`: whether the worker that left had been ready.
+    pub(super) fn on_slot_vacated(&mut self, slot: usize, exit: String, was_ready: bool) {
         if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return;
         }
         let Some(policy) = self.options().map(|o| o.restart) else {
             return;
         };
-        let decision = self.slots[slot]
-            .history
-            .on_unexpected_exit(Instant::now(), &policy, exit);
+        let decision =
+            self.slots[slot]
+                .history
+                .on_unexpected_exit(Instant::now(), &policy, exit, was_ready);
         match decision {
             Decision::RestartAfter(delay) => self.schedule_restart(slot, delay),
             Decision::GiveUp => self.give_up(slot),

@@ -1,8 +1,9 @@
 //! Workers that are alive but useless: one whose event loop stopped sending heartbeats (a
 //! `while (true) {}`, a deadlock in native code) is killed and replaced; one that grew past
 //! `maxMemory` is replaced gracefully; one that threw an exception nobody caught is replaced at
-//! once while it finishes what it serves. Each replacement counts against its slot's restart
-//! budget, as a crash does.
+//! once while it finishes what it serves. Each replacement follows the restart rule of a crash
+//! (src/primary/restart.rs): a worker that was ready is always replaced, one that was not spends
+//! the slot's budget.
 
 use std::time::{Duration, Instant};
 
@@ -102,6 +103,7 @@ impl Supervisor {
             return;
         };
         w.leaving = true;
+        let was_ready = w.ready;
         let _ = w.process.signal(Signal::SIGKILL);
         let message = format!(
             "worker {id} (pid {}) is unresponsive: no heartbeat from its event loop for {} ms; killed, a replacement is starting",
@@ -109,7 +111,7 @@ impl Supervisor {
             quiet.as_millis()
         );
         self.warn(Some(id), errors::UNRESPONSIVE, message);
-        self.on_slot_vacated(slot, "unresponsive".into());
+        self.on_slot_vacated(slot, "unresponsive".into(), was_ready);
     }
 
     /// Its replacement starts now (within the restart budget); the worker itself leaves
@@ -125,6 +127,7 @@ impl Supervisor {
         let Some(slot) = self.detach(id) else {
             return;
         };
+        let was_ready = self.workers.get(&id).is_some_and(|w| w.ready);
         self.warn(
             Some(id),
             code,
@@ -137,7 +140,7 @@ impl Supervisor {
             w.disconnecting = true;
             self.after(self.kill_timeout(), Timer::KillIfAlive { id });
         }
-        self.on_slot_vacated(slot, exit.into());
+        self.on_slot_vacated(slot, exit.into(), was_ready);
     }
 
     /// Takes a working worker out of its slot; None if it is not one (already leaving, a reload's
