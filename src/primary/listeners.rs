@@ -244,7 +244,17 @@ impl Listeners {
 
     /// Answers a worker's `queryServer`. `slot` is its place in a supervised cluster, if any.
     pub fn query(&mut self, worker: WorkerId, slot: Option<usize>, req: &ListenRequest) -> Grant {
-        if let Some(why) = self.refusal(worker, slot, req) {
+        let mut refused = self.refusal(worker, slot, req);
+        if matches!(
+            refused,
+            Some(Refusal::ClusterLimit | Refusal::DescriptorReserve)
+        ) {
+            // Short of room: sockets that no worker holds go first, even within their linger
+            // time, rather than a worker that asks now going without.
+            self.sweep(Instant::now(), Duration::ZERO);
+            refused = self.refusal(worker, slot, req);
+        }
+        if let Some(why) = refused {
             return Grant::Refused {
                 errno: sockets::uv_errno(why.errno()),
                 data: req.data.clone(),
