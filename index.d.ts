@@ -33,11 +33,11 @@ export interface ClusterOptions {
   killTimeout?: number;
   /** Default `'listening'`: a worker is ready at its first `listening`. */
   readiness?: Readiness;
-  /** ms a new worker has to become ready. Default 30000. */
+  /** ms (at least 1) a new worker has to become ready. Default 30000. */
   readyTimeout?: number;
   /** Restarts of one worker slot allowed within `restartWindow`; one more and the cluster gives up. Default 5. */
   maxRestarts?: number;
-  /** ms of the restart budget's sliding window. Default 60000. */
+  /** ms (at least 1) of the restart budget's sliding window. Default 60000. */
   restartWindow?: number;
   /** ms before a restart that follows others in the window; doubles each time. Default 100. */
   restartDelay?: number;
@@ -51,7 +51,7 @@ export interface ClusterOptions {
    *  stopped after them. `readiness`: 'started' (default: its main module has run) or 'message'
    *  (it calls `rcluster.ready()`). */
   agent?: string | { exec: string; args?: string[]; execArgv?: string[]; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
-  /** The largest messenger payload in bytes; larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
+  /** The largest messenger payload in bytes (1 to 512 MiB); larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
   /** Slots a rolling reload replaces at once. Default 1. */
   reloadParallel?: number;
@@ -64,7 +64,7 @@ export interface ClusterOptions {
   heartbeatInterval?: number;
   /** ms without a heartbeat after which a child is killed and replaced; 0 turns the check off. Default 30000. */
   heartbeatTimeout?: number;
-  /** Resident memory above which a worker is replaced gracefully: bytes, or `'300M'`, `'1G'`. Default: no limit. */
+  /** Resident memory above which a worker is replaced gracefully: bytes, or `'300M'`, `'1G'`. Default (left out): no limit; 0 is refused. */
   maxMemory?: number | string;
 }
 

@@ -16,6 +16,9 @@ Options:
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)
       --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
       --max-memory SIZE     replace a worker whose RSS passes SIZE (bytes, or 300M, 1G)
+      --max-restarts N      restart budget: restarts of one worker slot within the window
+                            before the cluster gives up and exits 1 (default 5)
+      --restart-window MS   the restart budget's sliding window in ms (default 60000)
   -h, --help                print this help
   -v, --version             print the version
 
@@ -25,15 +28,38 @@ Signals: SIGINT/SIGTERM stop gracefully (exit 0); a second one kills the workers
 
 class UsageError extends Error {}
 
+/** The largest ms count an option takes (src/primary/options.rs): about 24 days. */
+const MAX_MS = 2 ** 31 - 1;
+/** 8 PiB, JavaScript's largest exact integer: the largest maxMemory. */
+const MAX_MEMORY = 2 ** 53 - 1;
+const MEMORY_UNITS = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30 };
+
 function parseCount(value) {
   if (value === 'max') return 'max';
   if (!/^\d+$/.test(value)) throw new UsageError(`--instances must be a whole number or 'max', got '${value}'`);
   return Number(value);
 }
 
-function parseMs(name, value) {
-  if (!/^\d+$/.test(value)) throw new UsageError(`--${name} must be a whole number of milliseconds, got '${value}'`);
+/** A whole number from `min` to `max`, or a UsageError that names the flag and the range. */
+function parseWhole(name, value, min, max, what) {
+  if (!/^\d+$/.test(value) || Number(value) < min || Number(value) > max) {
+    throw new UsageError(`--${name} must be a whole number of ${what} from ${min} to ${max}, got '${value}'`);
+  }
   return Number(value);
+}
+
+function parseMs(name, value, min = 0) {
+  return parseWhole(name, value, min, MAX_MS, 'milliseconds');
+}
+
+/** A size as maxMemory takes it; checked here so that a bad one is a usage error (exit 2). */
+function parseMemory(value) {
+  const size = /^(\d+(?:\.\d+)?)\s*([kKmMgG]?)[bB]?$/.exec(value);
+  const bytes = size && Number(size[1]) * MEMORY_UNITS[size[2].toLowerCase()];
+  if (!size || !(bytes >= 1 && bytes <= MAX_MEMORY)) {
+    throw new UsageError(`--max-memory must be a size from 1 byte to 8 PiB such as 300M or 1G, got '${value}'`);
+  }
+  return value;
 }
 
 /** Turns argv (without node and the bin) into a command, or throws UsageError. */
@@ -53,6 +79,8 @@ function parseCommandLine(argv) {
         schedule: { type: 'string' },
         'kill-timeout': { type: 'string' },
         'max-memory': { type: 'string' },
+        'max-restarts': { type: 'string' },
+        'restart-window': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -77,12 +105,12 @@ function parseCommandLine(argv) {
   }
   if (values.agent !== undefined) options.agent = path.resolve(values.agent);
   if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
-  if (values['max-memory'] !== undefined) {
-    if (!/^\d+(\.\d+)?\s*[kKmMgG]?[bB]?$/.test(values['max-memory'])) {
-      throw new UsageError(`--max-memory must be a size such as 300M or 1G, got '${values['max-memory']}'`);
-    }
-    options.maxMemory = values['max-memory'];
+  if (values['max-memory'] !== undefined) options.maxMemory = parseMemory(values['max-memory']);
+  if (values['max-restarts'] !== undefined) {
+    options.maxRestarts = parseWhole('max-restarts', values['max-restarts'], 0, 2 ** 32 - 1, 'restarts');
   }
+  // Zero would switch the budget and the backoff off (src/primary/options.rs refuses it too).
+  if (values['restart-window'] !== undefined) options.restartWindow = parseMs('restart-window', values['restart-window'], 1);
   return { command: 'start', options };
 }
 

@@ -5,7 +5,7 @@
 // Node-style `Worker` objects and EventEmitter events.
 
 const EventEmitter = require('node:events');
-const { PrimaryCore } = require('./primary-core');
+const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
 const { Worker, WorkerProcess, listeningInfo } = require('./worker');
 const { rclusterError } = require('./errors');
 const { Messenger } = require('./messenger');
@@ -41,6 +41,8 @@ const REPLACEMENTS = new Set([
   'ERR_RCLUSTER_MEMORY_LIMIT',
 ]);
 const RUNTIME = ['--require', require.resolve('./child-runtime.js')];
+/** The largest ms count an option takes (src/primary/options.rs): about 24 days. */
+const MAX_MS = 2 ** 31 - 1;
 
 /**
  * The options as Rust takes them: every child preloads the child runtime (lib/child-runtime.js),
@@ -148,12 +150,22 @@ class Cluster extends EventEmitter {
     if (options === null || typeof options !== 'object') {
       return Promise.reject(rclusterError('ERR_RCLUSTER_INVALID_OPTION', 'reload(options): options must be an object'));
     }
-    return this._settledBy(this._reloads, (ticket) => this._core.call('reload', ticket, options, options.trigger || 'reload()'));
+    return this._settledBy(this._reloads, (ticket) => {
+      checkFields(options);
+      const trigger = options.trigger || 'reload()';
+      if (typeof trigger !== 'string') {
+        throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `option \`trigger\` must be a string, got ${typeof trigger}`);
+      }
+      this._core.call('reload', ticket, options, trigger);
+    });
   }
 
   /** Changes the number of app workers; resolves to the new count once they are all ready. */
   scale(workers) {
-    return this._settledBy(this._scales, (ticket) => this._core.call('scale', ticket, workers));
+    return this._settledBy(this._scales, (ticket) => {
+      checkJson(workers, 'workers');
+      this._core.call('scale', ticket, workers);
+    });
   }
 
   _settledBy(tickets, command) {
@@ -169,9 +181,10 @@ class Cluster extends EventEmitter {
   /** Graceful stop; resolves once every child has exited. */
   stop(options) {
     const timeout = options && options.timeout;
-    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0)) {
+    // The bound of every other ms option; past 2^32 Node-API would wrap the number around.
+    if (timeout !== undefined && (!Number.isInteger(timeout) || timeout < 0 || timeout > MAX_MS)) {
       return Promise.reject(
-        rclusterError('ERR_RCLUSTER_INVALID_OPTION', `stop(): timeout must be a non-negative integer of ms, got ${timeout}`),
+        rclusterError('ERR_RCLUSTER_INVALID_OPTION', `stop(): option \`timeout\` must be an integer of ms from 0 to ${MAX_MS}, got ${timeout}`),
       );
     }
     if (this._stopped) return Promise.resolve();

@@ -5,7 +5,37 @@
 // primaries (lib/cluster.js and lib/node-cluster.js) sit on top of this.
 
 const { NativeCluster } = require('./native.js');
-const { fromNative } = require('./errors');
+const { fromNative, rclusterError } = require('./errors');
+
+/**
+ * Throws ERR_RCLUSTER_INVALID_OPTION, naming the option (`agent.env.PORT`, `args[1]`), for a
+ * value that JSON cannot carry. Options reach Rust as JSON, and Node-API's conversion refuses
+ * NaN, Infinity, functions, symbols and undefined array entries with a bare `InvalidArg` that
+ * names nothing, before Rust could say which option was wrong.
+ */
+function checkJson(value, name, parents = []) {
+  const invalid = (got) => rclusterError('ERR_RCLUSTER_INVALID_OPTION', `option \`${name}\` must be ${got}`);
+  const type = typeof value;
+  if (type === 'number' && !Number.isFinite(value)) throw invalid(`a finite number, got ${value}`);
+  if (type === 'undefined') throw invalid('a value JSON can carry, got undefined');
+  if (type === 'function' || type === 'symbol') throw invalid(`a value JSON can carry, got a ${type}`);
+  if (type !== 'object' || value === null) return;
+  if (parents.includes(value)) throw invalid('a value JSON can carry, got an object that contains itself');
+  const inside = [...parents, value];
+  if (!Array.isArray(value)) {
+    checkFields(value, `${name}.`, inside);
+    return;
+  }
+  // Indexed, not forEach: a hole in a sparse array is undefined to Node-API too.
+  for (let i = 0; i < value.length; i++) checkJson(value[i], `${name}[${i}]`, inside);
+}
+
+/** checkJson for each field of an options object; undefined fields count as left out. */
+function checkFields(options, prefix = '', parents = [options]) {
+  for (const key of Object.keys(options)) {
+    if (options[key] !== undefined) checkJson(options[key], `${prefix}${key}`, parents);
+  }
+}
 
 class PrimaryCore {
   /**
@@ -19,6 +49,7 @@ class PrimaryCore {
     this.draining = false;
     this.sendCallbacks = new Map();
     this.nextTicket = 1;
+    checkFields(options);
     try {
       this.native = new NativeCluster(plan, options, () => this.drain());
     } catch (error) {
@@ -68,6 +99,7 @@ class PrimaryCore {
   }
 
   fork(spec) {
+    checkFields(spec);
     return this.call('fork', spec);
   }
 
@@ -100,4 +132,4 @@ class PrimaryCore {
   }
 }
 
-module.exports = { PrimaryCore };
+module.exports = { PrimaryCore, checkJson, checkFields };

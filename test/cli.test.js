@@ -54,24 +54,57 @@ test('SIGHUP reloads every worker; SIGTTIN and SIGTTOU add and remove one', asyn
   assert.strictEqual((await cli.exited).code, 0, cli.output);
 });
 
+// [what, arguments, the flag the message must name]
 const badArguments = [
   ['no command', []],
   ['an unknown command', ['launch', 'app.js']],
   ['no script', ['start']],
-  ['a bad instance count', ['start', 'app.js', '-i', 'lots']],
-  ['an unknown schedule', ['start', 'app.js', '--schedule', 'random']],
-  ['a bad kill timeout', ['start', 'app.js', '--kill-timeout', 'soon']],
-  ['a bad memory limit', ['start', 'app.js', '--max-memory', 'lots']],
-  ['an unknown option', ['start', 'app.js', '--turbo']],
+  ['a bad instance count', ['start', 'app.js', '-i', 'lots'], '--instances'],
+  ['an unknown schedule', ['start', 'app.js', '--schedule', 'random'], '--schedule'],
+  ['a bad kill timeout', ['start', 'app.js', '--kill-timeout', 'soon'], '--kill-timeout'],
+  ['a kill timeout past 24 days', ['start', 'app.js', '--kill-timeout', '2147483648'], '--kill-timeout'],
+  ['a bad memory limit', ['start', 'app.js', '--max-memory', 'lots'], '--max-memory'],
+  ['a zero memory limit', ['start', 'app.js', '--max-memory', '0'], '--max-memory'],
+  ['a memory limit past 8 PiB', ['start', 'app.js', '--max-memory', '9999999999G'], '--max-memory'],
+  ['a bad restart budget', ['start', 'app.js', '--max-restarts', 'few'], '--max-restarts'],
+  ['a negative restart budget', ['start', 'app.js', '--max-restarts=-1'], '--max-restarts'],
+  ['a fractional restart budget', ['start', 'app.js', '--max-restarts', '1.5'], '--max-restarts'],
+  ['a restart budget past 2^32', ['start', 'app.js', '--max-restarts', '4294967296'], '--max-restarts'],
+  ['a restart budget without its value', ['start', 'app.js', '--max-restarts'], '--max-restarts'],
+  ['a zero restart window', ['start', 'app.js', '--restart-window', '0'], '--restart-window'],
+  ['a restart window with a unit', ['start', 'app.js', '--restart-window', '60s'], '--restart-window'],
+  ['a restart window past 24 days', ['start', 'app.js', '--restart-window', '2147483648'], '--restart-window'],
+  ['an unknown option', ['start', 'app.js', '--turbo'], '--turbo'],
 ];
-for (const [name, args] of badArguments) {
+for (const [name, args, flag] of badArguments) {
   test(`${name}: usage on stderr, exit 2`, async (t) => {
     const cli = spawnNode(t, [bin, ...args]);
     const { code } = await cli.exited;
     assert.strictEqual(code, 2, cli.output);
     assert.match(cli.output, /Usage: rcluster start <script>/);
+    if (flag) assert.match(cli.output.split('\n')[0], new RegExp(`^rcluster: .*${flag}`), cli.output);
   });
 }
+
+test('--max-restarts 1: a worker that exits at boot is forked twice, then exit 1', async (t) => {
+  const cli = spawnNode(t, [bin, 'start', fixture('exit-at-boot.js'), '-i', '1', '--max-restarts', '1']);
+  const { code } = await cli.exited;
+  assert.strictEqual(code, 1, cli.output);
+  // The first start and one restart; the default budget (5) would have allowed six.
+  assert.strictEqual(cli.output.match(/worker \d+ started/g).length, 2, cli.output);
+  assert.match(cli.output, /exited 2 times within 60 s/);
+  assert.match(cli.output, /restart budget: 1 restarts per 60 s\) \(ERR_RCLUSTER_RESTART_BUDGET\)/);
+});
+
+test('--restart-window: exits further apart than the window never spend the budget', async (t) => {
+  // Each boot takes far longer than 1 ms, so no restart is still in the window at the next exit.
+  const cli = spawnNode(t, [bin, 'start', fixture('exit-at-boot.js'), '-i', '1', '--max-restarts', '1', '--restart-window', '1']);
+  await waitForOutput(cli, /worker 4 started/);
+  cli.kill('SIGTERM');
+  const { code } = await cli.exited;
+  assert.strictEqual(code, 0, cli.output);
+  assert.doesNotMatch(cli.output, /ERR_RCLUSTER_RESTART_BUDGET/);
+});
 
 test('a crash loop: exit 1 with a message naming the script and its exit codes', async (t) => {
   const cli = spawnNode(t, [bin, 'start', fixture('exit-at-boot.js'), '-i', '1'], { env: { ...process.env, EXIT_CODE: '7' } });

@@ -8,7 +8,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const rcluster = require('..');
-const { fixture, childrenOf } = require('./helpers');
+const { fixture, childrenOf, startCluster } = require('./helpers');
 
 const worker = fixture('http-worker.js');
 
@@ -24,6 +24,28 @@ const cases = [
   ['args not strings', { exec: worker, args: [1] }, 'ERR_RCLUSTER_INVALID_OPTION', /args/],
   ['a misspelled option', { exec: worker, worker: 2 }, 'ERR_RCLUSTER_INVALID_OPTION', /worker/],
   ['a missing cwd', { exec: 'x.js', cwd: path.join(os.tmpdir(), 'rcluster-no-such-dir') }, 'ERR_RCLUSTER_INVALID_OPTION', /cwd/],
+  // JSON cannot carry these: each is named before the options cross to Rust.
+  ['a NaN killTimeout', { exec: worker, killTimeout: NaN }, 'ERR_RCLUSTER_INVALID_OPTION', /`killTimeout` must be a finite number, got NaN/],
+  ['an infinite restartWindow', { exec: worker, restartWindow: Infinity }, 'ERR_RCLUSTER_INVALID_OPTION', /`restartWindow` must be a finite number, got Infinity/],
+  ['a -Infinity maxMemory', { exec: worker, maxMemory: -Infinity }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMemory`/],
+  ['a NaN in the agent', { exec: worker, agent: { exec: worker, env: { PORT: NaN } } }, 'ERR_RCLUSTER_INVALID_OPTION', /`agent\.env\.PORT`/],
+  ['a NaN stdio descriptor', { exec: worker, stdio: ['pipe', 'pipe', 'pipe', NaN] }, 'ERR_RCLUSTER_INVALID_OPTION', /`stdio\[3\]`/],
+  ['a function as workers', { exec: worker, workers: () => 2 }, 'ERR_RCLUSTER_INVALID_OPTION', /`workers`/],
+  ['an undefined argument', { exec: worker, args: ['a', undefined] }, 'ERR_RCLUSTER_INVALID_OPTION', /`args\[1\]`/],
+  // Zero would switch a safeguard off or make the cluster useless.
+  ['a zero restartWindow', { exec: worker, restartWindow: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`restartWindow` must be an integer from 1 to/],
+  ['a zero readyTimeout', { exec: worker, readyTimeout: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`readyTimeout`/],
+  ['a zero maxMessageSize', { exec: worker, maxMessageSize: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMessageSize`/],
+  ['a zero maxMemory', { exec: worker, maxMemory: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMemory`/],
+  ['a zero maxMemory with a unit', { exec: worker, maxMemory: '0M' }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMemory`/],
+  // Negative, fractional and absurdly large values.
+  ['a negative maxRestarts', { exec: worker, maxRestarts: -1 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxRestarts`/],
+  ['a fractional maxRestarts', { exec: worker, maxRestarts: 1.5 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxRestarts`/],
+  ['a fractional restartWindow', { exec: worker, restartWindow: 1000.5 }, 'ERR_RCLUSTER_INVALID_OPTION', /`restartWindow`/],
+  ['a killTimeout past 24 days', { exec: worker, killTimeout: 2 ** 31 }, 'ERR_RCLUSTER_INVALID_OPTION', /`killTimeout` must be an integer from 0 to 2147483647/],
+  ['a restartWindow past any Duration', { exec: worker, restartWindow: 1e300 }, 'ERR_RCLUSTER_INVALID_OPTION', /`restartWindow`/],
+  ['a maxRestarts past u32', { exec: worker, maxRestarts: 2 ** 32 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxRestarts`/],
+  ['a maxMemory past 2^53 bytes', { exec: worker, maxMemory: '1e30G' }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMemory`/],
 ];
 
 for (const [name, options, code, message] of cases) {
@@ -55,4 +77,23 @@ test('stop() rejects a bad timeout', async (t) => {
   const cluster = rcluster.start({ exec: worker, workers: 1 });
   t.after(() => cluster.stop({ timeout: 0 }));
   await assert.rejects(cluster.stop({ timeout: -5 }), { code: 'ERR_RCLUSTER_INVALID_OPTION' });
+});
+
+test('maxMemory takes a number of bytes past 4 GiB', async (t) => {
+  // Node-API passes such integers to Rust as floats; they are still whole numbers of bytes.
+  const cluster = startCluster(t, { exec: worker, workers: 1, maxMemory: 5 * 2 ** 30 });
+  await cluster.ready;
+});
+
+test('reload(), scale() and stop() name a bad value', async (t) => {
+  const cluster = startCluster(t, { exec: worker, workers: 1 });
+  await cluster.ready;
+  const invalid = (pattern) => ({ code: 'ERR_RCLUSTER_INVALID_OPTION', message: pattern });
+  await assert.rejects(cluster.reload({ parallel: NaN }), invalid(/`parallel` must be a finite number/));
+  await assert.rejects(cluster.reload({ trigger: 5 }), invalid(/`trigger`/));
+  await assert.rejects(cluster.scale(Infinity), invalid(/`workers` must be a finite number/));
+  await assert.rejects(cluster.scale(-1), invalid(/`workers`/));
+  // Past 2^32 Node-API would have wrapped this around to 1 ms.
+  await assert.rejects(cluster.stop({ timeout: 2 ** 32 + 1 }), invalid(/`timeout`/));
+  assert.strictEqual(Object.keys(cluster.workers).length, 1);
 });

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -148,6 +149,8 @@ const MAX_MESSAGE_SIZE: u64 = 512 << 20;
 const MAX_WORKERS: u64 = 4096;
 /// About 24 days: beyond this a millisecond count is surely a mistake (and overflows JS timers).
 const MAX_MS: u64 = 2_147_483_647;
+/// 8 PiB, JavaScript's largest exact integer: a byte count beyond it cannot have been meant.
+const MAX_MEMORY: u64 = (1 << 53) - 1;
 
 const CLUSTER_KEYS: &[&str] = &[
     "listenFds",
@@ -204,7 +207,8 @@ pub fn parse_cluster_options(
             u64::from(u32::MAX),
         )?)
         .unwrap_or(u32::MAX),
-        window: millis(obj, "restartWindow", DEFAULT_RESTART_WINDOW_MS)?,
+        // A zero window forgets every restart at once: no budget and no backoff, a fork loop.
+        window: positive_millis(obj, "restartWindow", DEFAULT_RESTART_WINDOW_MS)?,
         delay: millis(obj, "restartDelay", DEFAULT_RESTART_DELAY_MS)?,
         max_delay: millis(obj, "maxRestartDelay", DEFAULT_MAX_RESTART_DELAY_MS)?,
     };
@@ -236,13 +240,15 @@ pub fn parse_cluster_options(
                 ))
             }
         },
-        ready_timeout: millis(obj, "readyTimeout", DEFAULT_READY_TIMEOUT_MS)?,
+        // Zero would fail every worker before it could start.
+        ready_timeout: positive_millis(obj, "readyTimeout", DEFAULT_READY_TIMEOUT_MS)?,
         restart,
-        max_message: uint(
+        // Zero would refuse every message that carries data.
+        max_message: uint_in(
             obj,
             "maxMessageSize",
             DEFAULT_MAX_MESSAGE_SIZE,
-            MAX_MESSAGE_SIZE,
+            1..=MAX_MESSAGE_SIZE,
         )? as usize,
         agent: match obj.get("agent") {
             None | Some(Value::Null) => None,
@@ -312,14 +318,8 @@ pub fn parse_reload_parallel(value: Option<&Value>) -> RcResult<usize> {
 
 fn parse_watchdog(obj: &Map<String, Value>) -> RcResult<Watchdog> {
     let child_runtime = boolean(obj, "childRuntime", true)?;
-    let heartbeat_interval = millis(obj, "heartbeatInterval", DEFAULT_HEARTBEAT_INTERVAL_MS)?;
-    if heartbeat_interval.is_zero() {
-        return Err(RcError::invalid_option(
-            "heartbeatInterval",
-            "a positive number of ms",
-            &Value::from(0),
-        ));
-    }
+    let heartbeat_interval =
+        positive_millis(obj, "heartbeatInterval", DEFAULT_HEARTBEAT_INTERVAL_MS)?;
     let timeout = millis(obj, "heartbeatTimeout", DEFAULT_HEARTBEAT_TIMEOUT_MS)?;
     let heartbeat_timeout = (child_runtime && !timeout.is_zero()).then_some(timeout);
     if heartbeat_timeout.is_some_and(|t| t <= heartbeat_interval) {
@@ -341,14 +341,16 @@ fn parse_watchdog(obj: &Map<String, Value>) -> RcResult<Watchdog> {
 }
 
 /// `maxMemory`: bytes, or a string with a binary unit as PM2 takes it ('300M', '1.5G', '512MB').
-/// 0 or null: no limit.
+/// Null or left out: no limit. Zero is an error rather than a second way to say "no limit": it
+/// reads as a limit that every worker passes.
 fn parse_memory(value: Option<&Value>) -> RcResult<Option<u64>> {
-    const EXPECTED: &str = "a number of bytes or a size such as '512M' or '1G'";
+    const EXPECTED: &str =
+        "a size from 1 byte to 8 PiB: a number of bytes, or a string such as '512M' or '1G'";
     let bytes = match value {
         None | Some(Value::Null) => return Ok(None),
-        Some(v @ Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| RcError::invalid_option("maxMemory", EXPECTED, v))?,
+        Some(v @ Value::Number(n)) => {
+            whole(n).ok_or_else(|| RcError::invalid_option("maxMemory", EXPECTED, v))?
+        }
         Some(v @ Value::String(s)) => {
             let text = s.trim().to_ascii_uppercase();
             let text = text.strip_suffix('B').unwrap_or(&text);
@@ -358,14 +360,32 @@ fn parse_memory(value: Option<&Value>) -> RcResult<Option<u64>> {
                 Some((i, 'G')) => (&text[..i], 1 << 30),
                 _ => (text, 1),
             };
-            match number.trim().parse::<f64>() {
-                Ok(n) if n.is_finite() && n >= 0.0 => (n * unit as f64) as u64,
+            match number.trim().parse::<f64>().map(|n| n * unit as f64) {
+                // Checked as a float: the cast to u64 would clamp a huge size silently.
+                Ok(n) if (1.0..=MAX_MEMORY as f64).contains(&n) => n as u64,
                 _ => return Err(RcError::invalid_option("maxMemory", EXPECTED, v)),
             }
         }
         Some(other) => return Err(RcError::invalid_option("maxMemory", EXPECTED, other)),
     };
-    Ok((bytes > 0).then_some(bytes))
+    if !(1..=MAX_MEMORY).contains(&bytes) {
+        return Err(RcError::invalid_option(
+            "maxMemory",
+            EXPECTED,
+            value.unwrap_or(&Value::Null),
+        ));
+    }
+    Ok(Some(bytes))
+}
+
+/// A whole non-negative number. Node-API hands over integers past u32 as floats (5 GiB arrives as
+/// 5368709120.0), which `as_u64` alone would refuse.
+fn whole(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=MAX_MEMORY as f64).contains(f))
+            .map(|f| f as u64)
+    })
 }
 
 fn boolean(obj: &Map<String, Value>, name: &str, default: bool) -> RcResult<bool> {
@@ -717,26 +737,33 @@ fn optional_id(obj: &Map<String, Value>, name: &str) -> RcResult<Option<u32>> {
 }
 
 fn uint(obj: &Map<String, Value>, name: &str, default: u64, max: u64) -> RcResult<u64> {
+    uint_in(obj, name, default, 0..=max)
+}
+
+fn uint_in(
+    obj: &Map<String, Value>,
+    name: &str,
+    default: u64,
+    range: RangeInclusive<u64>,
+) -> RcResult<u64> {
+    let expected = || format!("an integer from {} to {}", range.start(), range.end());
     match obj.get(name) {
         None | Some(Value::Null) => Ok(default),
-        Some(v @ Value::Number(n)) => match n.as_u64() {
-            Some(n) if n <= max => Ok(n),
-            _ => Err(RcError::invalid_option(
-                name,
-                &format!("an integer from 0 to {max}"),
-                v,
-            )),
+        Some(v @ Value::Number(n)) => match whole(n) {
+            Some(n) if range.contains(&n) => Ok(n),
+            _ => Err(RcError::invalid_option(name, &expected(), v)),
         },
-        Some(other) => Err(RcError::invalid_option(
-            name,
-            &format!("an integer from 0 to {max}"),
-            other,
-        )),
+        Some(other) => Err(RcError::invalid_option(name, &expected(), other)),
     }
 }
 
 fn millis(obj: &Map<String, Value>, name: &str, default: u64) -> RcResult<Duration> {
     uint(obj, name, default, MAX_MS).map(Duration::from_millis)
+}
+
+/// A duration where zero would switch a safeguard off or fail every worker.
+fn positive_millis(obj: &Map<String, Value>, name: &str, default: u64) -> RcResult<Duration> {
+    uint_in(obj, name, default, 1..=MAX_MS).map(Duration::from_millis)
 }
 
 #[cfg(test)]
@@ -818,14 +845,29 @@ mod tests {
             (json!("1.5G"), Some(3 << 29)),
             (json!("512mb"), Some(512 << 20)),
             (json!("64k"), Some(64 << 10)),
-            (json!(0), None),
+            (json!(null), None),
+            // Node-API passes integers past u32 as floats.
+            (json!(5_368_709_120.0), Some(5 << 30)),
         ] {
             let o = parse(json!({ "exec": exec, "maxMemory": given })).unwrap();
             assert_eq!(o.watchdog.max_memory, bytes, "{given}");
         }
-        for bad in [json!("lots"), json!("-1M"), json!(-5), json!(true)] {
+        for bad in [
+            json!("lots"),
+            json!("-1M"),
+            json!(-5),
+            json!(true),
+            json!(0),
+            json!("0M"),
+            json!("0.1"),
+            json!(1.5),
+            json!("1e30G"),
+            json!("inf"),
+            json!(9_007_199_254_740_992.0),
+        ] {
             let e = parse(json!({ "exec": exec, "maxMemory": bad })).unwrap_err();
-            assert!(e.message.contains("maxMemory"), "{}", e.message);
+            assert_eq!(e.code, errors::INVALID_OPTION, "{bad}");
+            assert!(e.message.contains("`maxMemory`"), "{}", e.message);
         }
     }
 
@@ -872,16 +914,22 @@ mod tests {
             ("cwd", json!("/definitely/not/here")),
             ("serialization", json!("v8")),
             ("uid", json!(-1)),
+            ("restartWindow", json!(0)),
+            ("restartWindow", json!(1.5)),
+            ("restartWindow", json!(1e20)),
+            ("readyTimeout", json!(0)),
+            ("heartbeatInterval", json!(0)),
+            ("killTimeout", json!(MAX_MS + 1)),
+            ("maxRestarts", json!(-1)),
+            ("maxRestarts", json!(u64::from(u32::MAX) + 1)),
+            ("maxMessageSize", json!(0)),
+            ("maxMessageSize", json!(MAX_MESSAGE_SIZE + 1)),
         ] {
             let mut o = json!({ "exec": exec });
             o[key] = bad.clone();
             let e = parse(o).unwrap_err();
             assert_eq!(e.code, errors::INVALID_OPTION, "{key}={bad}");
-            assert!(
-                e.message.contains(key.split('.').next().unwrap()),
-                "{}",
-                e.message
-            );
+            assert!(e.message.contains(&format!("`{key}")), "{}", e.message);
         }
         let e = parse(json!({ "exec": exec, "worker": 2 })).unwrap_err();
         assert!(
