@@ -53,6 +53,8 @@ export interface ClusterOptions {
   agent?: string | { exec: string; args?: string[]; execArgv?: string[]; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
   /** The largest messenger payload in bytes (1 to 512 MiB); larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
+  /** Descriptors of the primary (inherited listening sockets) that workers may `listen({ fd })` on; any other number is refused with EACCES. */
+  listenFds?: number[];
   /** Slots a rolling reload replaces at once. Default 1. */
   reloadParallel?: number;
   /** Whether a reload replaces the agent too (first). Default false. */
@@ -186,6 +188,8 @@ export interface Cluster extends EventEmitter {
   readonly ready: Promise<void>;
   /** Live workers by id, as Node's `cluster.workers`. */
   readonly workers: Record<number, Worker>;
+  /** Workers replaced after they failed at work (crashed, hung, over maxMemory, threw): a counter to alert on. */
+  readonly restarts: number;
   /** The messenger, used from the primary. */
   readonly messenger: Messenger;
   /** Graceful stop: no more restarts, disconnect every worker, SIGKILL after the timeout. */

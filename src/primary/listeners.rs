@@ -216,7 +216,11 @@ impl Listeners {
         req: &ListenRequest,
     ) -> Option<Refusal> {
         if let Endpoint::Fd(fd) = req.endpoint {
-            if !self.given_fds.contains(&fd) {
+            // Node's cluster lets a worker take any socket of its primary's by number, and the
+            // Node-compatible primary keeps that for sockets the primary's script made; but never
+            // a connected one, such as another worker's channel.
+            let compatible = self.retention == Retention::WhileHeld && is_unconnected_socket(fd);
+            if !self.given_fds.contains(&fd) && !compatible {
                 return Some(Refusal::NotGiven(fd));
             }
         }
@@ -529,6 +533,18 @@ impl Listeners {
     }
 }
 
+/// A socket with no peer: listening, or bound and unconnected (a datagram socket).
+fn is_unconnected_socket(fd: i32) -> bool {
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: borrowed for two queries; both fail cleanly if the number is not an open socket.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::SockType).is_ok()
+        && nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd)
+            == Err(Errno::ENOTCONN)
+}
+
 /// Descriptors this process may still open, if it can tell.
 fn descriptors_left() -> Option<usize> {
     let (soft, _) =
@@ -778,6 +794,48 @@ mod tests {
         };
         assert!(!same_socket(fa, &fresh));
         assert_eq!(handle_port(&l.query(4, Some(0), &r)), handle_port(&a));
+    }
+
+    #[test]
+    fn descriptors_by_number_only_when_given_or_unconnected_under_node_rules() {
+        let (channel, _peer) = crate::channel::fd_socket::stream_pair().unwrap();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let ask = |fd: i32| {
+            query(json!({"index":0,"address":null,"port":null,"addressType":null,"fd":fd}))
+        };
+        let refused = |g: &Grant| {
+            matches!(
+                g,
+                Grant::Refused {
+                    why: Refusal::NotGiven(_),
+                    ..
+                }
+            )
+        };
+        let mut supervised =
+            Listeners::new(Distribution::Shared, Retention::ForService, no_accept());
+        assert!(refused(&supervised.query(
+            1,
+            Some(0),
+            &ask(udp.as_raw_fd())
+        )));
+        assert!(refused(&supervised.query(
+            1,
+            Some(0),
+            &ask(channel.as_raw_fd())
+        )));
+        let mut given = Listeners::new(Distribution::Shared, Retention::ForService, no_accept())
+            .with_given_fds([udp.as_raw_fd()]);
+        assert!(matches!(
+            given.query(1, Some(0), &ask(udp.as_raw_fd())),
+            Grant::Handle { .. }
+        ));
+        let mut node = Listeners::new(Distribution::Shared, Retention::WhileHeld, no_accept());
+        assert!(matches!(
+            node.query(1, None, &ask(udp.as_raw_fd())),
+            Grant::Handle { .. }
+        ));
+        assert!(refused(&node.query(1, None, &ask(channel.as_raw_fd()))));
     }
 
     #[test]

@@ -246,6 +246,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::zombie_processes)] // reaped through its group, which is what is tested
     fn a_group_is_reaped_once_its_members_exit() {
         use std::os::unix::process::CommandExt;
         let child = std::process::Command::new("sh")
