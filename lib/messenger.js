@@ -320,8 +320,13 @@ class Messenger {
   _receive(frame) {
     const pending = this._requests.get(frame.correlation);
     if (frame.kind === KIND.undeliverable) {
-      const { code, message } = JSON.parse(frame.text('utf8'));
-      const error = rclusterError(code, `messenger: '${frame.action}' was not delivered: ${message}`, { action: frame.action });
+      // A full receiver's queue is reported with `count` messages, and the receiver (id 0: the
+      // primary) as `workerId` and `pid`.
+      const { code, message, count = 1, workerId, pid } = JSON.parse(frame.text('utf8'));
+      const props = { action: frame.action, count };
+      if (workerId !== undefined) Object.assign(props, { workerId, pid });
+      const what = count === 1 ? `'${frame.action}' was` : `${count} messages '${frame.action}' were`;
+      const error = rclusterError(code, `messenger: ${what} not delivered: ${message}`, props);
       if (pending) pending.fail(error);
       else this._fail(error);
       return;

@@ -13,7 +13,9 @@ use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
 use super::router::{Dest, Undeliverable};
 use super::supervisor::{Input, Supervisor, Timer};
-use crate::channel::frame_link::{self, FrameEvent, FrameLink, Outgoing, SendError};
+use crate::channel::frame_link::{
+    self, FrameEvent, FrameLink, Outgoing, SendError, ENTRY_OVERHEAD,
+};
 use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
 
@@ -53,6 +55,65 @@ const MAX_BEFORE_HELLO: usize = 8 << 20;
 /// The most the primary holds for a starting cluster.
 const MAX_HELD_BYTES: usize = 64 << 20;
 
+/// Messages that did not fit a receiver's queue, reported to their senders once the batch they
+/// came in is routed: those from one sender to one receiver for one action are one report with a
+/// count, so that a flood against a full queue costs its sender a few reports.
+#[derive(Default)]
+pub struct Reports(Vec<Report>);
+
+struct Report {
+    to: Option<WorkerId>,
+    about: Header,
+    receiver: Dest,
+    why: Undeliverable,
+    count: u64,
+    /// Stands for messages of other actions too: a batch of many actions has at most
+    /// MAX_REPORTS reports, whatever the sender made up.
+    others: bool,
+}
+
+impl Reports {
+    fn add(&mut self, to: Option<WorkerId>, about: &Header, receiver: Dest, why: Undeliverable) {
+        let same = |r: &&mut Report| {
+            r.to == to && r.receiver == receiver && (r.others || r.about.action == about.action)
+        };
+        if let Some(report) = self.0.iter_mut().rev().find(same) {
+            report.count += 1;
+            return;
+        }
+        if self.0.len() >= MAX_REPORTS {
+            // The first report of this sender and receiver now stands for the rest as well.
+            if let Some(report) = self
+                .0
+                .iter_mut()
+                .find(|r| r.to == to && r.receiver == receiver)
+            {
+                report.count += 1;
+                report.others = true;
+                return;
+            }
+        }
+        self.0.push(Report {
+            to,
+            about: about.clone(),
+            receiver,
+            why,
+            count: 1,
+            others: false,
+        });
+    }
+}
+
+const MAX_REPORTS: usize = 256;
+
+/// Whether a frame may be queued past its receiver's bound (see FrameLink::send_past_bound).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Applies,
+    /// The primary's news to a process about what it sent: never dropped.
+    Waived,
+}
+
 /// The requester named by a Received or Reply frame.
 fn requester_of(header: &Header) -> Option<WorkerId> {
     match header.target {
@@ -67,13 +128,18 @@ impl Supervisor {
         max_message + frames::PREFIX_LEN + frames::HEADER_LEN + frames::MAX_ACTION_LEN
     }
 
+    /// What may wait for one process, its messenger queue: a child's, or the primary's own.
+    fn queue_limit(&self) -> usize {
+        MIN_FRAME_QUEUE.max(2 * self.max_frame())
+    }
+
     pub(super) fn start_frame_link(&mut self, id: WorkerId, socket: OwnedFd) -> Option<FrameLink> {
         let tx = self.inputs.clone();
         let sink = Box::new(move |event| {
             let _ = tx.send(Input::Frames(id, event));
         });
         let max_frame = self.max_frame();
-        match frame_link::start(socket, max_frame, MIN_FRAME_QUEUE.max(2 * max_frame), sink) {
+        match frame_link::start(socket, max_frame, self.queue_limit(), sink) {
             Ok(link) => Some(link),
             Err(e) => {
                 self.warn(
@@ -89,9 +155,11 @@ impl Supervisor {
     pub(super) fn on_frames(&mut self, id: WorkerId, event: FrameEvent) {
         match event {
             FrameEvent::Frames(batch) => {
-                for frame in batch {
+                // The link reads on once `batch` is dropped, after this.
+                for frame in batch.frames {
                     self.route_frame(Some(id), frame);
                 }
+                self.send_reports();
             }
             FrameEvent::ProtocolError(why) => {
                 let pid = self.workers.get(&id).map_or(0, |w| w.process.pid());
@@ -165,6 +233,10 @@ impl Supervisor {
             }
             Kind::Message | Kind::Request => self.route_message(from, frame),
         }
+        // The primary's own sends are routed one by one: report at once.
+        if from.is_none() {
+            self.send_reports();
+        }
     }
 
     fn route_message(&mut self, from: Option<WorkerId>, frame: Frame) {
@@ -175,9 +247,66 @@ impl Supervisor {
         let header = frame.header.clone();
         let out = Outgoing::new(frame);
         for dest in dests {
-            if let Err(why) = self.deliver(dest, &out, &header) {
-                self.undeliverable(from, &header, why);
+            if let Err(why) = self.deliver(dest, &out, &header, Bound::Applies) {
+                if why.code == errors::QUEUE_FULL {
+                    self.report_full(from, &header, dest, why);
+                } else {
+                    self.undeliverable(from, &header, why);
+                }
             }
+        }
+    }
+
+    /// `about` did not fit `receiver`'s queue: its sender will be told, with the others like it.
+    fn report_full(
+        &mut self,
+        to: Option<WorkerId>,
+        about: &Header,
+        receiver: Dest,
+        why: Undeliverable,
+    ) {
+        self.reports.add(to, about, receiver, why);
+    }
+
+    /// Sends the reports gathered while a batch was routed (see Reports).
+    fn send_reports(&mut self) {
+        for report in std::mem::take(&mut self.reports.0) {
+            let Report {
+                to,
+                about,
+                receiver,
+                why,
+                count,
+                others,
+            } = report;
+            let (id, pid) = match receiver {
+                Dest::Primary => (0, std::process::id()),
+                Dest::Worker(id) => (id, self.router.source(id).map_or(0, |(pid, _)| pid)),
+            };
+            let message = if others {
+                format!(
+                    "{}; with it, {count} messages of this and other actions were not delivered",
+                    why.message
+                )
+            } else if count == 1 {
+                why.message
+            } else {
+                // "...; 'x' was not delivered to it" becomes "...; 57 messages 'x' were not ...".
+                why.message.replacen(
+                    &format!("; '{}' was not", about.action),
+                    &format!("; {count} messages '{}' were not", about.action),
+                    1,
+                )
+            };
+            let payload = json!({
+                "code": why.code,
+                "message": message,
+                "count": count,
+                "workerId": id,
+                "pid": pid,
+            })
+            .to_string();
+            self.send_from_primary(to, Kind::Undeliverable, FLAG_ERROR, &about, payload);
         }
     }
 
@@ -216,7 +345,7 @@ impl Supervisor {
             },
         );
         for id in targets {
-            if let Err(why) = self.deliver(Dest::Worker(id), &out, &header) {
+            if let Err(why) = self.deliver(Dest::Worker(id), &out, &header, Bound::Applies) {
                 self.answer_for(key, id, why);
             }
         }
@@ -240,8 +369,21 @@ impl Supervisor {
         }
         let dest = requester.map_or(Dest::Primary, Dest::Worker);
         let header = frame.header.clone();
-        // A requester that has gone needs no answer.
-        let _ = self.deliver(dest, &Outgoing::new(frame), &header);
+        // A requester that has gone needs no answer. One that does not read what it is sent
+        // gets, past its bound, a short error in place of the answer that did not fit.
+        if let Err(why) = self.deliver(dest, &Outgoing::new(frame), &header, Bound::Applies) {
+            if why.code == errors::QUEUE_FULL {
+                let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
+                let why = Undeliverable {
+                    code: why.code,
+                    message: format!(
+                        "the answer of worker {id} (pid {pid}) to '{}' did not fit this process's messenger queue: {}",
+                        header.action, why.message
+                    ),
+                };
+                self.answer_in_name_of(key, (id, pid), &header.action, why);
+            }
+        }
     }
 
     /// A child exited. Nothing more is routed to it, but what it wrote before it died is still
@@ -311,7 +453,7 @@ impl Supervisor {
                 );
                 // No further move if this fails too: it is answered with why, and a worker
                 // whose queue is full is never picked again and again.
-                if let Err(why) = self.deliver(Dest::Worker(next), &out, &header) {
+                if let Err(why) = self.deliver(Dest::Worker(next), &out, &header, Bound::Applies) {
                     self.answer_for(key, next, why);
                 }
                 return;
@@ -381,10 +523,21 @@ impl Supervisor {
         dest: Dest,
         out: &Outgoing,
         header: &Header,
+        bound: Bound,
     ) -> Result<(), Undeliverable> {
         let action = &header.action;
         match dest {
             Dest::Primary => {
+                let (waiting, limit) = (self.events.frame_bytes(), self.queue_limit());
+                let cost = out.weight + ENTRY_OVERHEAD;
+                if bound == Bound::Applies && waiting > 0 && waiting + cost > limit {
+                    return Err(Undeliverable {
+                        code: errors::QUEUE_FULL,
+                        message: format!(
+                            "the primary has {limit} bytes of messages it has not read; '{action}' was not delivered to it"
+                        ),
+                    });
+                }
                 // The primary's JavaScript takes payloads in line.
                 let frame = out
                     .in_line()
@@ -415,6 +568,9 @@ impl Supervisor {
                             *size += out.weight;
                             held.push(out.clone());
                             Ok(())
+                        }
+                        (None, Some(link)) if bound == Bound::Waived => {
+                            link.send_past_bound(out.clone())
                         }
                         (None, Some(link)) => link.send(out.clone()),
                         (None, None) => Err(SendError::Closed),
@@ -491,7 +647,7 @@ impl Supervisor {
         if let Ok(frame) = frames::encode(&header, payload.as_bytes()).and_then(frames::parse) {
             let dest = to.map_or(Dest::Primary, Dest::Worker);
             // A requester or sender that has gone needs no answer.
-            let _ = self.deliver(dest, &Outgoing::new(frame), &header);
+            let _ = self.deliver(dest, &Outgoing::new(frame), &header, Bound::Waived);
         }
     }
 
@@ -567,9 +723,75 @@ impl Supervisor {
         };
         if let Some(link) = w.frames.as_ref() {
             for out in held {
-                // Bounded already: at most MAX_BEFORE_HELLO bytes waited.
-                let _ = link.send(out);
+                // Bounded already: at most MAX_BEFORE_HELLO bytes waited. Closed is the only
+                // error left, and then the child is gone.
+                let _ = link.send_past_bound(out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn about(action: &str) -> Header {
+        Header {
+            kind: Kind::Message,
+            target: Target::Broadcast,
+            flags: 0,
+            target_id: 0,
+            source_id: 1,
+            source_pid: 10,
+            correlation: 0,
+            action: action.into(),
+        }
+    }
+
+    fn full() -> Undeliverable {
+        Undeliverable {
+            code: errors::QUEUE_FULL,
+            message: "full".into(),
+        }
+    }
+
+    #[test]
+    fn reports_count_the_messages_of_one_sender_receiver_and_action() {
+        let mut reports = Reports::default();
+        for action in ["a", "b", "a", "a", "b"] {
+            reports.add(Some(1), &about(action), Dest::Worker(3), full());
+        }
+        reports.add(Some(1), &about("a"), Dest::Worker(4), full());
+        reports.add(Some(2), &about("a"), Dest::Worker(3), full());
+        reports.add(None, &about("a"), Dest::Primary, full());
+        let seen: Vec<_> = reports
+            .0
+            .iter()
+            .map(|r| (r.to, r.receiver, r.about.action.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Some(1), Dest::Worker(3), "a", 3),
+                (Some(1), Dest::Worker(3), "b", 2),
+                (Some(1), Dest::Worker(4), "a", 1),
+                (Some(2), Dest::Worker(3), "a", 1),
+                (None, Dest::Primary, "a", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn made_up_actions_cannot_multiply_the_reports() {
+        let mut reports = Reports::default();
+        let sent = 10 * MAX_REPORTS as u64;
+        for n in 0..sent {
+            reports.add(Some(1), &about(&format!("a{n}")), Dest::Worker(3), full());
+        }
+        reports.add(Some(1), &about("other"), Dest::Worker(4), full());
+        assert!(reports.0.len() <= MAX_REPORTS + 1);
+        assert_eq!(reports.0.iter().map(|r| r.count).sum::<u64>(), sent + 1);
+        assert!(reports.0[0].others);
+        assert_eq!(reports.0.last().map(|r| r.receiver), Some(Dest::Worker(4)));
     }
 }
