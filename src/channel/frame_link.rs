@@ -56,7 +56,8 @@ impl Drop for ReadCredit {
 }
 
 /// What the link reads ahead of the supervisor's routing: enough to keep it busy, while a child
-/// that floods cannot pile its frames up in the primary faster than they are routed.
+/// that floods cannot pile its frames (or memory files) up in the primary faster than they are
+/// routed.
 const READ_AHEAD: usize = 4 * READ_CHUNK;
 
 /// What a queued frame costs beyond its bytes: its queue slot, its shared buffer's header and
@@ -296,7 +297,8 @@ impl Task {
                             }
                         };
                         if !batch.is_empty() {
-                            let bytes = batch.iter().map(|f| f.bytes.len() + ENTRY_OVERHEAD).sum();
+                            // A memory file counts with its payload: few of them are read ahead.
+                            let bytes = batch.iter().map(|f| f.weight() + ENTRY_OVERHEAD).sum();
                             self.unrouted.fetch_add(bytes, Ordering::AcqRel);
                             let credit = ReadCredit {
                                 bytes,
