@@ -16,6 +16,8 @@ const BATCH_BYTES = 64 * 1024;
  * costs more than the file's few system calls.
  */
 const SHARED_PAYLOAD_BYTES = 32 * 1024;
+/** ms an exiting process waits for its messenger messages to be written. */
+const EXIT_WAIT_MS = 2000;
 /** What may wait in one messenger queue, in bytes: 64 MiB or two of the largest frames (the primary's bound per process is the same). */
 const queueLimit = (maxMessage) => Math.max(64 * 1024 * 1024, 2 * (maxMessage + 4 + 22 + MAX_ACTION_LEN));
 
@@ -79,8 +81,14 @@ function open() {
     flushScheduled = false;
     writePending();
   };
-  // What was sent just before process.exit() still goes out.
-  process.on('exit', flush);
+  // What was sent just before process.exit() still goes out: the writer thread, which has what
+  // the socket did not take at once, ends with the process, so the exit waits for it (a while at
+  // most, as the primary may not be reading), and says what it could not send.
+  process.on('exit', () => {
+    flush();
+    const left = channel.finish(EXIT_WAIT_MS);
+    if (left > 0) process.stderr.write(`rcluster: ${left} bytes of messenger messages were not sent before this process exited (pid ${process.pid})\n`);
+  });
 
   const result = new Messenger({
     // `bounded`: false for what the messenger itself must say (subscriptions, receipts, error

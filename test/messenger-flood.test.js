@@ -161,3 +161,19 @@ test('the primary\'s own messenger is a bounded receiver: what it cannot hold is
   );
   assert.ok(reported > 0, 'the primary held the whole flood: nothing was tested');
 });
+
+test('what a worker sends just before it exits still goes out', async (t) => {
+  const { cluster, workers } = await floodCluster(t, 1);
+  const [sender] = workers;
+  let received = 0;
+  cluster.messenger.on('item', () => (received += 1));
+  const errors = [];
+  cluster.messenger.on('error', (error) => errors.push(error));
+  // 45 MiB, within the bounds, more than the channel takes at once: most of it still waits in
+  // the sender's write queue when it exits.
+  const exited = new Promise((resolve) => cluster.once('exit', (worker, code) => resolve(code)));
+  cluster.messenger.sendTo(sender.id, 'flood-and-exit', { count: 1500, kinds: ['mid-string'], to: 'primary' });
+  assert.strictEqual(await exited, 0);
+  await until(() => received === 1500, 10_000, () => `${received} of 1500 messages`);
+  assert.deepStrictEqual(errors, []);
+});

@@ -213,6 +213,24 @@ impl ChildChannel {
         Ok(false)
     }
 
+    /// Waits, blocking, up to `timeout_ms` for the writer thread to write what it has: the
+    /// process is exiting, and the thread ends with it. Returns the bytes left unwritten.
+    #[napi]
+    pub fn finish(&self, timeout_ms: u32) -> f64 {
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(u64::from(timeout_ms));
+        loop {
+            let left = self.queued.bytes.load(Ordering::Acquire);
+            if left == 0
+                || self.queued.broken.load(Ordering::Acquire)
+                || std::time::Instant::now() >= deadline
+            {
+                return left as f64;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// A memory file for `len` payload bytes and `frame`, if the queue has room for them:
     /// checked before the file is made, so that a full queue costs no file.
     fn room_for_file(&self, frame: usize, len: usize) -> Result<(), Code> {
