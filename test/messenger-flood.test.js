@@ -177,3 +177,15 @@ test('what a worker sends just before it exits still goes out', async (t) => {
   await until(() => received === 1500, 10_000, () => `${received} of 1500 messages`);
   assert.deepStrictEqual(errors, []);
 });
+
+test('a process that keeps asking what nobody answers: the primary follows a bounded number of its requests', async (t) => {
+  const { cluster, workers } = await floodCluster(t, 2);
+  const [asker] = workers;
+  // Past 8192 unanswered requests from one process, the next ones are refused at once.
+  cluster.messenger.sendTo(asker.id, 'ask-forever', 9000);
+  const refused = () => stats(cluster).then((s) => s[asker.id].rejected.ERR_RCLUSTER_QUEUE_FULL || 0);
+  await until(async () => (await refused()) >= 9000 - 8192, 10_000, 'the refusals');
+  // The others still work, and the count is exact: no more than that was refused.
+  assert.deepStrictEqual((await cluster.messenger.map('stats')).length, 2);
+  assert.strictEqual(await refused(), 9000 - 8192);
+});

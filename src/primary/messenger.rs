@@ -31,15 +31,66 @@ type RequestKey = (Option<WorkerId>, u32);
 struct Request {
     /// consume: one process runs it, and it moves on if that one dies before receiving it.
     consume: bool,
-    /// The request as sent (its header and frame), for a consume that must move elsewhere.
+    /// The request as sent (its header and frame). The frame is kept only for a consume that
+    /// may have to move elsewhere: until a worker has received it.
     header: Header,
-    frame: Outgoing,
+    frame: Option<Outgoing>,
     /// The processes that have not answered yet, and whether each has received the request.
     outstanding: BTreeMap<WorkerId, bool>,
 }
 
+/// The requests the primary follows, and how many of them each requester has open.
 #[derive(Default)]
-pub struct Requests(HashMap<RequestKey, Request>);
+pub struct Requests {
+    open: HashMap<RequestKey, Request>,
+    per_requester: HashMap<Option<WorkerId>, usize>,
+}
+
+/// The most requests one process may have open: a request nobody answers (a handler that never
+/// settles) is followed until the worker that has it dies, so without a bound a process that
+/// keeps asking would grow the primary without end.
+const MAX_OPEN_REQUESTS: usize = 8192;
+
+impl Requests {
+    fn insert(&mut self, key: RequestKey, request: Request) {
+        if self.open.insert(key, request).is_none() {
+            *self.per_requester.entry(key.0).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &RequestKey) -> Option<Request> {
+        let request = self.open.remove(key)?;
+        if let Some(count) = self.per_requester.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_requester.remove(&key.0);
+            }
+        }
+        Some(request)
+    }
+
+    fn get_mut(&mut self, key: &RequestKey) -> Option<&mut Request> {
+        self.open.get_mut(key)
+    }
+
+    fn open_for(&self, requester: Option<WorkerId>) -> usize {
+        self.per_requester.get(&requester).copied().unwrap_or(0)
+    }
+
+    /// A requester has gone: nobody waits for its answers.
+    fn forget_requester(&mut self, requester: Option<WorkerId>) {
+        self.open.retain(|(r, _), _| *r != requester);
+        self.per_requester.remove(&requester);
+    }
+
+    fn waiting_for(&self, id: WorkerId) -> Vec<RequestKey> {
+        self.open
+            .iter()
+            .filter(|(_, r)| r.outstanding.contains_key(&id))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
 
 /// What was sent to children while the cluster was starting, delivered once it is up.
 #[derive(Default)]
@@ -215,9 +266,11 @@ impl Supervisor {
             Kind::Undeliverable | Kind::Expect => {}
             Kind::Received => {
                 let key = (requester_of(&frame.header), frame.header.correlation);
-                if let (Some(id), Some(request)) = (from, self.requests.0.get_mut(&key)) {
+                if let (Some(id), Some(request)) = (from, self.requests.get_mut(&key)) {
                     if let Some(received) = request.outstanding.get_mut(&id) {
                         *received = true;
+                        // It will not move elsewhere now.
+                        request.frame = None;
                     }
                 }
             }
@@ -313,6 +366,15 @@ impl Supervisor {
     /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered.
     fn start_request(&mut self, from: Option<WorkerId>, frame: Frame) {
         let consume = frame.header.target == Target::AnyApp;
+        if self.requests.open_for(from) >= MAX_OPEN_REQUESTS {
+            let why = Undeliverable {
+                code: errors::QUEUE_FULL,
+                message: format!(
+                    "this process has {MAX_OPEN_REQUESTS} requests that are not answered yet"
+                ),
+            };
+            return self.undeliverable(from, &frame.header, why);
+        }
         let dests = match self.router.route(&frame.header) {
             Ok(dests) => dests,
             Err(why) => return self.undeliverable(from, &frame.header, why),
@@ -335,12 +397,12 @@ impl Supervisor {
                 .collect();
             self.send_from_primary(from, Kind::Expect, 0, &header, json!(expected).to_string());
         }
-        self.requests.0.insert(
+        self.requests.insert(
             key,
             Request {
                 consume,
                 header: header.clone(),
-                frame: out.clone(),
+                frame: consume.then(|| out.clone()),
                 outstanding: targets.iter().map(|id| (*id, false)).collect(),
             },
         );
@@ -357,7 +419,7 @@ impl Supervisor {
         let Some(id) = from else {
             return;
         };
-        let Some(request) = self.requests.0.get_mut(&key) else {
+        let Some(request) = self.requests.get_mut(&key) else {
             // Nobody waits for it any more (the requester died, or it answered twice).
             return;
         };
@@ -365,7 +427,7 @@ impl Supervisor {
             return;
         }
         if request.outstanding.is_empty() {
-            self.requests.0.remove(&key);
+            self.requests.remove(&key);
         }
         let dest = requester.map_or(Dest::Primary, Dest::Worker);
         let header = frame.header.clone();
@@ -412,17 +474,8 @@ impl Supervisor {
             .or_else(|| self.departing.remove(&id))
             .map(|(pid, _)| pid);
         self.router.leave(id);
-        self.requests
-            .0
-            .retain(|(requester, _), _| *requester != Some(id));
-        let keys: Vec<RequestKey> = self
-            .requests
-            .0
-            .iter()
-            .filter(|(_, r)| r.outstanding.contains_key(&id))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
+        self.requests.forget_requester(Some(id));
+        for key in self.requests.waiting_for(id) {
             self.request_target_gone(key, id, pid.unwrap_or(0));
         }
     }
@@ -434,7 +487,7 @@ impl Supervisor {
             return;
         };
         let action = request.header.action.clone();
-        if request.consume && !received {
+        if let (true, false, Some(out)) = (request.consume, received, request.frame.clone()) {
             // It never reached that worker: it may still run, once, somewhere else.
             let next = self.router.route(&request.header).ok().and_then(|dests| {
                 dests.into_iter().find_map(|d| match d {
@@ -443,8 +496,8 @@ impl Supervisor {
                 })
             });
             if let Some(next) = next {
-                let (header, out) = (request.header.clone(), request.frame.clone());
-                self.requests.0.insert(
+                let header = request.header.clone();
+                self.requests.insert(
                     key,
                     Request {
                         outstanding: BTreeMap::from([(next, false)]),
@@ -482,10 +535,10 @@ impl Supervisor {
     /// Removes `id` from what the request waits for. Returns whether `id` had received it, and
     /// the request (which stays followed while others still owe an answer).
     fn take_outstanding(&mut self, key: RequestKey, id: WorkerId) -> Option<(bool, Request)> {
-        let request = self.requests.0.get_mut(&key)?;
+        let request = self.requests.get_mut(&key)?;
         let received = request.outstanding.remove(&id)?;
         if request.outstanding.is_empty() {
-            return self.requests.0.remove(&key).map(|r| (received, r));
+            return self.requests.remove(&key).map(|r| (received, r));
         }
         let copy = Request {
             consume: request.consume,
@@ -779,6 +832,31 @@ mod tests {
                 (None, Dest::Primary, "a", 1),
             ]
         );
+    }
+
+    #[test]
+    fn open_requests_are_counted_per_requester() {
+        let request = || Request {
+            consume: false,
+            header: about("a"),
+            frame: None,
+            outstanding: BTreeMap::from([(3, false)]),
+        };
+        let mut requests = Requests::default();
+        requests.insert((Some(1), 1), request());
+        requests.insert((Some(1), 2), request());
+        // The same key again (a correlation id reused) replaces, and counts once.
+        requests.insert((Some(1), 2), request());
+        requests.insert((None, 1), request());
+        assert_eq!(requests.open_for(Some(1)), 2);
+        assert_eq!(requests.open_for(None), 1);
+        assert!(requests.remove(&(Some(1), 1)).is_some());
+        assert!(requests.remove(&(Some(1), 1)).is_none());
+        assert_eq!(requests.open_for(Some(1)), 1);
+        assert_eq!(requests.waiting_for(3).len(), 2);
+        requests.forget_requester(Some(1));
+        assert_eq!(requests.open_for(Some(1)), 0);
+        assert_eq!(requests.waiting_for(3), vec![(None, 1)]);
     }
 
     #[test]
