@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
@@ -41,31 +41,46 @@ pub struct ReadBatch {
     _credit: ReadCredit,
 }
 
-/// Bytes read from a child and not routed yet; dropping it lets the link read again.
+/// Bytes and memory files read from a child and not routed yet; dropping it lets the link read
+/// again.
 struct ReadCredit {
     bytes: usize,
-    unrouted: Arc<AtomicUsize>,
+    files: usize,
+    unrouted: Arc<Unrouted>,
     wake: Arc<Notify>,
+}
+
+#[derive(Default)]
+struct Unrouted {
+    bytes: AtomicUsize,
+    files: AtomicUsize,
 }
 
 impl Drop for ReadCredit {
     fn drop(&mut self) {
-        self.unrouted.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.unrouted.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.unrouted.files.fetch_sub(self.files, Ordering::AcqRel);
         self.wake.notify_one();
     }
 }
 
 /// What the link reads ahead of the supervisor's routing: enough to keep it busy, while a child
-/// that floods cannot pile its frames (or memory files) up in the primary faster than they are
-/// routed.
+/// that floods cannot pile its frames (or memory files, each a descriptor) up in the primary
+/// faster than they are routed.
 const READ_AHEAD: usize = 4 * READ_CHUNK;
+const READ_AHEAD_FILES: usize = 64;
 
 /// What a queued frame costs beyond its bytes: its queue slot, its shared buffer's header and
 /// allocation. Counted so that a flood of tiny frames is bounded by the memory it really holds.
 pub const ENTRY_OVERHEAD: usize = 128;
 
-/// A queue that held this much, once drained, gives its memory back to the system.
+/// A queue that held this much of the heap, once drained, gives its memory back to the system.
 const TRIM_AFTER: usize = 4 << 20;
+
+/// How long the heap must have been left alone before it is trimmed: a trim costs the next
+/// allocations their pages again, so a queue that fills and drains all the time is not trimmed
+/// each time, only once it rests.
+const TRIM_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A frame ready to write, shared by every target: one broadcast is one allocation (and at most
 /// one memory file), written to each.
@@ -80,6 +95,11 @@ pub struct Outgoing {
 /// What `out` counts for in a queue.
 fn cost(out: &Outgoing) -> usize {
     out.weight + ENTRY_OVERHEAD
+}
+
+/// What `out` holds of the primary's heap while it waits: a memory file's payload is not there.
+fn heap_cost(out: &Outgoing) -> usize {
+    out.bytes.len() + ENTRY_OVERHEAD
 }
 
 impl Outgoing {
@@ -127,6 +147,8 @@ pub struct FrameLink {
     queued: Arc<AtomicUsize>,
     /// Of what is queued, the frames with a memory file.
     files: Arc<AtomicUsize>,
+    /// A frame was refused for a full queue since the queue was last half empty.
+    refused: Arc<AtomicBool>,
     limit: usize,
 }
 
@@ -153,11 +175,6 @@ impl FrameLink {
         self.queue(frame, false)
     }
 
-    /// Whether the child's queue is over its bound.
-    pub fn is_full(&self) -> bool {
-        self.queued.load(Ordering::Acquire) > self.limit
-    }
-
     fn queue(&self, mut frame: Outgoing, bounded: bool) -> Result<(), SendError> {
         if frame.shared.is_some() && self.files.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_FILES {
             self.files.fetch_sub(1, Ordering::AcqRel);
@@ -177,6 +194,7 @@ impl FrameLink {
         if bounded && before > 0 && before + len > self.limit {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             unqueue_file();
+            self.refused.store(true, Ordering::Release);
             return Err(SendError::Full { limit: self.limit });
         }
         self.tx.send(frame).map_err(|_| {
@@ -199,13 +217,15 @@ pub fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let queued = Arc::new(AtomicUsize::new(0));
     let files = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicBool::new(false));
     let task = Task {
         socket,
         max_frame,
         limit: queue_limit,
         queued: queued.clone(),
         files: files.clone(),
-        unrouted: Arc::new(AtomicUsize::new(0)),
+        refused: refused.clone(),
+        unrouted: Arc::new(Unrouted::default()),
         routed: Arc::new(Notify::new()),
         sink,
     };
@@ -214,6 +234,7 @@ pub fn start(
         tx,
         queued,
         files,
+        refused,
         limit: queue_limit,
     })
 }
@@ -225,8 +246,9 @@ struct Task {
     /// Shared with the FrameLink: what waits to be written to the child, and its memory files.
     queued: Arc<AtomicUsize>,
     files: Arc<AtomicUsize>,
-    /// Bytes read and handed to the supervisor, not routed yet (see ReadCredit).
-    unrouted: Arc<AtomicUsize>,
+    refused: Arc<AtomicBool>,
+    /// What was read and handed to the supervisor, not routed yet (see ReadCredit).
+    unrouted: Arc<Unrouted>,
     routed: Arc<Notify>,
     sink: FrameSink,
 }
@@ -234,10 +256,20 @@ struct Task {
 impl Task {
     /// Whether to read the child now (see the module's doc).
     fn may_read(&self, writable: bool) -> bool {
-        let own_queue_ok = !writable
-            || (self.queued.load(Ordering::Acquire) <= self.limit
-                && self.files.load(Ordering::Acquire) < MAX_QUEUED_FILES);
-        own_queue_ok && self.unrouted.load(Ordering::Acquire) <= READ_AHEAD
+        let queued = self.queued.load(Ordering::Acquire);
+        let mut own_queue_ok =
+            queued <= self.limit && self.files.load(Ordering::Acquire) < MAX_QUEUED_FILES;
+        // A full queue refuses what would overfill it, so it seldom goes over its bound: once it
+        // has refused something, the child is read again only when half of it is free.
+        if own_queue_ok && self.refused.load(Ordering::Acquire) {
+            own_queue_ok = queued <= self.limit / 2;
+            if own_queue_ok {
+                self.refused.store(false, Ordering::Release);
+            }
+        }
+        (!writable || own_queue_ok)
+            && self.unrouted.bytes.load(Ordering::Acquire) <= READ_AHEAD
+            && self.unrouted.files.load(Ordering::Acquire) <= READ_AHEAD_FILES
     }
 
     /// Drops a frame that will never be written: the child's end is broken.
@@ -261,11 +293,12 @@ impl Task {
         // A failed write (the child is gone) ends writing, not reading: what the child wrote
         // before it died is still read, up to the end of the stream.
         let mut writable = true;
-        // The most this queue has held since it was last empty.
-        let mut peak = 0usize;
+        // What the frames in `pending` hold of the heap, and the most they held since the queue
+        // was last empty.
+        let (mut in_heap, mut peak) = (0usize, 0usize);
         loop {
             if current.is_none() {
-                current = next_write(&mut pending, &self.queued);
+                current = next_write(&mut pending, &self.queued, &mut in_heap);
                 if current.as_ref().is_some_and(|out| out.shared.is_some()) {
                     self.files.fetch_sub(1, Ordering::AcqRel);
                 }
@@ -277,7 +310,7 @@ impl Task {
                     peak = 0;
                 }
             }
-            peak = peak.max(self.queued.load(Ordering::Acquire));
+            peak = peak.max(in_heap);
             let head = current.clone();
             let may_read = self.may_read(writable);
             tokio::select! {
@@ -297,11 +330,13 @@ impl Task {
                             }
                         };
                         if !batch.is_empty() {
-                            // A memory file counts with its payload: few of them are read ahead.
-                            let bytes = batch.iter().map(|f| f.weight() + ENTRY_OVERHEAD).sum();
-                            self.unrouted.fetch_add(bytes, Ordering::AcqRel);
+                            let bytes = batch.iter().map(|f| f.bytes.len() + ENTRY_OVERHEAD).sum();
+                            let files = batch.iter().filter(|f| f.shared.is_some()).count();
+                            self.unrouted.bytes.fetch_add(bytes, Ordering::AcqRel);
+                            self.unrouted.files.fetch_add(files, Ordering::AcqRel);
                             let credit = ReadCredit {
                                 bytes,
+                                files,
                                 unrouted: self.unrouted.clone(),
                                 wake: self.routed.clone(),
                             };
@@ -341,11 +376,15 @@ impl Task {
                             self.discard(&out);
                         }
                         pending = VecDeque::new();
+                        in_heap = 0;
                         current = None;
                     }
                 },
                 next = outbox.recv(), if outbox_open => match next {
-                    Some(out) if writable => pending.push_back(out),
+                    Some(out) if writable => {
+                        in_heap += heap_cost(&out);
+                        pending.push_back(out);
+                    }
                     Some(out) => self.discard(&out),
                     None => outbox_open = false,
                 },
@@ -367,21 +406,40 @@ fn give_back(pending: &mut VecDeque<Outgoing>) {
     trim_heap();
 }
 
-/// Returns the allocator's free pages to the system, off the routing thread; requests made
-/// while one runs are served by one more pass.
+/// Returns the allocator's free pages to the system, off the routing thread, once no queue has
+/// asked for it for TRIM_DELAY.
 fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        static REQUESTS: AtomicUsize = AtomicUsize::new(0);
-        if REQUESTS.fetch_add(1, Ordering::AcqRel) > 0 {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        use std::sync::OnceLock;
+        use std::time::Instant;
+        static START: OnceLock<Instant> = OnceLock::new();
+        static LAST_ASKED: AtomicU64 = AtomicU64::new(0);
+        static SCHEDULED: AtomicBool = AtomicBool::new(false);
+        let now = || START.get_or_init(Instant::now).elapsed().as_millis() as u64;
+        LAST_ASKED.store(now(), Ordering::Release);
+        if SCHEDULED.swap(true, Ordering::AcqRel) {
             return;
         }
-        tokio::task::spawn_blocking(|| loop {
-            let seen = REQUESTS.load(Ordering::Acquire);
-            // SAFETY: malloc_trim only walks the allocator's own free lists; any thread may call it.
-            unsafe { libc::malloc_trim(0) };
-            if REQUESTS.fetch_sub(seen, Ordering::AcqRel) == seen {
-                break;
+        tokio::spawn(async move {
+            let delay = TRIM_DELAY.as_millis() as u64;
+            loop {
+                tokio::time::sleep(TRIM_DELAY).await;
+                let asked = LAST_ASKED.load(Ordering::Acquire);
+                if now() < asked + delay {
+                    continue;
+                }
+                // SAFETY: malloc_trim only walks the allocator's own free lists; any thread may
+                // call it.
+                let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+                SCHEDULED.store(false, Ordering::Release);
+                // Asked again while it ran: once more, unless another pass is already due.
+                if LAST_ASKED.load(Ordering::Acquire) == asked
+                    || SCHEDULED.swap(true, Ordering::AcqRel)
+                {
+                    break;
+                }
             }
         });
     }
@@ -409,10 +467,16 @@ fn claim_shared(
 }
 
 /// The next write: a large frame or one with a descriptor as it is, or small frames joined.
-fn next_write(pending: &mut VecDeque<Outgoing>, queued: &AtomicUsize) -> Option<Outgoing> {
+/// `in_heap` follows what the frames in `pending` hold in the primary's heap (not memory files).
+fn next_write(
+    pending: &mut VecDeque<Outgoing>,
+    queued: &AtomicUsize,
+    in_heap: &mut usize,
+) -> Option<Outgoing> {
     let joinable = |out: &Outgoing| out.shared.is_none() && out.bytes.len() < BATCH_BYTES;
     let first = pending.pop_front()?;
     queued.fetch_sub(cost(&first), Ordering::AcqRel);
+    *in_heap -= heap_cost(&first);
     if !joinable(&first)
         || pending.front().is_none_or(|next| {
             !joinable(next) || first.bytes.len() + next.bytes.len() > BATCH_BYTES
@@ -428,6 +492,7 @@ fn next_write(pending: &mut VecDeque<Outgoing>, queued: &AtomicUsize) -> Option<
         }
         batch.extend_from_slice(&next.bytes);
         queued.fetch_sub(cost(next), Ordering::AcqRel);
+        *in_heap -= heap_cost(next);
         pending.pop_front();
     }
     Some(Outgoing {
