@@ -144,10 +144,22 @@ export interface MessageMeta {
 /** Data a message carries: any JSON value, or bytes (a Buffer or typed array arrives as a Buffer). */
 export type MessageData = unknown;
 
-/** The messenger (api.md section 3), the same in the primary and in every child. */
+/** What `messenger.on('error', listener)` hears: messages this process sent that were not delivered. */
+export interface UndeliveredError extends RclusterError {
+  action: string;
+  /** How many messages of `action` this error stands for (a receiver's full queue is reported once per batch). */
+  count: number;
+  /** With `ERR_RCLUSTER_QUEUE_FULL`: the receiver whose queue was full (id 0: the primary). */
+  workerId?: number;
+  pid?: number;
+}
+
+/** The messenger (api.md section 3), the same in the primary and in every child.
+ *  A send throws `ERR_RCLUSTER_QUEUE_FULL`, and sends nothing, when this process's write queue is
+ *  full: send again once `drained()` resolves. */
 export interface Messenger {
   /** Failures to deliver what this process sent (`ERR_RCLUSTER_UNKNOWN_TARGET`, `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_QUEUE_FULL`). */
-  on(action: 'error', listener: (error: RclusterError & { action: string }) => void): this;
+  on(action: 'error', listener: (error: UndeliveredError) => void): this;
   on(action: string, handler: (data: any, meta: MessageMeta) => unknown): this;
   once(action: string, handler: (data: any, meta: MessageMeta) => unknown): this;
   off(action: string, handler?: (...args: any[]) => unknown): this;
@@ -160,6 +172,10 @@ export interface Messenger {
   sendRandom(action: string, data?: MessageData): void;
   /** One process: a worker id, a pid, or 'primary'. */
   sendTo(target: number | 'primary', action: string, data?: MessageData): void;
+  /** Resolves once what this process sent has left its write queue (at once in the primary); after a
+   *  send threw `ERR_RCLUSTER_QUEUE_FULL`, send again then. Rejects with `ERR_RCLUSTER_NOT_RUNNING`
+   *  if the channel is gone. */
+  drained(): Promise<void>;
   /** Exactly one app worker with a handler runs it; resolves to the handler's (awaited) result.
    *  Rejects with `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_TIMEOUT`, `ERR_RCLUSTER_WORKER_DIED` or the handler's error. */
   consume<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T>;

@@ -15,9 +15,18 @@ messenger.on('expect', (count) => {
   return true;
 });
 messenger.on('ping', () => 'pong');
-messenger.on('run-broadcast', ({ size, count, binary }) => {
+messenger.on('run-broadcast', async ({ size, count, binary }) => {
   const data = binary ? Buffer.alloc(size, 97) : 'a'.repeat(size);
-  for (let i = 0; i < count; i++) messenger.broadcast('bench', data);
+  for (let i = 0; i < count; i++) {
+    try {
+      messenger.broadcast('bench', data);
+    } catch (error) {
+      // Back-pressure: the write queue is full; send the same message again once it drained.
+      if (error.code !== 'ERR_RCLUSTER_QUEUE_FULL') throw error;
+      await messenger.drained();
+      i -= 1;
+    }
+  }
 });
 messenger.on('run-map', async ({ count }) => {
   const latencies = [];

@@ -16,12 +16,17 @@ const BATCH_BYTES = 64 * 1024;
  * costs more than the file's few system calls.
  */
 const SHARED_PAYLOAD_BYTES = 32 * 1024;
+/** ms an exiting process waits for its messenger messages to be written. */
+const EXIT_WAIT_MS = 2000;
+/** What may wait in one messenger queue, in bytes: 64 MiB or two of the largest frames (the primary's bound per process is the same). */
+const queueLimit = (maxMessage) => Math.max(64 * 1024 * 1024, 2 * (maxMessage + 4 + 22 + MAX_ACTION_LEN));
 
 function open() {
   const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
   if (!Number.isInteger(fd) || fd < 0) return null;
   const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
   const { ChildChannel } = require('./native.js');
+  const limit = queueLimit(maxMessage);
   let channel;
   const drain = () => {
     const batch = channel.take();
@@ -29,12 +34,31 @@ function open() {
     // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
     if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };
-  channel = new ChildChannel(fd, drain);
+  // messenger.drained(): promises settled once the channel's write queue is empty.
+  let drainedWaiters = [];
+  const onDrained = () => {
+    if (drainedWaiters.length === 0) return;
+    let empty;
+    try {
+      empty = channel.waitDrained();
+    } catch (error) {
+      empty = error;
+    }
+    if (empty === false) return;
+    const waiters = drainedWaiters;
+    drainedWaiters = [];
+    for (const { resolve, reject } of waiters) (empty === true ? resolve() : reject(empty));
+  };
+  channel = new ChildChannel(fd, drain, onDrained, limit);
   // A write also reads what has come meanwhile (src/child/mod.rs); when it did, the event loop
-  // will not call drain for it, so it is called on the loop's next turn.
+  // will not call drain for it, so it is called on the loop's next turn. It also says how many
+  // bytes wait for the channel's writer: kept here, so that a send checks the bound without a
+  // native call until the queue is near it.
+  let queued = 0;
   let drainScheduled = false;
-  const drainSoon = (read) => {
-    if (!read || drainScheduled) return;
+  const drainSoon = (result) => {
+    queued = Math.floor(result / 2);
+    if (result % 2 === 0 || drainScheduled) return;
     drainScheduled = true;
     setImmediate(() => {
       drainScheduled = false;
@@ -57,11 +81,19 @@ function open() {
     flushScheduled = false;
     writePending();
   };
-  // What was sent just before process.exit() still goes out.
-  process.on('exit', flush);
+  // What was sent just before process.exit() still goes out: the writer thread, which has what
+  // the socket did not take at once, ends with the process, so the exit waits for it (a while at
+  // most, as the primary may not be reading), and says what it could not send.
+  process.on('exit', () => {
+    flush();
+    const left = channel.finish(EXIT_WAIT_MS);
+    if (left > 0) process.stderr.write(`rcluster: ${left} bytes of messenger messages were not sent before this process exited (pid ${process.pid})\n`);
+  });
 
   const result = new Messenger({
-    send: (kind, target, targetId, correlation, action, flags, payload) => {
+    // `bounded`: false for what the messenger itself must say (subscriptions, receipts, error
+    // answers): small, and never refused.
+    send: (kind, target, targetId, correlation, action, flags, payload, bounded = true) => {
       const payloadLen = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
       if (payloadLen > maxMessage) {
         throw rclusterError(
@@ -76,15 +108,37 @@ function open() {
       let frameFlags = flags | asciiFlag(payload, payloadLen);
       if (payloadLen >= SHARED_PAYLOAD_BYTES) frameFlags |= FLAG_SHARED;
       const size = frameLength(actionLen, payloadLen, frameFlags);
+      // A message that would overfill the write queue is refused whole (the cached count of what
+      // waits only ever overstates it; it is read again before refusing). One always fits an
+      // empty queue. A memory file is checked natively too, against the count of files.
+      const cost = frameFlags & FLAG_SHARED ? size + payloadLen : size;
+      if (bounded && queued + used > 0 && queued + used + cost > limit) {
+        queued = channel.queuedBytes();
+        if (queued + used > 0 && queued + used + cost > limit) {
+          throw rclusterError(
+            'ERR_RCLUSTER_QUEUE_FULL',
+            `messenger: ${queued + used} bytes of this process's messages wait to be written (the bound is ${limit}); '${action}' was not sent: send it again once messenger.drained() resolves`,
+            { action },
+          );
+        }
+      }
       if (frameFlags & FLAG_SHARED || size > BATCH_BYTES) {
         // A frame with a memory file, or a large one, is built and written on its own, after
         // what is pending.
         writePending();
         const frame = Buffer.allocUnsafe(size);
         writeFrame(frame, 0, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
-        if (!(frameFlags & FLAG_SHARED)) drainSoon(channel.write(frame));
-        else if (typeof payload !== 'string') drainSoon(channel.writeSharedBytes(frame, payload));
-        else drainSoon(channel.writeSharedString(frame, payload, !(frameFlags & FLAG_ASCII), payloadLen));
+        try {
+          if (!(frameFlags & FLAG_SHARED)) drainSoon(channel.write(frame));
+          else if (typeof payload !== 'string') drainSoon(channel.writeSharedBytes(frame, payload));
+          else drainSoon(channel.writeSharedString(frame, payload, !(frameFlags & FLAG_ASCII), payloadLen));
+        } catch (error) {
+          if (error.code === 'ERR_RCLUSTER_QUEUE_FULL') {
+            error.message = `${error.message}; '${action}' was not sent: send it again once messenger.drained() resolves`;
+            error.action = action;
+          }
+          throw error;
+        }
       } else {
         if (used + size > BATCH_BYTES) writePending();
         used = writeFrame(pending, used, kind, target, targetId, correlation, action, actionLen, frameFlags, payload, payloadLen);
@@ -95,8 +149,15 @@ function open() {
         process.nextTick(flush);
       }
     },
-    handler: (action, on) => result._transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0)),
+    handler: (action, on) => result._transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0), false),
     flush,
+    drained: () => {
+      writePending();
+      return new Promise((resolve, reject) => {
+        drainedWaiters.push({ resolve, reject });
+        onDrained();
+      });
+    },
     // Like Node's own channel: handlers keep the process alive, until the primary lets it go.
     hold: (yes) => channel.setRef(yes && process.connected !== false),
   });

@@ -86,8 +86,10 @@ function fromOf(frame) {
 
 class Messenger {
   /**
-   * @param transport {{ send(kind, target, targetId, correlation, action, flags, payload): void,
-   *                     handler(action, on): void, hold(yes): void }}
+   * @param transport {{ send(kind, target, targetId, correlation, action, flags, payload, bounded): void,
+   *                     handler(action, on): void, hold(yes): void, drained?(): Promise<void> }}
+   *   `bounded` false: a frame the messenger itself must send (a receipt, an error answer),
+   *   never refused for a full queue.
    */
   constructor(transport) {
     this._transport = transport;
@@ -165,6 +167,14 @@ class Messenger {
       throw rclusterError('ERR_RCLUSTER_UNKNOWN_TARGET', `messenger.sendTo: target must be a worker id, a pid or 'primary', got ${String(target)}`);
     }
     return this._send(TARGET.one, target, action, data);
+  }
+
+  /**
+   * Resolves once what this process sent has left its write queue: after a send threw
+   * ERR_RCLUSTER_QUEUE_FULL, send again then. (The primary's own sends are never queued.)
+   */
+  drained() {
+    return this._transport.drained ? this._transport.drained() : Promise.resolve();
   }
 
   /** Exactly one app worker with a handler runs it; resolves to what its handler returns. */
@@ -261,7 +271,7 @@ class Messenger {
 
   /** rcluster.ready() on this channel: a message with no action, to the primary. */
   _signalReady() {
-    this._transport.send(KIND.message, TARGET.primary, 0, 0, '', 0, EMPTY);
+    this._transport.send(KIND.message, TARGET.primary, 0, 0, '', 0, EMPTY, false);
   }
 
   _holdIfListening() {
@@ -272,8 +282,10 @@ class Messenger {
   _answer(frame) {
     const toPrimary = frame.sourceId === 0;
     const target = toPrimary ? TARGET.primary : TARGET.one;
-    const send = (kind, flags, payload) =>
-      this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload);
+    // Only an answer's value can be refused for a full queue; the error that then replaces it,
+    // like a receipt, is always sent: the requester must not wait in vain.
+    const send = (kind, flags, payload, bounded = false) =>
+      this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload, bounded);
     // consume: tell the primary it arrived; from now on, if this process dies, the call failed
     // here and must not run elsewhere. (A map goes to every worker: there is no elsewhere.)
     if (frame.target === TARGET.anyApp) {
@@ -291,7 +303,7 @@ class Messenger {
         return send(KIND.reply, FLAG_ERROR, errorPayload(encodeError));
       }
       try {
-        send(KIND.reply, encoded.flags, encoded.payload);
+        send(KIND.reply, encoded.flags, encoded.payload, true);
       } catch (sendError) {
         send(KIND.reply, FLAG_ERROR, errorPayload(sendError));
       }
@@ -320,8 +332,13 @@ class Messenger {
   _receive(frame) {
     const pending = this._requests.get(frame.correlation);
     if (frame.kind === KIND.undeliverable) {
-      const { code, message } = JSON.parse(frame.text('utf8'));
-      const error = rclusterError(code, `messenger: '${frame.action}' was not delivered: ${message}`, { action: frame.action });
+      // A full receiver's queue is reported with `count` messages, and the receiver (id 0: the
+      // primary) as `workerId` and `pid`.
+      const { code, message, count = 1, workerId, pid } = JSON.parse(frame.text('utf8'));
+      const props = { action: frame.action, count };
+      if (workerId !== undefined) Object.assign(props, { workerId, pid });
+      const what = count === 1 ? `'${frame.action}' was` : `${count} messages '${frame.action}' were`;
+      const error = rclusterError(code, `messenger: ${what} not delivered: ${message}`, props);
       if (pending) pending.fail(error);
       else this._fail(error);
       return;

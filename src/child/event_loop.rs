@@ -9,12 +9,13 @@
 use std::ffi::{c_int, c_void, CStr};
 use std::io;
 use std::ptr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use napi::sys;
 
 type PollCallback = unsafe extern "C" fn(handle: *mut c_void, status: c_int, events: c_int);
 type CloseCallback = unsafe extern "C" fn(handle: *mut c_void);
+type AsyncCallback = unsafe extern "C" fn(handle: *mut c_void);
 
 /// The few libuv functions used here (libuv 1.x, stable).
 struct Uv {
@@ -25,9 +26,12 @@ struct Uv {
     close: unsafe extern "C" fn(*mut c_void, Option<CloseCallback>),
     hold: unsafe extern "C" fn(*mut c_void),
     release: unsafe extern "C" fn(*mut c_void),
+    async_init: unsafe extern "C" fn(*mut c_void, *mut c_void, AsyncCallback) -> c_int,
+    async_send: unsafe extern "C" fn(*mut c_void) -> c_int,
 }
 
-/// `UV_POLL` in `uv_handle_type`, and `UV_READABLE` in `uv_poll_event`.
+/// `UV_ASYNC` and `UV_POLL` in `uv_handle_type`, and `UV_READABLE` in `uv_poll_event`.
+const UV_ASYNC: c_int = 1;
 const UV_POLL: c_int = 8;
 const UV_READABLE: c_int = 1;
 
@@ -51,6 +55,8 @@ fn uv() -> io::Result<&'static Uv> {
             close: find(c"uv_close")?,
             hold: find(c"uv_ref")?,
             release: find(c"uv_unref")?,
+            async_init: find(c"uv_async_init")?,
+            async_send: find(c"uv_async_send")?,
         })
     })
     .as_ref()
@@ -135,6 +141,103 @@ unsafe extern "C" fn on_close(handle: *mut c_void) {
     // SAFETY: libuv is done with the handle; the callback and the block were made in `start`.
     unsafe {
         drop(Box::from_raw(*handle.cast::<*mut OnReadable>()));
+        libc::free(handle);
+    }
+}
+
+/// Called on the event loop's thread when another thread wakes it.
+type OnWake = Box<dyn FnMut()>;
+
+/// Another thread's way to run a callback on a Node environment's loop (a uv_async_t). Like the
+/// read watch, it does not keep the loop alive unless held.
+pub struct AsyncWake {
+    /// The uv_async_t, or None once it is closed: a waker on another thread may outlive it.
+    handle: Arc<Mutex<Option<AsyncHandle>>>,
+}
+
+/// The address of the uv_async_t, which uv_async_send accepts from any thread.
+struct AsyncHandle(*mut c_void);
+
+// SAFETY: the only thing done with it off the loop's thread is uv_async_send, which libuv makes
+// safe to call from any thread; the lock keeps it from running once the handle is closed.
+unsafe impl Send for AsyncHandle {}
+
+/// Wakes an AsyncWake from any thread; does nothing once it is closed.
+#[derive(Clone)]
+pub struct Waker(Arc<Mutex<Option<AsyncHandle>>>);
+
+impl Waker {
+    pub fn wake(&self) {
+        let handle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(h), Ok(uv)) = (handle.as_ref(), uv()) {
+            // SAFETY: the handle is open while it is in the slot (closing takes it out first).
+            unsafe { (uv.async_send)(h.0) };
+        }
+    }
+}
+
+impl AsyncWake {
+    pub fn start(env: sys::napi_env, on_wake: OnWake) -> io::Result<Self> {
+        let uv = uv()?;
+        let mut event_loop = ptr::null_mut();
+        // SAFETY: a plain query of the environment's loop, on its thread.
+        if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok {
+            return Err(io::Error::other("no event loop for this environment"));
+        }
+        // SAFETY: a zeroed block of the size libuv says its async handle takes.
+        let handle = unsafe { libc::calloc(1, (uv.handle_size)(UV_ASYNC)) };
+        if handle.is_null() {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        // SAFETY: as in ReadWatch::start: `data` carries the callback until `on_async_close`.
+        unsafe {
+            let status = (uv.async_init)(event_loop.cast(), handle, on_async);
+            if status != 0 {
+                libc::free(handle);
+                return Err(io::Error::from_raw_os_error(-status));
+            }
+            *handle.cast::<*mut OnWake>() = Box::into_raw(Box::new(on_wake));
+            (uv.release)(handle);
+        }
+        Ok(AsyncWake {
+            handle: Arc::new(Mutex::new(Some(AsyncHandle(handle)))),
+        })
+    }
+
+    pub fn waker(&self) -> Waker {
+        Waker(self.handle.clone())
+    }
+
+    /// Whether the handle keeps the event loop alive.
+    pub fn hold(&self, yes: bool) {
+        let handle = self.handle.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Some(h), Ok(uv)) = (handle.as_ref(), uv()) {
+            // SAFETY: the handle is open while it is in the slot; this is the loop's thread.
+            unsafe { (if yes { uv.hold } else { uv.release })(h.0) };
+        }
+    }
+}
+
+impl Drop for AsyncWake {
+    fn drop(&mut self) {
+        let taken = self.handle.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(h), Ok(uv)) = (taken, uv()) {
+            // SAFETY: closed once, on the loop's thread; no waker can reach it any more.
+            unsafe { (uv.close)(h.0, Some(on_async_close)) };
+        }
+    }
+}
+
+unsafe extern "C" fn on_async(handle: *mut c_void) {
+    // SAFETY: `data` was set to the boxed callback in `start` and lives until `on_async_close`.
+    let callback = unsafe { &mut **handle.cast::<*mut OnWake>() };
+    callback();
+}
+
+unsafe extern "C" fn on_async_close(handle: *mut c_void) {
+    // SAFETY: libuv is done with the handle; the callback and the block were made in `start`.
+    unsafe {
+        drop(Box::from_raw(*handle.cast::<*mut OnWake>()));
         libc::free(handle);
     }
 }

@@ -2,7 +2,9 @@
 //! or the agent. The JavaScript thread reads the channel when Node's event loop sees it readable
 //! (event_loop.rs) and hands JavaScript the whole frames of each read in one batch. It writes
 //! from JavaScript's buffers while the socket takes them; what it does not take goes to a writer
-//! thread, so a send never blocks the event loop.
+//! thread, so a send never blocks the event loop. What waits for the writer is bounded, in bytes
+//! and in memory files: past that, a send fails with ERR_RCLUSTER_QUEUE_FULL, and JavaScript can
+//! wait until the queue has drained (`wait_drained`).
 
 mod event_loop;
 
@@ -13,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
@@ -21,7 +23,7 @@ use napi::bindgen_prelude::*;
 use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
-use self::event_loop::{LoopCallback, ReadWatch};
+use self::event_loop::{AsyncWake, LoopCallback, ReadWatch, Waker};
 use crate::binding::Code;
 use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
@@ -43,7 +45,31 @@ struct Inbox {
 struct Outgoing {
     bytes: Vec<u8>,
     fd: Option<OwnedFd>,
+    /// What it counts for in the queue: its bytes, and its memory file's.
+    cost: usize,
 }
+
+/// What waits for the writer thread, shared with it.
+#[derive(Default)]
+struct WriteQueue {
+    bytes: AtomicUsize,
+    /// Memory files among it: each holds a descriptor of this process.
+    files: AtomicUsize,
+    /// Whether JavaScript waits for the queue to be empty.
+    waited_for: AtomicBool,
+    /// The writer thread has stopped (the channel is broken): nothing more goes out.
+    broken: AtomicBool,
+}
+
+/// Memory files that may wait for the writer thread: each holds a descriptor, and a process has a
+/// limited number of them (the primary's bound for one child is the same).
+const MAX_QUEUED_FILES: usize = crate::channel::frame_link::MAX_QUEUED_FILES;
+
+/// While a process sends without returning to its event loop, it still reads what comes, up to
+/// this much: past it, what is sent to it waits in the primary, which then stops reading this
+/// process (its sends fail with ERR_RCLUSTER_QUEUE_FULL) until it gets back to its event loop.
+const MAX_INBOX_WHILE_SENDING: usize = 64 << 20;
+const MAX_MAPPINGS_WHILE_SENDING: usize = 1024;
 
 /// One `take()`: the frames received since the last one, and the end of the channel if it came.
 #[napi(object)]
@@ -58,10 +84,14 @@ pub struct ChildChannel {
     outbox: std_mpsc::Sender<Outgoing>,
     /// The socket, for writes straight from the JavaScript thread while the writer is idle.
     direct: UnixStream,
-    /// Frames handed to the writer thread and not yet written.
-    queued: Arc<AtomicUsize>,
+    /// What was handed to the writer thread and is not written yet.
+    queued: Arc<WriteQueue>,
+    /// The bound on `queued.bytes`.
+    limit: usize,
     reader: Rc<RefCell<Reader>>,
     watch: ReadWatch,
+    /// Tells JavaScript, from the writer thread, that the queue it waited for is empty.
+    drained: AsyncWake,
     /// Where string payloads are written before they go into a memory file.
     scratch: Vec<u8>,
 }
@@ -79,8 +109,16 @@ fn rc(e: RcError) -> napi::Error<Code> {
 #[napi]
 impl ChildChannel {
     /// `fd` is RCLUSTER_CHANNEL_FD. Frames are read up to the largest the primary may send.
+    /// `on_wake` is called when frames were read, `on_drained` when the write queue JavaScript
+    /// waited for is empty; `limit` bounds that queue, in bytes.
     #[napi(constructor)]
-    pub fn new(env: Env, fd: i32, on_wake: Function<(), ()>) -> Result<Self, Code> {
+    pub fn new(
+        env: Env,
+        fd: i32,
+        on_wake: Function<(), ()>,
+        on_drained: Function<(), ()>,
+        limit: f64,
+    ) -> Result<Self, Code> {
         let io_error = |what: &str, e: std::io::Error| {
             rc(RcError::new(
                 errors::NOT_RUNNING,
@@ -99,12 +137,16 @@ impl ChildChannel {
         let reader = UnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
         let writer = reader.try_clone().map_err(|e| io_error("dup", e))?;
         let direct = reader.try_clone().map_err(|e| io_error("dup", e))?;
-        let queued = Arc::new(AtomicUsize::new(0));
+        let queued = Arc::new(WriteQueue::default());
+        let drained_callback =
+            LoopCallback::new(env.raw(), on_drained.raw()).map_err(|e| io_error("callback", e))?;
+        let drained = AsyncWake::start(env.raw(), Box::new(move || drained_callback.call()))
+            .map_err(|e| io_error("wake", e))?;
         let (outbox, rx) = std_mpsc::channel::<Outgoing>();
-        let writer_queued = queued.clone();
+        let (writer_queued, waker) = (queued.clone(), drained.waker());
         std::thread::Builder::new()
             .name("rcluster-channel-write".into())
-            .spawn(move || write_loop(writer, rx, writer_queued))
+            .spawn(move || write_loop(writer, rx, writer_queued, waker))
             .map_err(|e| io_error("thread", e))?;
         let reader = Rc::new(RefCell::new(Reader::new(reader)));
         let callback =
@@ -128,26 +170,94 @@ impl ChildChannel {
             outbox,
             direct,
             queued,
+            limit: limit as usize,
             reader,
             watch,
+            drained,
             scratch: Vec::new(),
         })
     }
 
     /// Writes frames that JavaScript built (lib/frames.js), in order. The primary checks every
     /// frame it reads, so a mistake here costs this child its channel, never the primary.
-    /// Like every write here, returns whether frames were read meanwhile (see `send`).
+    /// JavaScript keeps to the bound on the queue (it knows what it batches); this never refuses.
+    /// Like every write here, returns the bytes queued, doubled, plus 1 if frames were read
+    /// meanwhile (see `send`): one number, as this is the hot path.
     #[napi]
-    pub fn write(&self, frames: Buffer) -> Result<bool, Code> {
+    pub fn write(&self, frames: Buffer) -> Result<f64, Code> {
         self.send(&frames, None)
     }
 
-    /// Writes a FLAG_SHARED frame (lib/frames.js built it) whose payload, `payload`'s bytes, goes
-    /// in a sealed memory file.
+    /// Bytes waiting for the writer thread now.
     #[napi]
-    pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<bool, Code> {
+    pub fn queued_bytes(&self) -> f64 {
+        self.queued.bytes.load(Ordering::Acquire) as f64
+    }
+
+    /// Whether the write queue is empty; if not, `on_drained` is called once it is (and the
+    /// event loop is kept alive meanwhile). Throws ERR_RCLUSTER_NOT_RUNNING once the channel is
+    /// broken: the queue will never drain.
+    #[napi]
+    pub fn wait_drained(&self) -> Result<bool, Code> {
+        self.queued.waited_for.store(true, Ordering::Release);
+        if self.queued.broken.load(Ordering::Acquire) {
+            self.queued.waited_for.store(false, Ordering::Release);
+            return Err(closed());
+        }
+        if self.queued.bytes.load(Ordering::Acquire) == 0 {
+            self.queued.waited_for.store(false, Ordering::Release);
+            self.drained.hold(false);
+            return Ok(true);
+        }
+        self.drained.hold(true);
+        Ok(false)
+    }
+
+    /// Waits, blocking, up to `timeout_ms` for the writer thread to write what it has: the
+    /// process is exiting, and the thread ends with it. Returns the bytes left unwritten.
+    #[napi]
+    pub fn finish(&self, timeout_ms: u32) -> f64 {
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(u64::from(timeout_ms));
+        loop {
+            let left = self.queued.bytes.load(Ordering::Acquire);
+            if left == 0
+                || self.queued.broken.load(Ordering::Acquire)
+                || std::time::Instant::now() >= deadline
+            {
+                return left as f64;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    /// A memory file for `len` payload bytes and `frame`, if the queue has room for them:
+    /// checked before the file is made, so that a full queue costs no file.
+    fn room_for_file(&self, frame: usize, len: usize) -> Result<(), Code> {
+        let (bytes, files) = (
+            self.queued.bytes.load(Ordering::Acquire),
+            self.queued.files.load(Ordering::Acquire),
+        );
+        if files >= MAX_QUEUED_FILES || (bytes > 0 && bytes + frame + len > self.limit) {
+            return Err(rc(RcError::new(
+                errors::QUEUE_FULL,
+                format!(
+                    "messenger: {bytes} bytes ({files} memory files) of this process's messages wait to be written; the bound is {} bytes and {MAX_QUEUED_FILES} files",
+                    self.limit
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a FLAG_SHARED frame (lib/frames.js built it) whose payload, `payload`'s bytes, goes
+    /// in a sealed memory file. Throws ERR_RCLUSTER_QUEUE_FULL, and makes no file, when the
+    /// queue is full.
+    #[napi]
+    pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<f64, Code> {
+        self.room_for_file(frame.len(), payload.len())?;
         let file = shared_memory::create(&payload).map_err(|e| shared_failed(&e))?;
-        self.send(&frame, Some(file))
+        self.send(&frame, Some((file, payload.len())))
     }
 
     /// Like `write_shared_bytes` for a string of `len` bytes as Latin-1 (ASCII), or as UTF-8.
@@ -159,8 +269,9 @@ impl ChildChannel {
         payload: JsString,
         utf8: bool,
         len: u32,
-    ) -> Result<bool, Code> {
+    ) -> Result<f64, Code> {
         let len = len as usize;
+        self.room_for_file(frame.len(), len)?;
         // The string's bytes go through a scratch buffer that is kept (when not too large):
         // memory written again is much cheaper than fresh pages.
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -186,7 +297,7 @@ impl ChildChannel {
         if scratch.capacity() <= MAX_KEPT_SCRATCH {
             self.scratch = scratch;
         }
-        self.send(&frame, Some(file.map_err(|e| shared_failed(&e))?))
+        self.send(&frame, Some((file.map_err(|e| shared_failed(&e))?, len)))
     }
 
     /// The payload of the next FLAG_SHARED frame taken, mapped: a Buffer over the sender's pages.
@@ -230,36 +341,50 @@ impl ChildChannel {
 
     /// While nothing waits for the writer thread, write here, from JavaScript's own buffer: no
     /// copy and no thread handoff. What the socket does not take now is copied for the writer,
-    /// which keeps the order. A descriptor rides on the first byte written.
+    /// which keeps the order. A descriptor (with its payload's length) rides on the first byte
+    /// written.
     ///
     /// Then it reads what has come meanwhile: a process that sends a long burst is also a
     /// receiver (of its own broadcasts, say) that does not get back to its event loop until the
-    /// burst ends, and what the primary holds for it is bounded. Returns whether frames were read
-    /// for JavaScript to take (the event loop will not say so: the socket has been read).
-    fn send(&self, bytes: &[u8], mut fd: Option<OwnedFd>) -> Result<bool, Code> {
+    /// burst ends, and what the primary holds for it is bounded. Returns the bytes queued for
+    /// the writer, doubled, plus 1 if frames were read for JavaScript to take (the event loop
+    /// will not say so: the socket has been read).
+    fn send(&self, bytes: &[u8], mut file: Option<(OwnedFd, usize)>) -> Result<f64, Code> {
         let mut sent = 0;
-        if self.queued.load(Ordering::Acquire) == 0 {
-            let raw = fd.as_ref().map(|f| f.as_raw_fd());
+        let queue = &self.queued;
+        if queue.bytes.load(Ordering::Acquire) == 0 {
+            let raw = file.as_ref().map(|(f, _)| f.as_raw_fd());
             sent = send_with_fd(self.direct.as_raw_fd(), bytes, raw).unwrap_or(0);
             if sent > 0 {
                 // The kernel holds the file now; our descriptor can go.
-                fd = None;
+                file = None;
             }
         }
         if sent < bytes.len() {
-            self.queued.fetch_add(1, Ordering::AcqRel);
-            let rest = Outgoing {
-                bytes: bytes[sent..].to_vec(),
+            let rest = &bytes[sent..];
+            let cost = rest.len() + file.as_ref().map_or(0, |(_, len)| *len);
+            queue.bytes.fetch_add(cost, Ordering::AcqRel);
+            let fd = file.map(|(fd, _)| {
+                queue.files.fetch_add(1, Ordering::AcqRel);
+                fd
+            });
+            let has_file = fd.is_some();
+            let out = Outgoing {
+                bytes: rest.to_vec(),
                 fd,
+                cost,
             };
-            self.outbox.send(rest).map_err(|_| {
-                rc(RcError::new(
-                    errors::NOT_RUNNING,
-                    "the messenger channel is closed",
-                ))
-            })?;
+            if self.outbox.send(out).is_err() {
+                queue.bytes.fetch_sub(cost, Ordering::AcqRel);
+                if has_file {
+                    queue.files.fetch_sub(1, Ordering::AcqRel);
+                }
+                return Err(closed());
+            }
         }
-        Ok(self.reader.borrow_mut().read_available())
+        let read = self.reader.borrow_mut().read_while_sending();
+        let queued = queue.bytes.load(Ordering::Acquire) as f64;
+        Ok(queued * 2.0 + if read { 1.0 } else { 0.0 })
     }
 
     #[napi]
@@ -285,6 +410,13 @@ const BATCH_BYTES: usize = 64 * 1024;
 fn release_mapping(env: Env, map: Mapping) {
     let _ = env.adjust_external_memory(-(map.size() as i64));
     drop(map);
+}
+
+fn closed() -> napi::Error<Code> {
+    rc(RcError::new(
+        errors::NOT_RUNNING,
+        "the messenger channel is closed",
+    ))
 }
 
 fn shared_failed(e: &io::Error) -> napi::Error<Code> {
@@ -321,11 +453,16 @@ fn send_all(socket: &UnixStream, bytes: &[u8], mut fd: Option<&OwnedFd>) -> io::
     Ok(())
 }
 
-fn write_loop(writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: Arc<AtomicUsize>) {
+fn write_loop(
+    writer: UnixStream,
+    rx: std_mpsc::Receiver<Outgoing>,
+    queue: Arc<WriteQueue>,
+    drained: Waker,
+) {
     let joinable = |out: &Outgoing| out.fd.is_none() && out.bytes.len() < BATCH_BYTES;
     let mut batch = Vec::with_capacity(BATCH_BYTES);
     while let Ok(first) = rx.recv() {
-        let mut taken = 1;
+        let (mut cost, mut files) = (first.cost, usize::from(first.fd.is_some()));
         let result = if !joinable(&first) {
             send_all(&writer, &first.bytes, first.fd.as_ref())
         } else {
@@ -335,12 +472,13 @@ fn write_loop(writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: Arc<
             while batch.len() < BATCH_BYTES {
                 match rx.try_recv() {
                     Ok(next) if !joinable(&next) => {
-                        taken += 1;
+                        cost += next.cost;
+                        files += usize::from(next.fd.is_some());
                         other = Some(next);
                         break;
                     }
                     Ok(next) => {
-                        taken += 1;
+                        cost += next.cost;
                         batch.extend_from_slice(&next.bytes);
                     }
                     Err(_) => break,
@@ -353,9 +491,18 @@ fn write_loop(writer: UnixStream, rx: std_mpsc::Receiver<Outgoing>, queued: Arc<
             })
         };
         if result.is_err() {
-            return;
+            break;
         }
-        queued.fetch_sub(taken, Ordering::AcqRel);
+        queue.files.fetch_sub(files, Ordering::AcqRel);
+        let left = queue.bytes.fetch_sub(cost, Ordering::AcqRel) - cost;
+        if left == 0 && queue.waited_for.swap(false, Ordering::AcqRel) {
+            drained.wake();
+        }
+    }
+    // The channel is broken (or closed): whoever waits for the queue must hear it never drains.
+    queue.broken.store(true, Ordering::Release);
+    if queue.waited_for.swap(false, Ordering::AcqRel) {
+        drained.wake();
     }
 }
 
@@ -384,6 +531,17 @@ impl Reader {
             fds: VecDeque::new(),
             inbox: Inbox::default(),
         }
+    }
+
+    /// `read_available` from within a send, unless JavaScript already has more than it should
+    /// hold before it gets back to its event loop.
+    fn read_while_sending(&mut self) -> bool {
+        if self.inbox.frames.len() > MAX_INBOX_WHILE_SENDING
+            || self.inbox.shared.len() > MAX_MAPPINGS_WHILE_SENDING
+        {
+            return false;
+        }
+        self.read_available()
     }
 
     /// Reads what the socket has now, without waiting. Returns whether JavaScript has anything

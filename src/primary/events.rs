@@ -1,6 +1,7 @@
 //! What the primary tells JavaScript. Events queue here and JavaScript takes them in batches: the
 //! queue wakes it once when it goes from empty to non-empty, however many events follow.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -100,6 +101,17 @@ pub enum Event {
 pub struct EventQueue {
     events: Arc<Mutex<Vec<Event>>>,
     wake: Arc<dyn Fn() + Send + Sync>,
+    /// Bytes of messenger frames waiting for JavaScript: the primary's own messenger queue,
+    /// bounded like a child's (src/primary/messenger.rs).
+    frame_bytes: Arc<AtomicUsize>,
+}
+
+/// What a frame counts for while it waits for JavaScript.
+fn frame_cost(event: &Event) -> usize {
+    match event {
+        Event::Frame(frame) => frame.bytes.len() + crate::channel::frame_link::ENTRY_OVERHEAD,
+        _ => 0,
+    }
 }
 
 impl EventQueue {
@@ -107,6 +119,7 @@ impl EventQueue {
         EventQueue {
             events: Arc::new(Mutex::new(Vec::new())),
             wake,
+            frame_bytes: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -116,6 +129,8 @@ impl EventQueue {
     }
 
     pub fn push(&self, event: Event) {
+        self.frame_bytes
+            .fetch_add(frame_cost(&event), Ordering::AcqRel);
         let was_empty = {
             let mut events = self.lock();
             let was_empty = events.is_empty();
@@ -128,7 +143,15 @@ impl EventQueue {
     }
 
     pub fn take(&self) -> Vec<Event> {
-        std::mem::take(&mut *self.lock())
+        let events = std::mem::take(&mut *self.lock());
+        let taken: usize = events.iter().map(frame_cost).sum();
+        self.frame_bytes.fetch_sub(taken, Ordering::AcqRel);
+        events
+    }
+
+    /// Bytes of messenger frames JavaScript has not taken yet.
+    pub fn frame_bytes(&self) -> usize {
+        self.frame_bytes.load(Ordering::Acquire)
     }
 }
 
@@ -150,5 +173,32 @@ mod tests {
         assert_eq!(q.take().len(), 2);
         q.push(Event::Ready);
         assert_eq!(wakes.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn counts_the_frames_javascript_has_not_taken() {
+        use crate::channel::frames::{encode, parse, Header, Kind, Target};
+        let q = EventQueue::new(Arc::new(|| {}));
+        let header = Header {
+            kind: Kind::Message,
+            target: Target::Primary,
+            flags: 0,
+            target_id: 0,
+            source_id: 1,
+            source_pid: 2,
+            correlation: 0,
+            action: "a".into(),
+        };
+        let frame = parse(encode(&header, &[7; 100]).unwrap()).unwrap();
+        let len = frame.bytes.len();
+        q.push(Event::Frame(frame.clone()));
+        q.push(Event::Ready);
+        q.push(Event::Frame(frame));
+        assert_eq!(
+            q.frame_bytes(),
+            2 * (len + crate::channel::frame_link::ENTRY_OVERHEAD)
+        );
+        assert_eq!(q.take().len(), 3);
+        assert_eq!(q.frame_bytes(), 0);
     }
 }

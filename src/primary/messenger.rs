@@ -13,7 +13,9 @@ use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
 use super::router::{Dest, Undeliverable};
 use super::supervisor::{Input, Supervisor, Timer};
-use crate::channel::frame_link::{self, FrameEvent, FrameLink, Outgoing, SendError};
+use crate::channel::frame_link::{
+    self, FrameEvent, FrameLink, Outgoing, SendError, ENTRY_OVERHEAD,
+};
 use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
 
@@ -29,15 +31,66 @@ type RequestKey = (Option<WorkerId>, u32);
 struct Request {
     /// consume: one process runs it, and it moves on if that one dies before receiving it.
     consume: bool,
-    /// The request as sent (its header and frame), for a consume that must move elsewhere.
+    /// The request as sent (its header and frame). The frame is kept only for a consume that
+    /// may have to move elsewhere: until a worker has received it.
     header: Header,
-    frame: Outgoing,
+    frame: Option<Outgoing>,
     /// The processes that have not answered yet, and whether each has received the request.
     outstanding: BTreeMap<WorkerId, bool>,
 }
 
+/// The requests the primary follows, and how many of them each requester has open.
 #[derive(Default)]
-pub struct Requests(HashMap<RequestKey, Request>);
+pub struct Requests {
+    open: HashMap<RequestKey, Request>,
+    per_requester: HashMap<Option<WorkerId>, usize>,
+}
+
+/// The most requests one process may have open: a request nobody answers (a handler that never
+/// settles) is followed until the worker that has it dies, so without a bound a process that
+/// keeps asking would grow the primary without end.
+const MAX_OPEN_REQUESTS: usize = 8192;
+
+impl Requests {
+    fn insert(&mut self, key: RequestKey, request: Request) {
+        if self.open.insert(key, request).is_none() {
+            *self.per_requester.entry(key.0).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, key: &RequestKey) -> Option<Request> {
+        let request = self.open.remove(key)?;
+        if let Some(count) = self.per_requester.get_mut(&key.0) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_requester.remove(&key.0);
+            }
+        }
+        Some(request)
+    }
+
+    fn get_mut(&mut self, key: &RequestKey) -> Option<&mut Request> {
+        self.open.get_mut(key)
+    }
+
+    fn open_for(&self, requester: Option<WorkerId>) -> usize {
+        self.per_requester.get(&requester).copied().unwrap_or(0)
+    }
+
+    /// A requester has gone: nobody waits for its answers.
+    fn forget_requester(&mut self, requester: Option<WorkerId>) {
+        self.open.retain(|(r, _), _| *r != requester);
+        self.per_requester.remove(&requester);
+    }
+
+    fn waiting_for(&self, id: WorkerId) -> Vec<RequestKey> {
+        self.open
+            .iter()
+            .filter(|(_, r)| r.outstanding.contains_key(&id))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+}
 
 /// What was sent to children while the cluster was starting, delivered once it is up.
 #[derive(Default)]
@@ -53,6 +106,65 @@ const MAX_BEFORE_HELLO: usize = 8 << 20;
 /// The most the primary holds for a starting cluster.
 const MAX_HELD_BYTES: usize = 64 << 20;
 
+/// Messages that did not fit a receiver's queue, reported to their senders once the batch they
+/// came in is routed: those from one sender to one receiver for one action are one report with a
+/// count, so that a flood against a full queue costs its sender a few reports.
+#[derive(Default)]
+pub struct Reports(Vec<Report>);
+
+struct Report {
+    to: Option<WorkerId>,
+    about: Header,
+    receiver: Dest,
+    why: Undeliverable,
+    count: u64,
+    /// Stands for messages of other actions too: a batch of many actions has at most
+    /// MAX_REPORTS reports, whatever the sender made up.
+    others: bool,
+}
+
+impl Reports {
+    fn add(&mut self, to: Option<WorkerId>, about: &Header, receiver: Dest, why: Undeliverable) {
+        let same = |r: &&mut Report| {
+            r.to == to && r.receiver == receiver && (r.others || r.about.action == about.action)
+        };
+        if let Some(report) = self.0.iter_mut().rev().find(same) {
+            report.count += 1;
+            return;
+        }
+        if self.0.len() >= MAX_REPORTS {
+            // The first report of this sender and receiver now stands for the rest as well.
+            if let Some(report) = self
+                .0
+                .iter_mut()
+                .find(|r| r.to == to && r.receiver == receiver)
+            {
+                report.count += 1;
+                report.others = true;
+                return;
+            }
+        }
+        self.0.push(Report {
+            to,
+            about: about.clone(),
+            receiver,
+            why,
+            count: 1,
+            others: false,
+        });
+    }
+}
+
+const MAX_REPORTS: usize = 256;
+
+/// Whether a frame may be queued past its receiver's bound (see FrameLink::send_past_bound).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Applies,
+    /// The primary's news to a process about what it sent: never dropped.
+    Waived,
+}
+
 /// The requester named by a Received or Reply frame.
 fn requester_of(header: &Header) -> Option<WorkerId> {
     match header.target {
@@ -67,13 +179,18 @@ impl Supervisor {
         max_message + frames::PREFIX_LEN + frames::HEADER_LEN + frames::MAX_ACTION_LEN
     }
 
+    /// What may wait for one process, its messenger queue: a child's, or the primary's own.
+    fn queue_limit(&self) -> usize {
+        MIN_FRAME_QUEUE.max(2 * self.max_frame())
+    }
+
     pub(super) fn start_frame_link(&mut self, id: WorkerId, socket: OwnedFd) -> Option<FrameLink> {
         let tx = self.inputs.clone();
         let sink = Box::new(move |event| {
             let _ = tx.send(Input::Frames(id, event));
         });
         let max_frame = self.max_frame();
-        match frame_link::start(socket, max_frame, MIN_FRAME_QUEUE.max(2 * max_frame), sink) {
+        match frame_link::start(socket, max_frame, self.queue_limit(), sink) {
             Ok(link) => Some(link),
             Err(e) => {
                 self.warn(
@@ -89,9 +206,11 @@ impl Supervisor {
     pub(super) fn on_frames(&mut self, id: WorkerId, event: FrameEvent) {
         match event {
             FrameEvent::Frames(batch) => {
-                for frame in batch {
+                // The link reads on once `batch` is dropped, after this.
+                for frame in batch.frames {
                     self.route_frame(Some(id), frame);
                 }
+                self.send_reports();
             }
             FrameEvent::ProtocolError(why) => {
                 let pid = self.workers.get(&id).map_or(0, |w| w.process.pid());
@@ -147,9 +266,11 @@ impl Supervisor {
             Kind::Undeliverable | Kind::Expect => {}
             Kind::Received => {
                 let key = (requester_of(&frame.header), frame.header.correlation);
-                if let (Some(id), Some(request)) = (from, self.requests.0.get_mut(&key)) {
+                if let (Some(id), Some(request)) = (from, self.requests.get_mut(&key)) {
                     if let Some(received) = request.outstanding.get_mut(&id) {
                         *received = true;
+                        // It will not move elsewhere now.
+                        request.frame = None;
                     }
                 }
             }
@@ -165,6 +286,10 @@ impl Supervisor {
             }
             Kind::Message | Kind::Request => self.route_message(from, frame),
         }
+        // The primary's own sends are routed one by one: report at once.
+        if from.is_none() {
+            self.send_reports();
+        }
     }
 
     fn route_message(&mut self, from: Option<WorkerId>, frame: Frame) {
@@ -175,15 +300,81 @@ impl Supervisor {
         let header = frame.header.clone();
         let out = Outgoing::new(frame);
         for dest in dests {
-            if let Err(why) = self.deliver(dest, &out, &header) {
-                self.undeliverable(from, &header, why);
+            if let Err(why) = self.deliver(dest, &out, &header, Bound::Applies) {
+                if why.code == errors::QUEUE_FULL {
+                    self.report_full(from, &header, dest, why);
+                } else {
+                    self.undeliverable(from, &header, why);
+                }
             }
+        }
+    }
+
+    /// `about` did not fit `receiver`'s queue: its sender will be told, with the others like it.
+    fn report_full(
+        &mut self,
+        to: Option<WorkerId>,
+        about: &Header,
+        receiver: Dest,
+        why: Undeliverable,
+    ) {
+        self.reports.add(to, about, receiver, why);
+    }
+
+    /// Sends the reports gathered while a batch was routed (see Reports).
+    fn send_reports(&mut self) {
+        for report in std::mem::take(&mut self.reports.0) {
+            let Report {
+                to,
+                about,
+                receiver,
+                why,
+                count,
+                others,
+            } = report;
+            let (id, pid) = match receiver {
+                Dest::Primary => (0, std::process::id()),
+                Dest::Worker(id) => (id, self.router.source(id).map_or(0, |(pid, _)| pid)),
+            };
+            let message = if others {
+                format!(
+                    "{}; with it, {count} messages of this and other actions were not delivered",
+                    why.message
+                )
+            } else if count == 1 {
+                why.message
+            } else {
+                // "...; 'x' was not delivered to it" becomes "...; 57 messages 'x' were not ...".
+                why.message.replacen(
+                    &format!("; '{}' was not", about.action),
+                    &format!("; {count} messages '{}' were not", about.action),
+                    1,
+                )
+            };
+            let payload = json!({
+                "code": why.code,
+                "message": message,
+                "count": count,
+                "workerId": id,
+                "pid": pid,
+            })
+            .to_string();
+            self.send_from_primary(to, Kind::Undeliverable, FLAG_ERROR, &about, payload);
         }
     }
 
     /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered.
     fn start_request(&mut self, from: Option<WorkerId>, frame: Frame) {
         let consume = frame.header.target == Target::AnyApp;
+        if self.requests.open_for(from) >= MAX_OPEN_REQUESTS {
+            let why = Undeliverable {
+                code: errors::QUEUE_FULL,
+                message: format!(
+                    "this process has {MAX_OPEN_REQUESTS} requests that are not answered yet"
+                ),
+            };
+            return self.undeliverable(from, &frame.header, why);
+        }
         let dests = match self.router.route(&frame.header) {
             Ok(dests) => dests,
             Err(why) => return self.undeliverable(from, &frame.header, why),
@@ -206,17 +397,17 @@ impl Supervisor {
                 .collect();
             self.send_from_primary(from, Kind::Expect, 0, &header, json!(expected).to_string());
         }
-        self.requests.0.insert(
+        self.requests.insert(
             key,
             Request {
                 consume,
                 header: header.clone(),
-                frame: out.clone(),
+                frame: consume.then(|| out.clone()),
                 outstanding: targets.iter().map(|id| (*id, false)).collect(),
             },
         );
         for id in targets {
-            if let Err(why) = self.deliver(Dest::Worker(id), &out, &header) {
+            if let Err(why) = self.deliver(Dest::Worker(id), &out, &header, Bound::Applies) {
                 self.answer_for(key, id, why);
             }
         }
@@ -228,7 +419,7 @@ impl Supervisor {
         let Some(id) = from else {
             return;
         };
-        let Some(request) = self.requests.0.get_mut(&key) else {
+        let Some(request) = self.requests.get_mut(&key) else {
             // Nobody waits for it any more (the requester died, or it answered twice).
             return;
         };
@@ -236,12 +427,25 @@ impl Supervisor {
             return;
         }
         if request.outstanding.is_empty() {
-            self.requests.0.remove(&key);
+            self.requests.remove(&key);
         }
         let dest = requester.map_or(Dest::Primary, Dest::Worker);
         let header = frame.header.clone();
-        // A requester that has gone needs no answer.
-        let _ = self.deliver(dest, &Outgoing::new(frame), &header);
+        // A requester that has gone needs no answer. One that does not read what it is sent
+        // gets, past its bound, a short error in place of the answer that did not fit.
+        if let Err(why) = self.deliver(dest, &Outgoing::new(frame), &header, Bound::Applies) {
+            if why.code == errors::QUEUE_FULL {
+                let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
+                let why = Undeliverable {
+                    code: why.code,
+                    message: format!(
+                        "the answer of worker {id} (pid {pid}) to '{}' did not fit this process's messenger queue: {}",
+                        header.action, why.message
+                    ),
+                };
+                self.answer_in_name_of(key, (id, pid), &header.action, why);
+            }
+        }
     }
 
     /// A child exited. Nothing more is routed to it, but what it wrote before it died is still
@@ -270,17 +474,8 @@ impl Supervisor {
             .or_else(|| self.departing.remove(&id))
             .map(|(pid, _)| pid);
         self.router.leave(id);
-        self.requests
-            .0
-            .retain(|(requester, _), _| *requester != Some(id));
-        let keys: Vec<RequestKey> = self
-            .requests
-            .0
-            .iter()
-            .filter(|(_, r)| r.outstanding.contains_key(&id))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in keys {
+        self.requests.forget_requester(Some(id));
+        for key in self.requests.waiting_for(id) {
             self.request_target_gone(key, id, pid.unwrap_or(0));
         }
     }
@@ -292,7 +487,7 @@ impl Supervisor {
             return;
         };
         let action = request.header.action.clone();
-        if request.consume && !received {
+        if let (true, false, Some(out)) = (request.consume, received, request.frame.clone()) {
             // It never reached that worker: it may still run, once, somewhere else.
             let next = self.router.route(&request.header).ok().and_then(|dests| {
                 dests.into_iter().find_map(|d| match d {
@@ -301,8 +496,8 @@ impl Supervisor {
                 })
             });
             if let Some(next) = next {
-                let (header, out) = (request.header.clone(), request.frame.clone());
-                self.requests.0.insert(
+                let header = request.header.clone();
+                self.requests.insert(
                     key,
                     Request {
                         outstanding: BTreeMap::from([(next, false)]),
@@ -311,7 +506,7 @@ impl Supervisor {
                 );
                 // No further move if this fails too: it is answered with why, and a worker
                 // whose queue is full is never picked again and again.
-                if let Err(why) = self.deliver(Dest::Worker(next), &out, &header) {
+                if let Err(why) = self.deliver(Dest::Worker(next), &out, &header, Bound::Applies) {
                     self.answer_for(key, next, why);
                 }
                 return;
@@ -340,10 +535,10 @@ impl Supervisor {
     /// Removes `id` from what the request waits for. Returns whether `id` had received it, and
     /// the request (which stays followed while others still owe an answer).
     fn take_outstanding(&mut self, key: RequestKey, id: WorkerId) -> Option<(bool, Request)> {
-        let request = self.requests.0.get_mut(&key)?;
+        let request = self.requests.get_mut(&key)?;
         let received = request.outstanding.remove(&id)?;
         if request.outstanding.is_empty() {
-            return self.requests.0.remove(&key).map(|r| (received, r));
+            return self.requests.remove(&key).map(|r| (received, r));
         }
         let copy = Request {
             consume: request.consume,
@@ -381,10 +576,21 @@ impl Supervisor {
         dest: Dest,
         out: &Outgoing,
         header: &Header,
+        bound: Bound,
     ) -> Result<(), Undeliverable> {
         let action = &header.action;
         match dest {
             Dest::Primary => {
+                let (waiting, limit) = (self.events.frame_bytes(), self.queue_limit());
+                let cost = out.weight + ENTRY_OVERHEAD;
+                if bound == Bound::Applies && waiting > 0 && waiting + cost > limit {
+                    return Err(Undeliverable {
+                        code: errors::QUEUE_FULL,
+                        message: format!(
+                            "the primary has {limit} bytes of messages it has not read; '{action}' was not delivered to it"
+                        ),
+                    });
+                }
                 // The primary's JavaScript takes payloads in line.
                 let frame = out
                     .in_line()
@@ -415,6 +621,9 @@ impl Supervisor {
                             *size += out.weight;
                             held.push(out.clone());
                             Ok(())
+                        }
+                        (None, Some(link)) if bound == Bound::Waived => {
+                            link.send_past_bound(out.clone())
                         }
                         (None, Some(link)) => link.send(out.clone()),
                         (None, None) => Err(SendError::Closed),
@@ -491,7 +700,7 @@ impl Supervisor {
         if let Ok(frame) = frames::encode(&header, payload.as_bytes()).and_then(frames::parse) {
             let dest = to.map_or(Dest::Primary, Dest::Worker);
             // A requester or sender that has gone needs no answer.
-            let _ = self.deliver(dest, &Outgoing::new(frame), &header);
+            let _ = self.deliver(dest, &Outgoing::new(frame), &header, Bound::Waived);
         }
     }
 
@@ -567,9 +776,100 @@ impl Supervisor {
         };
         if let Some(link) = w.frames.as_ref() {
             for out in held {
-                // Bounded already: at most MAX_BEFORE_HELLO bytes waited.
-                let _ = link.send(out);
+                // Bounded already: at most MAX_BEFORE_HELLO bytes waited. Closed is the only
+                // error left, and then the child is gone.
+                let _ = link.send_past_bound(out);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn about(action: &str) -> Header {
+        Header {
+            kind: Kind::Message,
+            target: Target::Broadcast,
+            flags: 0,
+            target_id: 0,
+            source_id: 1,
+            source_pid: 10,
+            correlation: 0,
+            action: action.into(),
+        }
+    }
+
+    fn full() -> Undeliverable {
+        Undeliverable {
+            code: errors::QUEUE_FULL,
+            message: "full".into(),
+        }
+    }
+
+    #[test]
+    fn reports_count_the_messages_of_one_sender_receiver_and_action() {
+        let mut reports = Reports::default();
+        for action in ["a", "b", "a", "a", "b"] {
+            reports.add(Some(1), &about(action), Dest::Worker(3), full());
+        }
+        reports.add(Some(1), &about("a"), Dest::Worker(4), full());
+        reports.add(Some(2), &about("a"), Dest::Worker(3), full());
+        reports.add(None, &about("a"), Dest::Primary, full());
+        let seen: Vec<_> = reports
+            .0
+            .iter()
+            .map(|r| (r.to, r.receiver, r.about.action.as_str(), r.count))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (Some(1), Dest::Worker(3), "a", 3),
+                (Some(1), Dest::Worker(3), "b", 2),
+                (Some(1), Dest::Worker(4), "a", 1),
+                (Some(2), Dest::Worker(3), "a", 1),
+                (None, Dest::Primary, "a", 1),
+            ]
+        );
+    }
+
+    #[test]
+    fn open_requests_are_counted_per_requester() {
+        let request = || Request {
+            consume: false,
+            header: about("a"),
+            frame: None,
+            outstanding: BTreeMap::from([(3, false)]),
+        };
+        let mut requests = Requests::default();
+        requests.insert((Some(1), 1), request());
+        requests.insert((Some(1), 2), request());
+        // The same key again (a correlation id reused) replaces, and counts once.
+        requests.insert((Some(1), 2), request());
+        requests.insert((None, 1), request());
+        assert_eq!(requests.open_for(Some(1)), 2);
+        assert_eq!(requests.open_for(None), 1);
+        assert!(requests.remove(&(Some(1), 1)).is_some());
+        assert!(requests.remove(&(Some(1), 1)).is_none());
+        assert_eq!(requests.open_for(Some(1)), 1);
+        assert_eq!(requests.waiting_for(3).len(), 2);
+        requests.forget_requester(Some(1));
+        assert_eq!(requests.open_for(Some(1)), 0);
+        assert_eq!(requests.waiting_for(3), vec![(None, 1)]);
+    }
+
+    #[test]
+    fn made_up_actions_cannot_multiply_the_reports() {
+        let mut reports = Reports::default();
+        let sent = 10 * MAX_REPORTS as u64;
+        for n in 0..sent {
+            reports.add(Some(1), &about(&format!("a{n}")), Dest::Worker(3), full());
+        }
+        reports.add(Some(1), &about("other"), Dest::Worker(4), full());
+        assert!(reports.0.len() <= MAX_REPORTS + 1);
+        assert_eq!(reports.0.iter().map(|r| r.count).sum::<u64>(), sent + 1);
+        assert!(reports.0[0].others);
+        assert_eq!(reports.0.last().map(|r| r.receiver), Some(Dest::Worker(4)));
     }
 }

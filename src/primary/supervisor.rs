@@ -233,6 +233,8 @@ pub struct Supervisor {
     pub(super) departing: HashMap<WorkerId, (u32, WorkerKind)>,
     /// consume/map requests in flight (src/primary/messenger.rs).
     pub(super) requests: super::messenger::Requests,
+    /// Messages that did not fit their receivers' queues, to report (src/primary/messenger.rs).
+    pub(super) reports: super::messenger::Reports,
     /// The rolling reload under way, if any.
     pub(super) reload: Option<super::reload::Reload>,
     /// `scale()` calls waiting for the workers to match the new count.
@@ -301,6 +303,7 @@ pub fn launch(
         held: Default::default(),
         departing: HashMap::new(),
         requests: Default::default(),
+        reports: Default::default(),
         reload: None,
         scale_tickets: Vec::new(),
         settled_since: None,

@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   cluster.on('error', (error) => console.error(error.code, error.details));
   cluster.on('warning', (warning) => console.warn(warning.workerId, warning.message));
   cluster.messenger.on('stats', (data: { rps: number }, meta) => console.log(data.rps, meta.from.kind));
-  cluster.messenger.on('error', (error) => console.error(error.code, error.action));
+  cluster.messenger.on('error', (error) => console.error(error.code, error.action, error.count, error.workerId));
   cluster.messenger.broadcast('config', { level: 'debug' });
   cluster.messenger.sendTo('primary', 'hello');
   cluster.messenger.sendTo(3, 'bytes', Buffer.from('raw'));
@@ -33,6 +33,8 @@ async function main(): Promise<void> {
     else console.log(entry.pid, entry.reason.code);
   }
   console.log(total, pids);
+  const drained: Promise<void> = cluster.messenger.drained();
+  await drained;
   for (const worker of Object.values(cluster.workers)) {
     worker.send('hello', (error) => error && console.error(error.message));
     const alive: boolean = !worker.isDead() && worker.isConnected();
