@@ -179,8 +179,12 @@ function steadyLoad(port, { connections, keepAlive, path: urlPath = '/' }) {
 }
 
 /** Spawns a node script; the process is SIGKILLed (with its group) when the test ends. */
-function spawnNode(t, args, options = {}) {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
+/**
+ * Starts `program` in its own process group, collecting its output in `child.output`; the whole
+ * group is SIGKILLed when the test ends.
+ */
+function spawnProgram(t, program, args, options = {}) {
+  const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
   child.output = '';
   child.stdout.setEncoding('utf8');
   child.stderr.setEncoding('utf8');
@@ -197,9 +201,13 @@ function spawnNode(t, args, options = {}) {
   return child;
 }
 
+function spawnNode(t, args, options = {}) {
+  return spawnProgram(t, process.execPath, args, options);
+}
+
 /** Resolves once the child's output matches `pattern`; returns the match. */
 function waitForOutput(child, pattern, ms = 10_000) {
   return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
 }
 
-module.exports = { fixture, once, until, alive, procStat, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnNode, waitForOutput };
+module.exports = { fixture, once, until, alive, procStat, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnProgram, spawnNode, waitForOutput };

@@ -9,8 +9,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
-const { fixture, once, until, alive, procStat, childrenOf, startCluster, get, spawnNode, waitForOutput } = require('./helpers');
+const { fixture, once, until, alive, procStat, childrenOf, startCluster, get, spawnProgram, spawnNode, waitForOutput } = require('./helpers');
 
 const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const hostile = fixture('hostile-worker.js');
@@ -128,19 +127,8 @@ test('a flood under a low descriptor limit stops at the reserve, and a replaceme
   const dir = tempDir(t);
   // bash sets the limit and becomes the CLI (exec). With 200 descriptors, the flood reaches the
   // primary's reserve of 128 before the per-worker limit of 64.
-  const primary = spawn('bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${bin}" start "${hostile}" -i 1`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
+  const primary = spawnProgram(t, 'bash', ['-c', `ulimit -n 200 && exec "${process.execPath}" "${bin}" start "${hostile}" -i 1`], {
     env: { ...process.env, ATTACK: 'listen-flood', FLOOD: '200', FLOOD_STAY: '1', MARKER_FILE: path.join(dir, 'marker') },
-  });
-  primary.output = '';
-  for (const stream of [primary.stdout, primary.stderr]) stream.on('data', (d) => (primary.output += d));
-  t.after(() => {
-    try {
-      process.kill(-primary.pid, 'SIGKILL');
-    } catch {
-      // Gone.
-    }
   });
   await waitForOutput(primary, /1 workers ready/, 20_000);
   await waitForOutput(primary, /fewer than 128 descriptors left; refused \(EMFILE\)/, 20_000);
@@ -266,19 +254,8 @@ test('a worker\'s grandchildren end with it: when it crashes, at a graceful stop
 });
 
 test('as PID 1 every orphan is reaped: no zombie is left', { skip: process.getuid() !== 0 && 'unshare needs root' }, async (t) => {
-  const cli = spawn('unshare', ['--pid', '--fork', '--mount-proc', process.execPath, bin, 'start', hostile, '-i', '2'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: true,
+  const cli = spawnProgram(t, 'unshare', ['--pid', '--fork', '--mount-proc', process.execPath, bin, 'start', hostile, '-i', '2'], {
     env: { ...process.env, ATTACK: 'grandchild' },
-  });
-  cli.output = '';
-  for (const stream of [cli.stdout, cli.stderr]) stream.on('data', (d) => (cli.output += d));
-  t.after(() => {
-    try {
-      process.kill(-cli.pid, 'SIGKILL');
-    } catch {
-      // Gone.
-    }
   });
   await waitForOutput(cli, /2 workers ready/, 15_000);
   // PID 1 of the new namespace is the CLI, unshare's child.

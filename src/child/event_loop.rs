@@ -73,19 +73,30 @@ pub struct ReadWatch {
     handle: *mut c_void,
 }
 
+/// The environment's event loop and a zeroed, unregistered libuv handle of `kind` for it; the
+/// caller initialises the handle, and its close callback frees it.
+fn new_handle(
+    env: sys::napi_env,
+    uv: &Uv,
+    kind: c_int,
+) -> io::Result<(*mut sys::uv_loop_s, *mut c_void)> {
+    let mut event_loop = ptr::null_mut();
+    // SAFETY: a plain query of the environment's loop, on its thread.
+    if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok {
+        return Err(io::Error::other("no event loop for this environment"));
+    }
+    // SAFETY: a zeroed block of the size libuv says a handle of this kind takes.
+    let handle = unsafe { libc::calloc(1, (uv.handle_size)(kind)) };
+    if handle.is_null() {
+        return Err(io::ErrorKind::OutOfMemory.into());
+    }
+    Ok((event_loop, handle))
+}
+
 impl ReadWatch {
     pub fn start(env: sys::napi_env, fd: c_int, on_readable: OnReadable) -> io::Result<Self> {
         let uv = uv()?;
-        let mut event_loop = ptr::null_mut();
-        // SAFETY: a plain query of the environment's loop, on its thread.
-        if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok {
-            return Err(io::Error::other("no event loop for this environment"));
-        }
-        // SAFETY: a zeroed block of the size libuv says its poll handle takes.
-        let handle = unsafe { libc::calloc(1, (uv.handle_size)(UV_POLL)) };
-        if handle.is_null() {
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
+        let (event_loop, handle) = new_handle(env, uv, UV_POLL)?;
         // SAFETY: `handle` is a fresh poll handle for this loop; `data` (the first field of
         // every libuv handle) carries the callback until the close callback frees both.
         unsafe {
@@ -179,16 +190,7 @@ impl Waker {
 impl AsyncWake {
     pub fn start(env: sys::napi_env, on_wake: OnWake) -> io::Result<Self> {
         let uv = uv()?;
-        let mut event_loop = ptr::null_mut();
-        // SAFETY: a plain query of the environment's loop, on its thread.
-        if unsafe { sys::napi_get_uv_event_loop(env, &mut event_loop) } != sys::Status::napi_ok {
-            return Err(io::Error::other("no event loop for this environment"));
-        }
-        // SAFETY: a zeroed block of the size libuv says its async handle takes.
-        let handle = unsafe { libc::calloc(1, (uv.handle_size)(UV_ASYNC)) };
-        if handle.is_null() {
-            return Err(io::ErrorKind::OutOfMemory.into());
-        }
+        let (event_loop, handle) = new_handle(env, uv, UV_ASYNC)?;
         // SAFETY: as in ReadWatch::start: `data` carries the callback until `on_async_close`.
         unsafe {
             let status = (uv.async_init)(event_loop.cast(), handle, on_async);
