@@ -54,7 +54,10 @@ pub struct Role {
 }
 
 pub fn prepare(spec: &ChildSpec, role: &Role) -> io::Result<Prepared> {
-    let program = std::env::current_exe()?;
+    let program = match &spec.exec_path {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?,
+    };
     let mut args: Vec<OsString> = spec.exec_argv.iter().map(OsString::from).collect();
     args.push(spec.exec.clone().into_os_string());
     args.extend(spec.args.iter().map(OsString::from));
@@ -166,6 +169,7 @@ mod tests {
             exec: "/srv/app.js".into(),
             args: vec!["--port".into(), "1".into()],
             exec_argv: vec!["--no-warnings".into()],
+            exec_path: None,
             env: vec![
                 ("NODE_UNIQUE_ID".into(), "stale".into()),
                 ("HOME".into(), "/root".into()),

@@ -30,6 +30,8 @@ pub struct ChildSpec {
     pub exec: PathBuf,
     pub args: Vec<String>,
     pub exec_argv: Vec<String>,
+    /// The Node binary the child runs (`execPath`); None: this process's own.
+    pub exec_path: Option<PathBuf>,
     pub env: Vec<(OsString, OsString)>,
     pub cwd: PathBuf,
     pub stdio: Vec<StdioEntry>,
@@ -154,6 +156,7 @@ const MAX_MEMORY: u64 = (1 << 53) - 1;
 
 const CLUSTER_KEYS: &[&str] = &[
     "listenFds",
+    "execPath",
     "exec",
     "args",
     "execArgv",
@@ -396,7 +399,7 @@ fn boolean(obj: &Map<String, Value>, name: &str, default: bool) -> RcResult<bool
     }
 }
 
-const AGENT_KEYS: &[&str] = &["exec", "args", "execArgv", "env", "readiness"];
+const AGENT_KEYS: &[&str] = &["exec", "args", "execArgv", "execPath", "env", "readiness"];
 
 /// `agent`: a script path, or `{ exec, args, execArgv, env, readiness }`. It runs with the app
 /// workers' settings unless these say otherwise; its `env` is added to theirs.
@@ -453,6 +456,9 @@ fn parse_agent(value: &Value, app: &ChildSpec) -> RcResult<AgentOptions> {
     child.args = strings(&obj, "args")?;
     if obj.contains_key("execArgv") {
         child.exec_argv = strings(&obj, "execArgv")?;
+    }
+    if obj.contains_key("execPath") {
+        child.exec_path = parse_exec_path(obj.get("execPath"), &app.cwd)?;
     }
     child.env = merge_env(app.env.clone(), obj.get("env"))?;
     Ok(AgentOptions { child, readiness })
@@ -533,6 +539,7 @@ pub fn parse_child_spec(
         exec,
         args: strings(obj, "args")?,
         exec_argv: strings(obj, "execArgv")?,
+        exec_path: parse_exec_path(obj.get("execPath"), &cwd)?,
         env: merge_env(process_env, obj.get("env"))?,
         cwd,
         stdio: parse_stdio(obj.get("stdio"))?,
@@ -540,6 +547,37 @@ pub fn parse_child_spec(
         uid: optional_id(obj, "uid")?,
         gid: optional_id(obj, "gid")?,
     })
+}
+
+/// `execPath`, as `child_process.fork` takes it: the Node binary the children run (another
+/// version of Node, or a wrapper around one), resolved against `cwd`; an executable file.
+fn parse_exec_path(value: Option<&Value>, cwd: &Path) -> RcResult<Option<PathBuf>> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => cwd.join(s),
+        Some(other) => {
+            return Err(RcError::invalid_option(
+                "execPath",
+                "the path of a Node binary",
+                other,
+            ))
+        }
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(Some(path)),
+        Ok(_) => Err(RcError::new(
+            errors::INVALID_OPTION,
+            format!(
+                "option `execPath`: {} is not an executable file",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(RcError::new(
+            errors::INVALID_OPTION,
+            format!("option `execPath`: {}: {e}", path.display()),
+        )),
+    }
 }
 
 fn absolute(p: &Path) -> RcResult<PathBuf> {
