@@ -50,10 +50,12 @@ export interface ClusterOptions {
   /** One agent process, started and ready before the app workers; restarted under the same budget,
    *  stopped after them. `readiness`: 'started' (default: its main module has run) or 'message'
    *  (it calls `rcluster.ready()`). */
-  agent?: string | { exec: string; args?: string[]; execArgv?: string[]; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
+  agent?: string | { exec: string; args?: string[]; execArgv?: string[]; execPath?: string; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
   /** The largest messenger payload in bytes (1 to 512 MiB); larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
   /** Descriptors of the primary (inherited listening sockets) that workers may `listen({ fd })` on; any other number is refused with EACCES. */
+  /** The Node binary the children run (as `child_process.fork` takes it); default `process.execPath`. */
+  execPath?: string;
   listenFds?: number[];
   /** Slots a rolling reload replaces at once. Default 1. */
   reloadParallel?: number;

@@ -2,6 +2,9 @@
 
 // rcluster: a Node.js cluster whose primary is written in Rust. See README.md and index.d.ts.
 
+// The native addon first: on a platform without it, `require('rcluster')` fails here, with an
+// error that says what is missing, rather than later in start().
+require('./lib/addon');
 const child = require('./lib/child');
 
 module.exports = {

@@ -25,7 +25,7 @@ function open() {
   const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
   if (!Number.isInteger(fd) || fd < 0) return null;
   const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
-  const { ChildChannel } = require('./native.js');
+  const { ChildChannel } = require('./addon');
   const limit = queueLimit(maxMessage);
   let channel;
   const drain = () => {

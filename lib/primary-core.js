@@ -4,7 +4,7 @@
 // supervisor's events in batches, and matches send completions to their callbacks. Both public
 // primaries (lib/cluster.js and lib/node-cluster.js) sit on top of this.
 
-const { NativeCluster } = require('./native.js');
+const { NativeCluster } = require('./addon');
 const { fromNative, rclusterError } = require('./errors');
 
 /**

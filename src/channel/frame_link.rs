@@ -79,7 +79,8 @@ const TRIM_AFTER: usize = 4 << 20;
 
 /// How long the heap must have been left alone before it is trimmed: a trim costs the next
 /// allocations their pages again, so a queue that fills and drains all the time is not trimmed
-/// each time, only once it rests.
+/// each time, only once it rests. (glibc only: musl's allocator has no trim.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A frame ready to write, shared by every target: one broadcast is one allocation (and at most
