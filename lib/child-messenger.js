@@ -1,13 +1,15 @@
 'use strict';
 
 // The messenger of a child (an app worker or the agent): a Messenger over the child's end of
-// rcluster's channel, opened on first use. Null where there is no channel (not an rcluster child).
+// rcluster's channel. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('./messenger');
 const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('./frames');
 const { rclusterError } = require('./errors');
 
 let messenger;
+/** Whether the channel is open: the messenger has been used, not only looked at. */
+let opened = false;
 /** Frames up to this size are joined into one write. */
 const BATCH_BYTES = 64 * 1024;
 /**
@@ -21,16 +23,21 @@ const EXIT_WAIT_MS = 2000;
 /** What may wait in one messenger queue, in bytes: 64 MiB or two of the largest frames (the primary's bound per process is the same). */
 const queueLimit = (maxMessage) => Math.max(64 * 1024 * 1024, 2 * (maxMessage + 4 + 22 + MAX_ACTION_LEN));
 
-function open() {
+/** The channel's descriptor, or null where this process has none. */
+function channelFd() {
   const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
-  if (!Number.isInteger(fd) || fd < 0) return null;
+  return Number.isInteger(fd) && fd >= 0 ? fd : null;
+}
+
+/** Opens the channel: the transport of `owner`, which receives what arrives on it. */
+function open(fd, owner) {
   const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
   const { ChildChannel } = require('./addon');
   const limit = queueLimit(maxMessage);
   let channel;
   const drain = () => {
     const batch = channel.take();
-    forEachFrame(batch.frames, (frame) => result._receive(frame), (ascii) => (ascii ? channel.nextSharedLatin1() : channel.nextShared()));
+    forEachFrame(batch.frames, (frame) => owner._receive(frame), (ascii) => (ascii ? channel.nextSharedLatin1() : channel.nextShared()));
     // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
     if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };
@@ -90,7 +97,7 @@ function open() {
     if (left > 0) process.stderr.write(`rcluster: ${left} bytes of messenger messages were not sent before this process exited (pid ${process.pid})\n`);
   });
 
-  const result = new Messenger({
+  const transport = {
     // `bounded`: false for what the messenger itself must say (subscriptions, receipts, error
     // answers): small, and never refused.
     send: (kind, target, targetId, correlation, action, flags, payload, bounded = true) => {
@@ -149,7 +156,7 @@ function open() {
         process.nextTick(flush);
       }
     },
-    handler: (action, on) => result._transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0), false),
+    handler: (action, on) => transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0), false),
     flush,
     drained: () => {
       writePending();
@@ -160,22 +167,50 @@ function open() {
     },
     // Like Node's own channel: handlers keep the process alive, until the primary lets it go.
     hold: (yes) => channel.setRef(yes && process.connected !== false),
-  });
+  };
   // Disconnected (stop, reload, scale down): the messenger must not keep the worker from exiting.
   process.once('disconnect', () => channel.setRef(false));
   // Join the cluster's messenger now: until a child says hello, the primary sends it nothing.
-  result._transport.handler('', true);
+  transport.handler('', true);
+  return transport;
+}
+
+/**
+ * The messenger is made when it is first asked for, its channel opened when it is first used:
+ * `import { messenger } from 'rcluster'` asks as soon as the module is imported, and a child
+ * that only imports rcluster must not join the messenger, nor wait for it when it exits.
+ * Nothing arrives before the hello that opening sends; nothing unsent waits to be drained.
+ */
+function create(fd) {
+  let transport = null;
+  const channel = () => {
+    if (transport === null) {
+      transport = open(fd, result);
+      opened = true;
+    }
+    return transport;
+  };
+  const result = new Messenger({
+    send: (...args) => channel().send(...args),
+    handler: (action, on) => channel().handler(action, on),
+    flush: () => channel().flush(),
+    drained: () => (transport === null ? Promise.resolve() : transport.drained()),
+    hold: (yes) => channel().hold(yes),
+  });
   return result;
 }
 
 function childMessenger() {
-  if (messenger === undefined) messenger = open();
+  if (messenger === undefined) {
+    const fd = channelFd();
+    messenger = fd === null ? null : create(fd);
+  }
   return messenger;
 }
 
-/** The messenger if this process has opened it, without opening it. */
+/** The messenger if this process has used it, without opening it. */
 function openedMessenger() {
-  return messenger || null;
+  return opened ? messenger : null;
 }
 
 module.exports = { childMessenger, openedMessenger };

@@ -25,6 +25,15 @@ async function messengerCluster(t, options = {}) {
 
 const receivers = (got, action) => got.filter((r) => r.action === action).map((r) => r.me).sort();
 
+test('a worker that only looks at its messenger opens no channel; its first handler opens it', async (t) => {
+  const cluster = startCluster(t, { exec: fixture('messenger-lazy-worker.js'), workers: 1, readiness: 'message' });
+  const reported = once(cluster, 'message');
+  await cluster.ready;
+  const [, report] = await reported;
+  assert.deepStrictEqual(report, { looked: false, used: true });
+  assert.strictEqual(await cluster.messenger.consume('ping', null, { timeout: 5000 }), 'pong');
+});
+
 test('from the primary: broadcast, sendToApp, sendTo (id and pid), sendRandom', async (t) => {
   const { cluster, got, workers } = await messengerCluster(t);
   const [a, b] = workers;
