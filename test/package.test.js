@@ -99,6 +99,17 @@ test('installed from its tarballs without Rust, rcluster runs a 2-worker cluster
   assert.match(required(), new RegExp(`^ERR_RCLUSTER_NO_BINARY: .*the package rcluster-${platformName()}@${version} is missing.*npm install rcluster-${platformName()}@${version}`));
 });
 
+test('on a platform without a prebuilt addon, require(\'rcluster\') names the supported ones', () => {
+  const as = (platform, arch) => spawnSync(process.execPath, ['-e', `
+    Object.defineProperty(process, 'platform', { value: '${platform}' });
+    Object.defineProperty(process, 'arch', { value: '${arch}' });
+    try { require(${JSON.stringify(root)}) } catch (e) { console.log(e.code + ': ' + e.message) }
+  `], { encoding: 'utf8' }).stdout;
+  assert.match(as('darwin', 'arm64'), /^ERR_RCLUSTER_UNSUPPORTED_PLATFORM: rcluster runs on Linux only .* this is darwin-arm64; prebuilt binaries: linux-x64-gnu, linux-arm64-gnu, linux-x64-musl, linux-arm64-musl/);
+  assert.match(as('win32', 'x64'), /^ERR_RCLUSTER_UNSUPPORTED_PLATFORM: .*win32-x64/);
+  assert.match(as('linux', 'riscv64'), /^ERR_RCLUSTER_UNSUPPORTED_PLATFORM: there is no prebuilt binary for linux-riscv64-gnu; build it from source/);
+});
+
 test('building from source without Rust says that Rust is missing', () => {
   const result = spawnSync(process.execPath, [path.join(root, 'scripts', 'build.js')], {
     env: { ...process.env, PATH: pathWithoutRust() },
