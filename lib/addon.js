@@ -13,6 +13,9 @@ const { version } = require('../package.json');
 
 function load() {
   const platform = platformName();
+  // A build from source (a clone, or a platform without a prebuilt package) comes first.
+  const local = path.join(__dirname, `rcluster.${platform}.node`);
+  if (fs.existsSync(local)) return require(local);
   if (!SUPPORTED.includes(platform)) {
     const why =
       process.platform === 'linux'
@@ -20,8 +23,6 @@ function load() {
         : `rcluster runs on Linux only (it uses pidfd, SO_REUSEPORT and PR_SET_PDEATHSIG), and this is ${platform}`;
     throw rclusterError('ERR_RCLUSTER_UNSUPPORTED_PLATFORM', `${why}; prebuilt binaries: ${SUPPORTED.join(', ')}`);
   }
-  const local = path.join(__dirname, `rcluster.${platform}.node`);
-  if (fs.existsSync(local)) return require(local);
 
   const name = `rcluster-${platform}`;
   let manifest;

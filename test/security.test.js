@@ -141,6 +141,33 @@ test('a flood under a low descriptor limit stops at the reserve, and a replaceme
   assert.doesNotMatch(primary.output, /ERR_RCLUSTER_SPAWN_FAILED|could not start a worker/);
 });
 
+test('a worker asking again and again for a socket it holds gets no more copies of it', async (t) => {
+  const before = openDescriptors();
+  const cluster = startCluster(t, { exec: hostile, workers: 1, env: { ATTACK: 'query-flood', QUERIES: '3000' } });
+  const warnings = warningsOf(cluster);
+  await nextMessage(cluster, 'queried', 30_000);
+  await until(() => warnings.some((w) => w.code === 'ERR_RCLUSTER_LISTEN_REFUSED'), 5000, 'the refusal warning');
+  assert.match(warnings.find((w) => w.code === 'ERR_RCLUSTER_LISTEN_REFUSED').message, /already holds/);
+  const grown = openDescriptors() - before;
+  assert.ok(grown < 20, `the primary holds ${grown} more descriptors after 3,000 queries`);
+});
+
+test('a worker that asks without reading the answers is cut off before the primary grows without end', async (t) => {
+  const rssBefore = process.memoryUsage().rss;
+  const dir = tempDir(t);
+  const cluster = startCluster(t, {
+    exec: hostile,
+    workers: 1,
+    env: { ATTACK: 'query-flood', QUERIES: '2000', QUERY_DATA: String(64 << 10), MARKER_FILE: path.join(dir, 'marker') },
+  });
+  const warnings = warningsOf(cluster);
+  await until(() => warnings.some((w) => /does not read its IPC channel/.test(w.message)), 60_000, 'the protocol warning');
+  // 2,000 answers of 64 KiB would be 125 MiB; the primary stops at 64 MiB.
+  const grown = (process.memoryUsage().rss - rssBefore) >> 20;
+  assert.ok(grown < 110, `the primary grew by ${grown} MiB`);
+  await until(() => Object.values(cluster.workers).some((w) => w.state === 'listening'), 10_000, 'the replacement');
+});
+
 for (const channel of ['node', 'messenger']) {
   test(`20 descriptors in one message on the ${channel} channel: closed, reported, worker replaced`, async (t) => {
     const dir = tempDir(t);

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -69,6 +70,41 @@ pub struct ConnectionSpec {
     pub process: Arc<ChildProcess>,
     pub mode: Serialization,
     pub max_message: usize,
+    /// What the primary has queued for the child and the task has not taken yet, kept by the
+    /// sender (`Backlog::add`) and taken off here.
+    pub backlog: Backlog,
+}
+
+/// Bytes and descriptors queued for a child. The queue itself is unbounded (the supervisor must
+/// never wait on a child); the sender reads this to refuse a child that does not read.
+#[derive(Clone, Default)]
+pub struct Backlog {
+    bytes: Arc<AtomicUsize>,
+    fds: Arc<AtomicUsize>,
+}
+
+impl Backlog {
+    pub fn add(&self, bytes: usize, fd: bool) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if fd {
+            self.fds.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn take(&self, bytes: usize, fd: bool) {
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if fd {
+            self.fds.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(bytes, descriptors)` waiting.
+    pub fn size(&self) -> (usize, usize) {
+        (
+            self.bytes.load(Ordering::Relaxed),
+            self.fds.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// Starts the task; returns the queue of what to send to the child.
@@ -84,6 +120,7 @@ pub fn start(
         exit_watch,
         mode: spec.mode,
         decoder: node_ipc::Decoder::new(spec.mode, spec.max_message),
+        backlog: spec.backlog,
         scratch: vec![0; READ_CHUNK],
         unclaimed_fds: VecDeque::new(),
         outbox: rx,
@@ -108,6 +145,7 @@ struct OutFrame {
 }
 
 struct Connection {
+    backlog: Backlog,
     socket: FdSocket,
     exit_watch: AsyncFd<Arc<ChildProcess>>,
     mode: Serialization,
@@ -173,6 +211,7 @@ impl Connection {
                 Wake::Read(Err(_)) | Wake::Wrote(Err(_)) => self.close(None),
                 Wake::Wrote(Ok(n)) => self.on_written(n),
                 Wake::Outbound(Some(Outbound::Frame { bytes, fd, ticket })) => {
+                    self.backlog.take(bytes.len(), fd.is_some());
                     self.current = Some(OutFrame {
                         bytes,
                         written: 0,

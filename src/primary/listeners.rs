@@ -34,6 +34,7 @@ pub const DESCRIPTOR_RESERVE: usize = 128;
 pub enum Refusal {
     /// `listen({ fd })` on a descriptor the operator did not give the cluster.
     NotGiven(i32),
+    AlreadyHeld,
     WorkerLimit,
     ClusterLimit,
     DescriptorReserve,
@@ -43,6 +44,7 @@ impl Refusal {
     fn errno(self) -> Errno {
         match self {
             Refusal::NotGiven(_) => Errno::EACCES,
+            Refusal::AlreadyHeld => Errno::EADDRINUSE,
             Refusal::WorkerLimit | Refusal::ClusterLimit | Refusal::DescriptorReserve => {
                 Errno::EMFILE
             }
@@ -55,6 +57,9 @@ impl Refusal {
             Refusal::NotGiven(fd) => format!(
                 "asked to listen on descriptor {fd} of the primary, which is not one of listenFds; refused (EACCES)"
             ),
+            Refusal::AlreadyHeld => {
+                "asked again for a listening socket it already holds; refused (EADDRINUSE)".into()
+            }
             Refusal::WorkerLimit => format!(
                 "asked for more than {MAX_SOCKETS_PER_WORKER} listening sockets at once; refused (EMFILE)"
             ),
@@ -225,10 +230,12 @@ impl Listeners {
             }
         }
         let existing = self.entries.get(&req.key);
-        let held = existing.is_some_and(|e| e.holds(worker));
-        if !held
-            && self.entries.values().filter(|e| e.holds(worker)).count() >= MAX_SOCKETS_PER_WORKER
-        {
+        // Node gives each server of a worker its own key: asking again for a key it holds gets
+        // nothing a worker needs, only another duplicate of the socket.
+        if existing.is_some_and(|e| e.holds(worker)) {
+            return Some(Refusal::AlreadyHeld);
+        }
+        if self.entries.values().filter(|e| e.holds(worker)).count() >= MAX_SOCKETS_PER_WORKER {
             return Some(Refusal::WorkerLimit);
         }
         let new_socket = match existing {
@@ -533,16 +540,20 @@ impl Listeners {
     }
 }
 
-/// A socket with no peer: listening, or bound and unconnected (a datagram socket).
+/// A socket with no peer: a listening stream socket, or an unconnected datagram socket.
 fn is_unconnected_socket(fd: i32) -> bool {
     if fd < 0 {
         return false;
     }
     // SAFETY: borrowed for two queries; both fail cleanly if the number is not an open socket.
     let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::sys::socket::getsockopt(&borrowed, nix::sys::socket::sockopt::SockType).is_ok()
-        && nix::sys::socket::getpeername::<nix::sys::socket::SockaddrStorage>(fd)
-            == Err(Errno::ENOTCONN)
+    use nix::sys::socket::{getpeername, getsockopt, sockopt, SockType, SockaddrStorage};
+    // A stream socket must be listening: one that is still connecting has no peer either.
+    match getsockopt(&borrowed, sockopt::SockType) {
+        Ok(SockType::Stream) => getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false),
+        Ok(_) => getpeername::<SockaddrStorage>(fd) == Err(Errno::ENOTCONN),
+        Err(_) => false,
+    }
 }
 
 /// Descriptors this process may still open, if it can tell.
@@ -744,6 +755,14 @@ mod tests {
         );
         assert_eq!(handle_port(&a), handle_port(&b));
         assert!(matches!(b, Grant::Handle { ref data, .. } if data == "tickets"));
+        // The same key again from a worker that holds it: no second duplicate.
+        assert!(matches!(
+            l.query(1, None, &r),
+            Grant::Refused {
+                why: Refusal::AlreadyHeld,
+                ..
+            }
+        ));
         l.release(1, &r.key);
         assert!(!l.is_empty());
         l.release_all(2);
@@ -793,7 +812,7 @@ mod tests {
             panic!()
         };
         assert!(!same_socket(fa, &fresh));
-        assert_eq!(handle_port(&l.query(4, Some(0), &r)), handle_port(&a));
+        assert_eq!(handle_port(&l.query(5, Some(0), &r)), handle_port(&a));
     }
 
     #[test]

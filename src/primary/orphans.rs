@@ -6,10 +6,10 @@
 //!   cluster has stopped) if anything of it is left;
 //! - if the primary itself is killed, a guard process (src/primary/guard.rs) SIGKILLs the groups;
 //! - the primary is a child subreaper (`PR_SET_CHILD_SUBREAPER`), so a process orphaned inside a
-//!   worker's tree becomes its child rather than init's, and is reaped here. So is any other
-//!   child nobody reaps (the primary may be PID 1 in a container), but only once it has been a
-//!   zombie for a while: the primary's JavaScript may have children of its own, which libuv
-//!   reaps as soon as its event loop turns, and their exit status is not ours to take.
+//!   worker's tree becomes its child rather than init's, and is reaped here. When the primary is
+//!   PID 1 (a container without an init), so is any other child nobody reaps, once it has been a
+//!   zombie for a while. Elsewhere such a child is left alone: it may be one of the primary's
+//!   JavaScript's own, whose exit status is libuv's to take, even when its event loop is busy.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use super::guard::Guard;
 use super::supervisor::Supervisor;
 
-/// How long a zombie child that belongs to no worker stays before the primary reaps it.
+/// How long a zombie child that belongs to no worker stays before a primary that is PID 1 reaps it.
 const UNKNOWN_ZOMBIE_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
@@ -172,7 +172,9 @@ impl Supervisor {
                 .get(&pid)
                 .copied()
                 .unwrap_or(now);
-            if of_a_worker || now.saturating_duration_since(first_seen) >= UNKNOWN_ZOMBIE_GRACE {
+            let abandoned = std::process::id() == 1
+                && now.saturating_duration_since(first_seen) >= UNKNOWN_ZOMBIE_GRACE;
+            if of_a_worker || abandoned {
                 let _ = waitid(
                     Id::Pid(Pid::from_raw(pid)),
                     WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,

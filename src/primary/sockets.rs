@@ -57,14 +57,42 @@ pub struct Bound {
     pub fd: OwnedFd,
     pub kind: Kind,
     /// A Unix socket file we created and must remove when the socket closes, as libuv does.
-    pub path: Option<PathBuf>,
+    pub path: Option<SocketFile>,
+}
+
+/// The file a Unix socket was bound to, and which file it was (device and inode).
+pub struct SocketFile {
+    pub path: PathBuf,
+    identity: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn bound_at(path: &std::path::Path) -> SocketFile {
+        SocketFile {
+            path: path.to_path_buf(),
+            identity: identity(path),
+        }
+    }
+}
+
+fn identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    meta.file_type()
+        .is_socket()
+        .then(|| (meta.dev(), meta.ino()))
 }
 
 impl Drop for Bound {
     fn drop(&mut self) {
-        if let Some(path) = &self.path {
-            // libuv removes a Unix socket's file when it closes the socket; so do we.
-            let _ = std::fs::remove_file(path);
+        // libuv removes a Unix socket's file when it closes the socket; so do we, but only if
+        // the path still names the very socket file we made. The path came from a worker, which
+        // may since have swapped a directory on it for a link to somewhere else: a primary
+        // running as root must not remove whatever the path names now.
+        if let Some(file) = &self.path {
+            if file.identity.is_some() && identity(&file.path) == file.identity {
+                let _ = std::fs::remove_file(&file.path);
+            }
         }
     }
 }
@@ -169,7 +197,7 @@ fn bind_unix(path: &std::path::Path) -> Result<Bound, Errno> {
     Ok(Bound {
         fd,
         kind: Kind::Unix,
-        path: Some(path.to_path_buf()),
+        path: Some(SocketFile::bound_at(path)),
     })
 }
 
@@ -309,14 +337,14 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let b = bind_endpoint(&Endpoint::Unix(path.clone()), false).unwrap();
         assert_eq!(b.kind, Kind::Unix);
-        assert_eq!(b.path.as_ref(), Some(&path));
+        assert_eq!(b.path.as_ref().map(|f| &f.path), Some(&path));
         assert_eq!(
             bind_endpoint(&Endpoint::Unix(path.clone()), false).err(),
             Some(Errno::EADDRINUSE)
         );
         let adopted = bind_endpoint(&Endpoint::Fd(b.fd.as_raw_fd()), false).unwrap();
         assert_eq!(adopted.kind, Kind::Unix);
-        assert_eq!(adopted.path, None);
+        assert!(adopted.path.is_none());
         drop(adopted);
         assert!(
             path.exists(),
@@ -335,6 +363,21 @@ mod tests {
             bind_endpoint(&Endpoint::Fd(987_654), false).err(),
             Some(Errno::EBADF)
         );
+    }
+
+    #[test]
+    fn a_socket_file_swapped_for_another_file_is_not_removed() {
+        let dir = std::env::temp_dir().join(format!("rcluster-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let b = bind_endpoint(&Endpoint::Unix(path.clone()), false).unwrap();
+        // The worker replaces the socket file with a file of the same name.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "not ours").unwrap();
+        drop(b);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not ours");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

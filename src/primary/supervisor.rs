@@ -25,7 +25,7 @@ use super::router::Router;
 use super::spawner;
 use super::stderr_tail::StderrTail;
 use crate::channel::connection::{
-    self, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
+    self, Backlog, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
 use crate::channel::frame_link::{FrameEvent, FrameLink, Outgoing};
 use crate::channel::frames::Frame;
@@ -36,6 +36,9 @@ use crate::errors;
 /// itself has no limit; without one, a child that writes a line with no end would make the
 /// primary buffer it for good. A supervised cluster uses `maxMessageSize` instead.
 pub const NODE_IPC_MAX_MESSAGE: usize = 64 << 20;
+/// What the primary's answers may pile up for a worker that does not read its channel.
+const MAX_UNREAD_BYTES: usize = 64 << 20;
+const MAX_UNREAD_FDS: usize = 64;
 /// However small `maxMessageSize` is, Node's own cluster messages must fit.
 const NODE_IPC_MIN_MESSAGE: usize = 64 << 10;
 /// What the child runtime (lib/child-runtime.js) sends: the agent's main module has run; its
@@ -179,6 +182,8 @@ pub(super) struct Worker {
     pub stderr_tail: Option<StderrTail>,
     pub process: Arc<ChildProcess>,
     pub conn: mpsc::UnboundedSender<Outbound>,
+    /// What waits in `conn` for the child (src/channel/connection.rs).
+    pub backlog: Backlog,
     pub mode: Serialization,
     /// Our counter for the cluster messages we send it.
     pub seq: u64,
@@ -390,6 +395,7 @@ impl Supervisor {
             } => match self.workers.get(&id) {
                 Some(w) if w.connected => {
                     let bytes = node_ipc::frame_payload(w.mode, &payload);
+                    w.backlog.add(bytes.len(), fd.is_some());
                     let _ = w.conn.send(Outbound::Frame { bytes, fd, ticket });
                 }
                 _ => {
@@ -541,7 +547,7 @@ impl Supervisor {
         match spawned {
             Ok((process, (ipc, messenger, stderr))) => {
                 let pid = process.pid();
-                self.register(
+                let registered = self.register(
                     id,
                     Some(slot),
                     Arc::new(process),
@@ -549,6 +555,13 @@ impl Supervisor {
                     messenger,
                     spec.serialization,
                 );
+                if !registered {
+                    // register() killed it: its group is reaped with the groups of gone workers.
+                    self.worker_group_left(pid);
+                    return Err(format!(
+                        "could not start a worker for slot {slot}: cannot watch its channel"
+                    ));
+                }
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.kind = kind;
                     w.stderr_tail = stderr.map(StderrTail::forward);
@@ -582,7 +595,7 @@ impl Supervisor {
         ipc: OwnedFd,
         messenger: Option<OwnedFd>,
         mode: Serialization,
-    ) {
+    ) -> bool {
         let frames = messenger.and_then(|socket| self.start_frame_link(id, socket));
         let tx = self.inputs.clone();
         let sink = Box::new(move |event| {
@@ -595,7 +608,9 @@ impl Supervisor {
             max_message: self.options().map_or(NODE_IPC_MAX_MESSAGE, |o| {
                 o.max_message.max(NODE_IPC_MIN_MESSAGE)
             }),
+            backlog: Backlog::default(),
         };
+        let backlog = spec.backlog.clone();
         let conn = match connection::start(spec, sink) {
             Ok(conn) => conn,
             Err(e) => {
@@ -606,7 +621,7 @@ impl Supervisor {
                     errors::SPAWN_FAILED,
                     format!("worker {id}: cannot watch its channel: {e}"),
                 );
-                return;
+                return false;
             }
         };
         self.processes.insert(id, process.clone());
@@ -616,6 +631,7 @@ impl Supervisor {
                 slot,
                 process,
                 conn,
+                backlog,
                 mode,
                 seq: 0,
                 connected: true,
@@ -631,6 +647,7 @@ impl Supervisor {
                 stderr_tail: None,
             },
         );
+        true
     }
 
     // ---- what the channels report ----
@@ -1109,6 +1126,20 @@ impl Supervisor {
             None => (Value::Object(msg), None),
         };
         let bytes = node_ipc::encode(w.mode, &value);
+        let (queued, queued_fds) = w.backlog.size();
+        if queued > MAX_UNREAD_BYTES || queued_fds >= MAX_UNREAD_FDS {
+            // What the primary sends a worker answers what it asked; one that keeps asking and
+            // does not read the answers would make the primary hold them without end.
+            let pid = w.process.pid();
+            let _ = w.process.signal(Signal::SIGKILL);
+            self.warn(
+                Some(id),
+                errors::PROTOCOL,
+                format!("worker {id} (pid {pid}) does not read its IPC channel: {queued} bytes and {queued_fds} descriptors wait for it; killed"),
+            );
+            return None;
+        }
+        w.backlog.add(bytes.len(), fd.is_some());
         w.conn
             .send(Outbound::Frame {
                 bytes,
