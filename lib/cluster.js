@@ -1,6 +1,6 @@
 'use strict';
 
-// `rcluster.start(options)`: the supervised cluster of api.md section 1. The Rust supervisor
+// `rcluster.start(options)`: the supervised cluster (README, API). The Rust supervisor
 // decides everything (forks, restarts, readiness, stopping); this class turns its events into
 // Node-style `Worker` objects and EventEmitter events.
 
@@ -120,7 +120,7 @@ class Cluster extends EventEmitter {
     this._core.start();
   }
 
-  /** The messenger, used from the primary (api.md section 3). */
+  /** The messenger, used from the primary (README, The messenger). */
   get messenger() {
     if (!this._messenger) {
       const core = this._core;

@@ -1,6 +1,6 @@
 'use strict';
 
-// The messenger of api.md section 3, the same in the primary, the agent and app workers. It
+// The messenger (README, The messenger), the same in the primary, the agent and app workers. It
 // sends frames on rcluster's own channel (docs/messenger-frames.md); the Rust primary routes
 // them on their header. This module only shapes data into payloads and payloads into calls.
 

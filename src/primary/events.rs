@@ -12,7 +12,7 @@ use crate::channel::connection::{ReceivedHandle, Ticket};
 use crate::channel::frames::Frame;
 use crate::channel::node_ipc::Payload;
 
-pub type WorkerId = u32;
+pub use super::WorkerId;
 
 #[derive(Debug)]
 pub enum Event {

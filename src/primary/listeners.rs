@@ -18,7 +18,7 @@ use tokio::task::AbortHandle;
 use super::round_robin::{Handoff, RoundRobin};
 use super::sockets::{self, Bound, Endpoint, Kind};
 
-pub type WorkerId = u32;
+pub use super::WorkerId;
 
 /// Listening sockets one worker may hold at once. An app listens on a handful of ports; a worker
 /// that asks for more is flooding the primary with sockets.

@@ -21,3 +21,6 @@ mod stderr_tail;
 pub mod supervisor;
 mod watchdog;
 mod worker_protocol;
+
+/// A child's id: Node's `worker.id`, unique for the life of the primary process.
+pub type WorkerId = u32;

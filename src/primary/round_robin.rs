@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-pub type WorkerId = u32;
+pub use super::WorkerId;
 
 /// What the supervisor must do: send this connection to this worker as `newconn`.
 #[derive(Debug, PartialEq, Eq)]
