@@ -50,46 +50,43 @@ function zigFolder() {
   }
 }
 
-/** Copies `files` (relative to `from`) into a fresh staging folder with `pkg` as its manifest, packs it into dist/. */
-function pack(name, from, files, pkg) {
-  const stage = path.join(dist, '.stage', name);
-  fs.rmSync(stage, { recursive: true, force: true });
-  fs.mkdirSync(stage, { recursive: true });
-  for (const file of files) fs.cpSync(path.join(from, file), path.join(stage, file), { recursive: true });
-  fs.writeFileSync(path.join(stage, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`);
-  run('npm', ['pack', '--pack-destination', dist, '--ignore-scripts'], { cwd: stage, stdio: ['ignore', 'ignore', 'inherit'] });
-  fs.rmSync(stage, { recursive: true, force: true });
+/** A fresh, empty staging folder for one tarball. */
+function stage(name) {
+  const dir = path.join(dist, '.stage', name);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/** Writes `pkg` as the staged folder's manifest and packs the folder into dist/. */
+function pack(dir, pkg) {
+  fs.writeFileSync(path.join(dir, 'package.json'), `${JSON.stringify(pkg, null, 2)}\n`);
+  run('npm', ['pack', '--pack-destination', dist, '--ignore-scripts'], { cwd: dir, stdio: ['ignore', 'ignore', 'inherit'] });
+  fs.rmSync(dir, { recursive: true, force: true });
 }
 
 function packMain() {
-  const { scripts, devDependencies, ...published } = manifest;
-  void scripts;
-  void devDependencies;
+  const published = { ...manifest };
+  delete published.scripts;
+  delete published.devDependencies;
+  const dir = stage('main');
   // The folders and files the manifest lists, less the local build (`!lib/*.node`).
   const files = manifest.files.filter((f) => !f.startsWith('!')).map((f) => f.replace(/\/$/, ''));
-  const stage = path.join(dist, '.stage', 'main-files');
-  fs.rmSync(stage, { recursive: true, force: true });
-  fs.mkdirSync(stage, { recursive: true });
   for (const file of [...files, 'README.md', 'SECURITY.md']) {
-    fs.cpSync(path.join(root, file), path.join(stage, file), { recursive: true, filter: (src) => !src.endsWith('.node') });
+    fs.cpSync(path.join(root, file), path.join(dir, file), { recursive: true, filter: (src) => !src.endsWith('.node') });
   }
-  pack('main', stage, fs.readdirSync(stage), published);
-  fs.rmSync(stage, { recursive: true, force: true });
+  pack(dir, published);
 }
 
 function packPlatform(platform, addon) {
-  const dir = path.join(root, 'npm', platform);
-  const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8'));
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'npm', platform, 'package.json'), 'utf8'));
   if (pkg.version !== manifest.version) {
     console.error(`rcluster package: npm/${platform} is at ${pkg.version}, the main package at ${manifest.version}`);
     process.exit(1);
   }
-  const file = `rcluster.${platform}.node`;
-  const stage = path.join(dist, '.stage', `${platform}-files`);
-  fs.mkdirSync(stage, { recursive: true });
-  fs.copyFileSync(addon, path.join(stage, file));
-  pack(platform, stage, [file], pkg);
-  fs.rmSync(stage, { recursive: true, force: true });
+  const dir = stage(platform);
+  fs.copyFileSync(addon, path.join(dir, `rcluster.${platform}.node`));
+  pack(dir, pkg);
 }
 
 fs.rmSync(dist, { recursive: true, force: true });

@@ -4,6 +4,7 @@
 // when a test fails. Every wait has a timeout; nothing sleeps blindly.
 
 const fs = require('node:fs');
+const os = require('node:os');
 const http = require('node:http');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
@@ -72,6 +73,13 @@ function childrenOf(pid, { guard = false } = {}) {
     children.push(Number(entry));
   }
   return children;
+}
+
+/** A new temporary folder, removed when the test ends. */
+function tempDir(t, prefix = 'rcluster-') {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 /** Starts a cluster that is stopped (SIGKILL at once) when the test ends, whatever happened. */
@@ -210,4 +218,4 @@ function waitForOutput(child, pattern, ms = 10_000) {
   return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
 }
 
-module.exports = { fixture, once, until, alive, procStat, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnProgram, spawnNode, waitForOutput };
+module.exports = { fixture, tempDir, once, until, alive, procStat, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnProgram, spawnNode, waitForOutput };

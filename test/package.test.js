@@ -7,10 +7,9 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const os = require('node:os');
 const path = require('node:path');
 const { execFileSync, spawnSync } = require('node:child_process');
-const { until, get, spawnProgram, waitForOutput } = require('./helpers');
+const { tempDir, until, get, spawnProgram, waitForOutput } = require('./helpers');
 
 const root = path.join(__dirname, '..');
 const { version } = require('../package.json');
@@ -20,12 +19,6 @@ const APP = `
 const http = require('node:http');
 http.createServer((req, res) => res.end(String(process.pid))).listen(0);
 `;
-
-function tempDir(t, prefix = 'rcluster-consumer-') {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** A PATH with Node and the system's tools, and no Rust. */
 function pathWithoutRust(nodeBin = path.dirname(process.execPath)) {
@@ -43,7 +36,7 @@ function npmInstall(project, tarballs, extra = []) {
 }
 
 function newProject(t) {
-  const project = tempDir(t);
+  const project = tempDir(t, 'rcluster-consumer-');
   fs.writeFileSync(path.join(project, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true }));
   fs.writeFileSync(path.join(project, 'app.js'), APP);
   return project;

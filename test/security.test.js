@@ -7,18 +7,11 @@ const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
 const net = require('node:net');
-const os = require('node:os');
 const path = require('node:path');
-const { fixture, once, until, alive, procStat, childrenOf, startCluster, get, spawnProgram, spawnNode, waitForOutput } = require('./helpers');
+const { fixture, tempDir, until, alive, procStat, childrenOf, startCluster, get, spawnProgram, spawnNode, waitForOutput } = require('./helpers');
 
 const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const hostile = fixture('hostile-worker.js');
-
-function tempDir(t) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 const openDescriptors = (pid = process.pid) => fs.readdirSync(`/proc/${pid}/fd`).length;
 

@@ -516,18 +516,11 @@ impl Listeners {
     /// says when: once every worker of the cluster is up and has had the time to ask for its
     /// sockets again, one that nobody asked for belongs to no current worker (a socket asked for
     /// by a worker long gone, or a flood of them) and would only hold a port and a descriptor.
-    /// Returns how many closed.
-    pub fn sweep(&mut self, now: Instant, linger: Duration) -> usize {
-        let before = self.entries.len();
+    pub fn sweep(&mut self, now: Instant, linger: Duration) {
         self.entries.retain(|_, e| {
             e.unheld_since()
                 .is_none_or(|since| now.saturating_duration_since(since) < linger)
         });
-        before - self.entries.len()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 
     /// The cluster stopped: close everything.

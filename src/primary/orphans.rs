@@ -158,6 +158,8 @@ impl Supervisor {
             .map(|w| w.process.pid() as i32)
             .collect();
         let guard = self.orphan_groups.guard.as_ref().map(Guard::pid);
+        // Only PID 1 takes children of no worker, so only it needs to know how long they waited.
+        let init = std::process::id() == 1;
         let mut seen = HashMap::new();
         for pid in zombie_children() {
             // A worker and the guard are reaped through their pidfds.
@@ -166,21 +168,17 @@ impl Supervisor {
             }
             let of_a_worker = process_group(pid)
                 .is_some_and(|g| workers.contains(&g) || self.orphan_groups.left.contains_key(&g));
-            let first_seen = self
-                .orphan_groups
-                .unknown_zombies
-                .get(&pid)
-                .copied()
-                .unwrap_or(now);
-            let abandoned = std::process::id() == 1
-                && now.saturating_duration_since(first_seen) >= UNKNOWN_ZOMBIE_GRACE;
+            let abandoned = init && {
+                let first_seen = *self.orphan_groups.unknown_zombies.get(&pid).unwrap_or(&now);
+                seen.insert(pid, first_seen);
+                now.saturating_duration_since(first_seen) >= UNKNOWN_ZOMBIE_GRACE
+            };
             if of_a_worker || abandoned {
+                seen.remove(&pid);
                 let _ = waitid(
                     Id::Pid(Pid::from_raw(pid)),
                     WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG,
                 );
-            } else {
-                seen.insert(pid, first_seen);
             }
         }
         self.orphan_groups.unknown_zombies = seen;
