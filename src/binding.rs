@@ -17,13 +17,14 @@ use crate::channel::node_ipc::Payload;
 use crate::errors::{self, RcError};
 use crate::primary::child_command::{self, Role, WorkerKind};
 use crate::primary::events::{Event, EventQueue};
+use crate::primary::inputs::{Command, Input, NewChild, ReloadRequest};
+use crate::primary::launcher;
 use crate::primary::listeners::Distribution;
 use crate::primary::options;
 use crate::primary::process::parse_signal;
 use crate::primary::spawner;
-use crate::primary::supervisor::{
-    self, Command, Input, NewChild, Plan, ProcessTable, ReloadRequest,
-};
+use crate::primary::supervisor::{self, Plan};
+use crate::primary::workers::ProcessTable;
 
 /// The `code` of a JavaScript error thrown from here.
 pub struct Code(pub(crate) String);
@@ -387,8 +388,7 @@ impl NativeCluster {
         self.processes.insert(id, process.clone());
         self.command(Command::Register(Box::new(NewChild {
             id,
-            process,
-            ipc: prepared.ipc,
+            launched: launcher::real_child(process, prepared.ipc, None, None),
             mode: spec.serialization,
         })))?;
         let pipes = prepared

@@ -149,6 +149,16 @@ impl EventQueue {
         events
     }
 
+    /// Something went wrong with one worker (or none), and the primary dealt with it.
+    pub fn warn(&self, id: Option<WorkerId>, code: &'static str, message: String) {
+        self.push(Event::Warning {
+            code,
+            message,
+            id,
+            details: Value::Null,
+        });
+    }
+
     /// Bytes of messenger frames JavaScript has not taken yet.
     pub fn frame_bytes(&self) -> usize {
         self.frame_bytes.load(Ordering::Acquire)

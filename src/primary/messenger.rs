@@ -4,18 +4,17 @@
 //! See docs/messenger-frames.md.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::OwnedFd;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::child_command::WorkerKind;
-use super::events::{Event, WorkerId};
-use super::router::{Dest, Undeliverable};
-use super::supervisor::{Input, Supervisor, Timer};
-use crate::channel::frame_link::{
-    self, FrameEvent, FrameLink, Outgoing, SendError, ENTRY_OVERHEAD,
-};
+use super::events::{Event, EventQueue};
+use super::router::{Dest, Router, Undeliverable};
+use super::timers::{Timer, Timers};
+use super::workers::Workers;
+use super::WorkerId;
+use crate::channel::frame_link::{FrameEvent, Outgoing, SendError, ENTRY_OVERHEAD};
 use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
 
@@ -173,64 +172,101 @@ fn requester_of(header: &Header) -> Option<WorkerId> {
     }
 }
 
-impl Supervisor {
-    fn max_frame(&self) -> usize {
-        let max_message = self.options().map_or(0, |o| o.max_message);
-        max_message + frames::PREFIX_LEN + frames::HEADER_LEN + frames::MAX_ACTION_LEN
-    }
+/// The messenger's state: who is a member and handles what, what is held or followed.
+pub struct Messenger {
+    router: Router,
+    /// Frames sent to children before the cluster was up.
+    held: Held,
+    /// Children that exited while their messenger channel may still hold frames: pid and kind.
+    departing: HashMap<WorkerId, (u32, WorkerKind)>,
+    requests: Requests,
+    /// Messages that did not fit their receivers' queues, to report.
+    reports: Reports,
+    /// The largest frame a child may send.
+    max_frame: usize,
+    /// Workers that said `rcluster.ready()` on this channel, for the loop to take.
+    ready_signals: Vec<WorkerId>,
+}
 
-    /// What may wait for one process, its messenger queue: a child's, or the primary's own.
-    fn queue_limit(&self) -> usize {
-        MIN_FRAME_QUEUE.max(2 * self.max_frame())
-    }
+/// What the messenger works with, lent by the loop for one call.
+pub struct Cx<'a> {
+    pub workers: &'a mut Workers,
+    pub events: &'a EventQueue,
+    pub timers: &'a mut Timers,
+    /// The cluster is starting: what is addressed to children is held until it is up.
+    pub starting: bool,
+}
 
-    pub(super) fn start_frame_link(&mut self, id: WorkerId, socket: OwnedFd) -> Option<FrameLink> {
-        let tx = self.inputs.clone();
-        let sink = Box::new(move |event| {
-            let _ = tx.send(Input::Frames(id, event));
-        });
-        let max_frame = self.max_frame();
-        match frame_link::start(socket, max_frame, self.queue_limit(), sink) {
-            Ok(link) => Some(link),
-            Err(e) => {
-                self.warn(
-                    Some(id),
-                    errors::SPAWN_FAILED,
-                    format!("worker {id}: cannot watch its messenger channel: {e}"),
-                );
-                None
-            }
+impl Messenger {
+    /// `max_message`: the largest payload a process may send (`maxMessageSize`).
+    pub fn new(max_message: usize, seed: u64) -> Self {
+        Messenger {
+            router: Router::new(seed),
+            held: Held::default(),
+            departing: HashMap::new(),
+            requests: Requests::default(),
+            reports: Reports::default(),
+            max_frame: max_message
+                + frames::PREFIX_LEN
+                + frames::HEADER_LEN
+                + frames::MAX_ACTION_LEN,
+            ready_signals: Vec::new(),
         }
     }
 
-    pub(super) fn on_frames(&mut self, id: WorkerId, event: FrameEvent) {
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
+    /// What may wait for one process, its messenger queue: a child's, or the primary's own.
+    pub fn queue_limit(&self) -> usize {
+        MIN_FRAME_QUEUE.max(2 * self.max_frame)
+    }
+
+    /// A child with a messenger channel: a target from the start. What is sent to it before it
+    /// opens its messenger waits for it (see `on_hello`).
+    pub fn join(&mut self, id: WorkerId, pid: u32, kind: WorkerKind) {
+        self.router.join(id, pid, kind);
+    }
+
+    /// The primary's JavaScript added or removed a handler.
+    pub fn primary_handler(&mut self, action: &str, on: bool) {
+        self.router.handler(None, action, on);
+    }
+
+    /// The workers that said they are ready since the last call.
+    pub fn take_ready_signals(&mut self) -> Vec<WorkerId> {
+        std::mem::take(&mut self.ready_signals)
+    }
+
+    pub fn on_frames(&mut self, cx: &mut Cx<'_>, id: WorkerId, event: FrameEvent) {
         match event {
             FrameEvent::Frames(batch) => {
                 // The link reads on once `batch` is dropped, after this.
                 for frame in batch.frames {
-                    self.route_frame(Some(id), frame);
+                    self.route_frame(cx, Some(id), frame);
                 }
-                self.send_reports();
+                self.send_reports(cx);
             }
             FrameEvent::ProtocolError(why) => {
-                let pid = self.workers.get(&id).map_or(0, |w| w.process.pid());
-                self.warn(
+                let pid = cx.workers.get(&id).map_or(0, |w| w.process.pid());
+                cx.events.warn(
                     Some(id),
                     errors::PROTOCOL,
                     format!("worker {id} (pid {pid}) broke the messenger protocol: {why}; it is replaced"),
                 );
-                self.messenger_member_gone(id);
-                if let Some(w) = self.workers.get_mut(&id) {
+                self.member_gone(cx, id);
+                if let Some(w) = cx.workers.get_mut(&id) {
                     w.frames = None;
                     let _ = w.process.signal(Signal::SIGKILL);
                 }
             }
-            FrameEvent::Closed => self.messenger_member_gone(id),
+            FrameEvent::Closed => self.member_gone(cx, id),
         }
     }
 
     /// Routes a frame from a child (`Some(id)`) or the primary (`None`).
-    pub(super) fn route_frame(&mut self, from: Option<WorkerId>, mut frame: Frame) {
+    pub fn route_frame(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, mut frame: Frame) {
         match from {
             Some(id) => {
                 // A child that has exited may still have frames in its channel.
@@ -241,7 +277,7 @@ impl Supervisor {
                 else {
                     return;
                 };
-                self.on_hello(id);
+                self.on_hello(cx, id);
                 frame.set_source(id, pid, kind == WorkerKind::Agent);
             }
             None => frame.set_source(0, std::process::id(), false),
@@ -257,9 +293,7 @@ impl Supervisor {
             // the handlers the child registered before it, so a ready worker can be asked.
             Kind::Message if frame.header.action.is_empty() => {
                 if let Some(id) = from {
-                    if self.ready_by_message(id) {
-                        self.mark_ready(id);
-                    }
+                    self.ready_signals.push(id);
                 }
             }
             // Only the primary writes these.
@@ -274,37 +308,37 @@ impl Supervisor {
                     }
                 }
             }
-            Kind::Reply => self.forward_reply(from, frame),
+            Kind::Reply => self.forward_reply(cx, from, frame),
             // Nothing is lost at startup: what is addressed to children waits until all are up.
             Kind::Message | Kind::Request
-                if self.starting() && frame.header.target != Target::Primary =>
+                if cx.starting && frame.header.target != Target::Primary =>
             {
-                self.hold(from, frame)
+                self.hold(cx, from, frame)
             }
             Kind::Request if matches!(frame.header.target, Target::AnyApp | Target::Apps) => {
-                self.start_request(from, frame)
+                self.start_request(cx, from, frame)
             }
-            Kind::Message | Kind::Request => self.route_message(from, frame),
+            Kind::Message | Kind::Request => self.route_message(cx, from, frame),
         }
         // The primary's own sends are routed one by one: report at once.
         if from.is_none() {
-            self.send_reports();
+            self.send_reports(cx);
         }
     }
 
-    fn route_message(&mut self, from: Option<WorkerId>, frame: Frame) {
+    fn route_message(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
         let dests = match self.router.route(&frame.header) {
             Ok(dests) => dests,
-            Err(why) => return self.undeliverable(from, &frame.header, why),
+            Err(why) => return self.undeliverable(cx, from, &frame.header, why),
         };
         let header = frame.header.clone();
         let out = Outgoing::new(frame);
         for dest in dests {
-            if let Err(why) = self.deliver(dest, &out, &header, Bound::Applies) {
+            if let Err(why) = self.deliver(cx, dest, &out, &header, Bound::Applies) {
                 if why.code == errors::QUEUE_FULL {
                     self.report_full(from, &header, dest, why);
                 } else {
-                    self.undeliverable(from, &header, why);
+                    self.undeliverable(cx, from, &header, why);
                 }
             }
         }
@@ -322,7 +356,7 @@ impl Supervisor {
     }
 
     /// Sends the reports gathered while a batch was routed (see Reports).
-    fn send_reports(&mut self) {
+    fn send_reports(&mut self, cx: &mut Cx<'_>) {
         for report in std::mem::take(&mut self.reports.0) {
             let Report {
                 to,
@@ -359,12 +393,12 @@ impl Supervisor {
                 "pid": pid,
             })
             .to_string();
-            self.send_from_primary(to, Kind::Undeliverable, FLAG_ERROR, &about, payload);
+            self.send_from_primary(cx, to, Kind::Undeliverable, FLAG_ERROR, &about, payload);
         }
     }
 
     /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered.
-    fn start_request(&mut self, from: Option<WorkerId>, frame: Frame) {
+    fn start_request(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
         let consume = frame.header.target == Target::AnyApp;
         if self.requests.open_for(from) >= MAX_OPEN_REQUESTS {
             let why = Undeliverable {
@@ -373,11 +407,11 @@ impl Supervisor {
                     "this process has {MAX_OPEN_REQUESTS} requests that are not answered yet"
                 ),
             };
-            return self.undeliverable(from, &frame.header, why);
+            return self.undeliverable(cx, from, &frame.header, why);
         }
         let dests = match self.router.route(&frame.header) {
             Ok(dests) => dests,
-            Err(why) => return self.undeliverable(from, &frame.header, why),
+            Err(why) => return self.undeliverable(cx, from, &frame.header, why),
         };
         let header = frame.header.clone();
         let key = (from, header.correlation);
@@ -395,7 +429,14 @@ impl Supervisor {
                 .iter()
                 .map(|id| json!([id, self.router.source(*id).map_or(0, |(pid, _)| pid)]))
                 .collect();
-            self.send_from_primary(from, Kind::Expect, 0, &header, json!(expected).to_string());
+            self.send_from_primary(
+                cx,
+                from,
+                Kind::Expect,
+                0,
+                &header,
+                json!(expected).to_string(),
+            );
         }
         self.requests.insert(
             key,
@@ -407,13 +448,13 @@ impl Supervisor {
             },
         );
         for id in targets {
-            if let Err(why) = self.deliver(Dest::Worker(id), &out, &header, Bound::Applies) {
-                self.answer_for(key, id, why);
+            if let Err(why) = self.deliver(cx, Dest::Worker(id), &out, &header, Bound::Applies) {
+                self.answer_for(cx, key, id, why);
             }
         }
     }
 
-    fn forward_reply(&mut self, from: Option<WorkerId>, frame: Frame) {
+    fn forward_reply(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
         let requester = requester_of(&frame.header);
         let key = (requester, frame.header.correlation);
         let Some(id) = from else {
@@ -433,7 +474,7 @@ impl Supervisor {
         let header = frame.header.clone();
         // A requester that has gone needs no answer. One that does not read what it is sent
         // gets, past its bound, a short error in place of the answer that did not fit.
-        if let Err(why) = self.deliver(dest, &Outgoing::new(frame), &header, Bound::Applies) {
+        if let Err(why) = self.deliver(cx, dest, &Outgoing::new(frame), &header, Bound::Applies) {
             if why.code == errors::QUEUE_FULL {
                 let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
                 let why = Undeliverable {
@@ -443,7 +484,7 @@ impl Supervisor {
                         header.action, why.message
                     ),
                 };
-                self.answer_in_name_of(key, (id, pid), &header.action, why);
+                self.answer_in_name_of(cx, key, (id, pid), &header.action, why);
             }
         }
     }
@@ -451,23 +492,32 @@ impl Supervisor {
     /// A child exited. Nothing more is routed to it, but what it wrote before it died is still
     /// read: its requests are settled once its channel has been drained (FrameEvent::Closed),
     /// so that a consume it acknowledged is never run again elsewhere.
-    pub(super) fn messenger_member_exited(&mut self, id: WorkerId) {
+    pub fn member_exited(&mut self, cx: &mut Cx<'_>, id: WorkerId) {
         let Some(source) = self.router.source(id) else {
             return;
         };
         self.router.leave(id);
         self.departing.insert(id, source);
-        let has_link = self.workers.get(&id).is_some_and(|w| w.frames.is_some());
+        let has_link = cx.workers.get(&id).is_some_and(|w| w.frames.is_some());
         if has_link {
             // Should its channel outlive it (a grandchild holding the descriptor), settle anyway.
-            self.after(DRAIN_AFTER_EXIT, Timer::MessengerDrained { id });
+            cx.timers
+                .after(DRAIN_AFTER_EXIT, Timer::MessengerDrained { id });
         } else {
-            self.messenger_member_gone(id);
+            self.member_gone(cx, id);
+        }
+    }
+
+    /// An exited child's channel had its time to drain (its `Closed` may never come if a
+    /// grandchild holds the descriptor).
+    pub fn drained(&mut self, cx: &mut Cx<'_>, id: WorkerId) {
+        if self.departing.contains_key(&id) {
+            self.member_gone(cx, id);
         }
     }
 
     /// The child's channel is drained (or it broke the protocol): its requests are settled.
-    pub(super) fn messenger_member_gone(&mut self, id: WorkerId) {
+    pub fn member_gone(&mut self, cx: &mut Cx<'_>, id: WorkerId) {
         let pid = self
             .router
             .source(id)
@@ -476,13 +526,13 @@ impl Supervisor {
         self.router.leave(id);
         self.requests.forget_requester(Some(id));
         for key in self.requests.waiting_for(id) {
-            self.request_target_gone(key, id, pid.unwrap_or(0));
+            self.request_target_gone(cx, key, id, pid.unwrap_or(0));
         }
     }
 
     /// A process asked by a request died. A consume it never received moves, once, to another
     /// worker; otherwise the requester gets ERR_RCLUSTER_WORKER_DIED in that process's name.
-    fn request_target_gone(&mut self, key: RequestKey, id: WorkerId, pid: u32) {
+    fn request_target_gone(&mut self, cx: &mut Cx<'_>, key: RequestKey, id: WorkerId, pid: u32) {
         let Some((received, request)) = self.take_outstanding(key, id) else {
             return;
         };
@@ -506,8 +556,10 @@ impl Supervisor {
                 );
                 // No further move if this fails too: it is answered with why, and a worker
                 // whose queue is full is never picked again and again.
-                if let Err(why) = self.deliver(Dest::Worker(next), &out, &header, Bound::Applies) {
-                    self.answer_for(key, next, why);
+                if let Err(why) =
+                    self.deliver(cx, Dest::Worker(next), &out, &header, Bound::Applies)
+                {
+                    self.answer_for(cx, key, next, why);
                 }
                 return;
             }
@@ -521,14 +573,14 @@ impl Supervisor {
             code: errors::WORKER_DIED,
             message,
         };
-        self.answer_in_name_of(key, (id, pid), &action, why);
+        self.answer_in_name_of(cx, key, (id, pid), &action, why);
     }
 
     /// The request could not be written to `id`: the requester gets why, in `id`'s name.
-    fn answer_for(&mut self, key: RequestKey, id: WorkerId, why: Undeliverable) {
+    fn answer_for(&mut self, cx: &mut Cx<'_>, key: RequestKey, id: WorkerId, why: Undeliverable) {
         let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
         if let Some((_, request)) = self.take_outstanding(key, id) {
-            self.answer_in_name_of(key, (id, pid), &request.header.action, why);
+            self.answer_in_name_of(cx, key, (id, pid), &request.header.action, why);
         }
     }
 
@@ -552,6 +604,7 @@ impl Supervisor {
     /// An error answer to a request, written as if `source` had sent it.
     fn answer_in_name_of(
         &mut self,
+        cx: &mut Cx<'_>,
         key: RequestKey,
         source: (WorkerId, u32),
         action: &str,
@@ -559,6 +612,7 @@ impl Supervisor {
     ) {
         let payload = json!({ "code": why.code, "message": why.message }).to_string();
         self.write_frame(
+            cx,
             key.0,
             Kind::Reply,
             FLAG_ERROR,
@@ -573,6 +627,7 @@ impl Supervisor {
     /// `header` is the header of `out`.
     fn deliver(
         &mut self,
+        cx: &mut Cx<'_>,
         dest: Dest,
         out: &Outgoing,
         header: &Header,
@@ -581,7 +636,7 @@ impl Supervisor {
         let action = &header.action;
         match dest {
             Dest::Primary => {
-                let (waiting, limit) = (self.events.frame_bytes(), self.queue_limit());
+                let (waiting, limit) = (cx.events.frame_bytes(), self.queue_limit());
                 let cost = out.weight + ENTRY_OVERHEAD;
                 if bound == Bound::Applies && waiting > 0 && waiting + cost > limit {
                     return Err(Undeliverable {
@@ -602,11 +657,11 @@ impl Supervisor {
                             "the primary could not read the payload of '{action}': {why}"
                         ),
                     })?;
-                self.events.push(Event::Frame(frame));
+                cx.events.push(Event::Frame(frame));
                 Ok(())
             }
             Dest::Worker(target) => {
-                let result = match self.workers.get_mut(&target) {
+                let result = match cx.workers.get_mut(&target) {
                     Some(w) => match (w.before_hello.as_mut(), w.frames.as_ref()) {
                         // It has not opened its messenger yet: the frame waits, within a bound.
                         (Some((held, size)), _) => {
@@ -653,6 +708,7 @@ impl Supervisor {
     /// A frame the primary writes itself to `to` (None: its own JavaScript).
     fn send_from_primary(
         &mut self,
+        cx: &mut Cx<'_>,
         to: Option<WorkerId>,
         kind: Kind,
         flags: u8,
@@ -661,6 +717,7 @@ impl Supervisor {
     ) {
         let source = (0, std::process::id());
         self.write_frame(
+            cx,
             to,
             kind,
             flags,
@@ -675,6 +732,7 @@ impl Supervisor {
     #[allow(clippy::too_many_arguments)]
     fn write_frame(
         &mut self,
+        cx: &mut Cx<'_>,
         to: Option<WorkerId>,
         kind: Kind,
         flags: u8,
@@ -700,14 +758,20 @@ impl Supervisor {
         if let Ok(frame) = frames::encode(&header, payload.as_bytes()).and_then(frames::parse) {
             let dest = to.map_or(Dest::Primary, Dest::Worker);
             // A requester or sender that has gone needs no answer.
-            let _ = self.deliver(dest, &Outgoing::new(frame), &header, Bound::Waived);
+            let _ = self.deliver(cx, dest, &Outgoing::new(frame), &header, Bound::Waived);
         }
     }
 
     /// Tells the sender that its frame could not be delivered (same action and correlation id).
-    fn undeliverable(&mut self, to: Option<WorkerId>, about: &Header, why: Undeliverable) {
+    fn undeliverable(
+        &mut self,
+        cx: &mut Cx<'_>,
+        to: Option<WorkerId>,
+        about: &Header,
+        why: Undeliverable,
+    ) {
         let payload = json!({ "code": why.code, "message": why.message }).to_string();
-        self.send_from_primary(to, Kind::Undeliverable, FLAG_ERROR, about, payload);
+        self.send_from_primary(cx, to, Kind::Undeliverable, FLAG_ERROR, about, payload);
     }
 }
 
@@ -715,9 +779,9 @@ impl Supervisor {
 /// `egg-ready`); a process that comes up later, as a replacement, is told when it is ready.
 pub const CLUSTER_READY_ACTION: &str = "rcluster-ready";
 
-impl Supervisor {
+impl Messenger {
     /// Sends `rcluster-ready` to every process (None) or to one that has just become ready.
-    pub(super) fn announce_ready(&mut self, to: Option<WorkerId>) {
+    pub fn announce_ready(&mut self, cx: &mut Cx<'_>, to: Option<WorkerId>) {
         let header = Header {
             kind: Kind::Message,
             target: if to.is_some() {
@@ -733,13 +797,13 @@ impl Supervisor {
             action: CLUSTER_READY_ACTION.into(),
         };
         if let Ok(frame) = frames::encode(&header, b"").and_then(frames::parse) {
-            self.route_frame(None, frame);
+            self.route_frame(cx, None, frame);
         }
     }
 }
 
-impl Supervisor {
-    fn hold(&mut self, from: Option<WorkerId>, frame: Frame) {
+impl Messenger {
+    fn hold(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
         let weight = frame.weight();
         if self.held.bytes + weight > MAX_HELD_BYTES {
             let why = Undeliverable {
@@ -748,27 +812,27 @@ impl Supervisor {
                     "the cluster is starting and already holds {MAX_HELD_BYTES} bytes of messages for it"
                 ),
             };
-            return self.undeliverable(from, &frame.header, why);
+            return self.undeliverable(cx, from, &frame.header, why);
         }
         self.held.bytes += weight;
         self.held.frames.push((from, frame));
     }
 
     /// The cluster is up: what was held goes out, in the order it came.
-    pub(super) fn release_held(&mut self) {
+    pub fn release_held(&mut self, cx: &mut Cx<'_>) {
         let held = std::mem::take(&mut self.held);
         for (from, frame) in held.frames {
-            if from.is_none() || from.is_some_and(|id| self.workers.contains_key(&id)) {
-                self.route_frame(from, frame);
+            if from.is_none() || from.is_some_and(|id| cx.workers.contains_key(&id)) {
+                self.route_frame(cx, from, frame);
             }
         }
     }
 }
 
-impl Supervisor {
+impl Messenger {
     /// A child's first frame: it has opened its messenger; what waited for it goes out first.
-    fn on_hello(&mut self, id: WorkerId) {
-        let Some(w) = self.workers.get_mut(&id) else {
+    fn on_hello(&mut self, cx: &mut Cx<'_>, id: WorkerId) {
+        let Some(w) = cx.workers.get_mut(&id) else {
             return;
         };
         let Some((held, _)) = w.before_hello.take() else {

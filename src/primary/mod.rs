@@ -1,10 +1,22 @@
 //! The primary: starts and supervises children, owns the listening sockets, speaks Node's cluster
-//! protocol. `supervisor` is the control loop; the other modules are its parts.
+//! protocol, routes the messenger.
+//!
+//! Its layers, each using only those below it:
+//! - the loop: `supervisor` (one task, one queue: handle, settle, flush);
+//! - the supervised cluster's policy: `supervision`, using `reload`, `scale`, `watchdog`,
+//!   `restart`, `slots`, `housekeeping`, `orphans`;
+//! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
+//!   cluster messages), `messenger` (with `router`), `listeners` (with `round_robin`,
+//!   `sockets`), `launcher` (with `child_command`, `spawner`);
+//! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`, `process`.
 
 pub mod child_command;
+mod cluster;
 pub mod events;
 mod guard;
 mod housekeeping;
+pub mod inputs;
+pub mod launcher;
 pub mod listeners;
 mod messenger;
 pub mod options;
@@ -15,12 +27,18 @@ pub mod restart;
 pub mod round_robin;
 pub mod router;
 mod scale;
+#[cfg(test)]
+mod scenarios;
+mod slots;
 pub mod sockets;
 pub mod spawner;
 mod stderr_tail;
+mod supervision;
 pub mod supervisor;
+mod timers;
 mod watchdog;
 mod worker_protocol;
+pub mod workers;
 
 /// A child's id: Node's `worker.id`, unique for the life of the primary process.
 pub type WorkerId = u32;

@@ -20,8 +20,9 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::events::EventQueue;
 use super::guard::Guard;
-use super::supervisor::Supervisor;
+use super::workers::Workers;
 
 /// How long a zombie child that belongs to no worker stays before a primary that is PID 1 reaps it.
 const UNKNOWN_ZOMBIE_GRACE: Duration = Duration::from_secs(10);
@@ -38,10 +39,6 @@ pub struct OrphanGroups {
 }
 
 impl OrphanGroups {
-    pub fn set_guard(&mut self, guard: Guard) {
-        self.guard = Some(guard);
-    }
-
     /// Groups of exited workers that still have members.
     pub fn pending(&self) -> bool {
         !self.left.is_empty()
@@ -73,22 +70,22 @@ fn set_subreaper(on: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-impl Supervisor {
+impl OrphanGroups {
     /// At start: orphans of the workers' trees come to us, and a guard ends the trees if we die.
-    pub(super) fn guard_worker_trees(&mut self) {
+    pub fn guard_worker_trees(&mut self, events: &EventQueue) {
         if SUBREAPING_CLUSTERS.fetch_add(1, Ordering::AcqRel) == 0 {
             if let Err(e) = set_subreaper(true) {
-                self.warn(
+                events.warn(
                     None,
                     crate::errors::SPAWN_FAILED,
                     format!("cannot become the reaper of the workers' orphans: {e}"),
                 );
             }
         }
-        self.orphan_groups.subreaping = true;
+        self.subreaping = true;
         match Guard::start() {
-            Ok(guard) => self.orphan_groups.set_guard(guard),
-            Err(e) => self.warn(
+            Ok(guard) => self.guard = Some(guard),
+            Err(e) => events.warn(
                 None,
                 crate::errors::SPAWN_FAILED,
                 format!("cannot start the guard that ends the workers' processes if the primary dies: {e}"),
@@ -97,29 +94,29 @@ impl Supervisor {
     }
 
     /// A worker (a group leader) exited: what it started is told to go.
-    pub(super) fn worker_group_left(&mut self, pid: u32) {
+    /// `kill_timeout`: how long its members get before SIGKILL.
+    pub fn worker_group_left(&mut self, pid: u32, now: Instant, kill_timeout: Duration) {
         let Ok(pgid) = i32::try_from(pid) else {
             return;
         };
         let pgid_pid = Pid::from_raw(pgid);
         // ESRCH: the group is empty, the worker started nothing that is still running.
         if killpg(pgid_pid, Signal::SIGTERM).is_ok() {
-            let due = Instant::now() + self.kill_timeout();
-            self.orphan_groups.left.insert(pgid, due);
-        } else if let Some(guard) = self.orphan_groups.guard() {
+            self.left.insert(pgid, now + kill_timeout);
+        } else if let Some(guard) = self.guard() {
             guard.forget(pgid);
         }
     }
 
     /// The cluster has stopped: nothing of a worker's tree may outlive it.
-    pub(super) fn end_orphan_groups(&mut self) {
-        for pgid in self.orphan_groups.left.keys() {
+    pub fn end(&mut self, workers: &Workers, now: Instant) {
+        for pgid in self.left.keys() {
             let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
         }
-        self.reap_orphans();
+        self.reap(workers, now);
         // Closing its pipe, the guard kills whatever is left and exits; it is collected here.
-        self.orphan_groups.guard = None;
-        if std::mem::take(&mut self.orphan_groups.subreaping)
+        self.guard = None;
+        if std::mem::take(&mut self.subreaping)
             && SUBREAPING_CLUSTERS.fetch_sub(1, Ordering::AcqRel) == 1
         {
             let _ = set_subreaper(false);
@@ -127,10 +124,9 @@ impl Supervisor {
     }
 
     /// On the housekeeping tick: SIGKILL what outstayed its group's deadline, reap what exited.
-    pub(super) fn reap_orphans(&mut self) {
-        let now = Instant::now();
+    pub fn reap(&mut self, workers: &Workers, now: Instant) {
         let mut empty = Vec::new();
-        for (pgid, due) in &self.orphan_groups.left {
+        for (pgid, due) in &self.left {
             let group = Pid::from_raw(*pgid);
             if now >= *due {
                 let _ = killpg(group, Signal::SIGKILL);
@@ -143,21 +139,17 @@ impl Supervisor {
             }
         }
         for pgid in empty {
-            self.orphan_groups.left.remove(&pgid);
-            if let Some(guard) = self.orphan_groups.guard() {
+            self.left.remove(&pgid);
+            if let Some(guard) = self.guard() {
                 guard.forget(pgid);
             }
         }
-        self.reap_zombie_children(now);
+        self.reap_zombie_children(workers, now);
     }
 
-    fn reap_zombie_children(&mut self, now: Instant) {
-        let workers: BTreeSet<i32> = self
-            .workers
-            .values()
-            .map(|w| w.process.pid() as i32)
-            .collect();
-        let guard = self.orphan_groups.guard.as_ref().map(Guard::pid);
+    fn reap_zombie_children(&mut self, workers: &Workers, now: Instant) {
+        let workers: BTreeSet<i32> = workers.values().map(|w| w.pid() as i32).collect();
+        let guard = self.guard.as_ref().map(Guard::pid);
         // Only PID 1 takes children of no worker, so only it needs to know how long they waited.
         let init = std::process::id() == 1;
         let mut seen = HashMap::new();
@@ -167,9 +159,9 @@ impl Supervisor {
                 continue;
             }
             let of_a_worker = process_group(pid)
-                .is_some_and(|g| workers.contains(&g) || self.orphan_groups.left.contains_key(&g));
+                .is_some_and(|g| workers.contains(&g) || self.left.contains_key(&g));
             let abandoned = init && {
-                let first_seen = *self.orphan_groups.unknown_zombies.get(&pid).unwrap_or(&now);
+                let first_seen = *self.unknown_zombies.get(&pid).unwrap_or(&now);
                 seen.insert(pid, first_seen);
                 now.saturating_duration_since(first_seen) >= UNKNOWN_ZOMBIE_GRACE
             };
@@ -181,7 +173,7 @@ impl Supervisor {
                 );
             }
         }
-        self.orphan_groups.unknown_zombies = seen;
+        self.unknown_zombies = seen;
     }
 }
 

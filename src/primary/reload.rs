@@ -3,22 +3,24 @@
 //! in the primary throughout, so no connection is refused. A replacement that exits or is not
 //! ready in time stops the reload: it is sent away, the workers not yet replaced keep serving,
 //! and the callers hear `ERR_RCLUSTER_RELOAD_ABORTED` with the cause.
+//!
+//! This type keeps the reload's own state and decides its next step; the loop
+//! (src/primary/supervision.rs) starts the replacements and moves the slots.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
 
-use super::child_command::WorkerKind;
-use super::events::{Event, WorkerId};
-use super::process::ExitStatus;
-use super::supervisor::{ReloadRequest, Supervisor, Timer, Worker};
+use super::events::Event;
+use super::slots::Slots;
+use super::WorkerId;
 use crate::errors;
 
-pub(super) struct Reload {
+pub struct Reload {
     /// Slots still to replace, in order.
     pending: VecDeque<usize>,
-    /// Replacements started and not yet ready, with their slot.
+    /// Replacements asked for and not yet ready, with their slot.
     incoming: HashMap<WorkerId, usize>,
     parallel: usize,
     /// How many slots the reload set out to replace, and how many it has.
@@ -29,174 +31,157 @@ pub(super) struct Reload {
     started: Instant,
 }
 
-impl Supervisor {
-    pub(super) async fn begin_reload(&mut self, request: ReloadRequest) {
-        let Some(policy) = self.options().map(|o| o.reload) else {
-            return;
-        };
-        if let Some(why) = self.not_running() {
-            self.events.push(Event::Reloaded {
-                tickets: request.ticket.into_iter().collect(),
-                error: Some((errors::NOT_RUNNING, format!("cannot reload: {why}"))),
-                details: json!({}),
-            });
-            return;
-        }
-        // A call while a reload runs joins it.
-        if let Some(reload) = &mut self.reload {
-            reload.tickets.extend(request.ticket);
-            return;
-        }
-        let parallel = request.parallel.unwrap_or(policy.parallel);
-        let with_agent = request.agent.unwrap_or(policy.agent);
-        // The agent first, as at startup: the app workers may depend on it.
-        let mut pending: VecDeque<usize> =
-            self.agent_slot.filter(|_| with_agent).into_iter().collect();
-        pending.extend(self.app_slots());
-        self.events.push(Event::ReloadStarted {
-            trigger: request.trigger,
-            workers: pending.len(),
-        });
-        self.reload = Some(Reload {
-            total: pending.len(),
-            pending,
+/// What the reload wants next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// A replacement for this slot.
+    Replace(usize),
+    /// As many replacements as allowed are on their way.
+    Wait,
+    /// Every slot has its new worker.
+    Done,
+}
+
+impl Reload {
+    /// `order`: the slots to replace, the agent's first (the app workers may depend on it).
+    pub fn new(order: Vec<usize>, parallel: usize, ticket: Option<u64>, now: Instant) -> Self {
+        Reload {
+            total: order.len(),
+            pending: order.into(),
             incoming: HashMap::new(),
             parallel,
             replaced: 0,
-            tickets: request.ticket.into_iter().collect(),
-            started: Instant::now(),
-        });
-        self.advance_reload().await;
+            tickets: ticket.into_iter().collect(),
+            started: now,
+        }
     }
 
-    /// `rcluster.reload()` or ThinkJS's reload message from a child.
-    pub(super) fn reload_requested_by(&mut self, id: WorkerId) {
-        let request = ReloadRequest {
-            ticket: None,
-            parallel: None,
-            agent: None,
-            trigger: format!("worker {id}"),
-        };
-        let _ = self.inputs.send(super::supervisor::Input::Command(
-            super::supervisor::Command::Reload(request),
-        ));
+    /// A call while a reload runs joins it.
+    pub fn join(&mut self, ticket: Option<u64>) {
+        self.tickets.extend(ticket);
     }
 
-    /// Starts replacements until `parallel` are on their way; finishes once none is left.
-    pub(super) async fn advance_reload(&mut self) {
-        loop {
-            let Some(reload) = &mut self.reload else {
-                return;
-            };
-            if reload.incoming.len() >= reload.parallel {
-                return;
-            }
-            let Some(slot) = reload.pending.pop_front() else {
-                if reload.incoming.is_empty() {
-                    self.finish_reload();
-                }
-                return;
+    pub fn next_step(&mut self, slots: &Slots) -> Step {
+        while self.incoming.len() < self.parallel {
+            let Some(slot) = self.pending.pop_front() else {
+                break;
             };
             // A slot scaled away, or empty and waiting for its restart, gets new code anyway.
-            let Some(current) = self.slots.get(slot) else {
-                continue;
-            };
-            if current.retired || current.current.is_none() {
-                if let Some(reload) = &mut self.reload {
-                    reload.total -= 1;
-                }
+            if slots
+                .get(slot)
+                .is_none_or(|s| s.retired || s.current.is_none())
+            {
+                self.total -= 1;
                 continue;
             }
-            match self.spawn_in_slot(slot).await {
-                Ok(id) => {
-                    self.slots[slot].incoming = Some(id);
-                    if let Some(reload) = &mut self.reload {
-                        reload.incoming.insert(id, slot);
-                    }
-                }
-                Err(e) => {
-                    self.abort_reload(e);
-                    return;
-                }
-            }
+            return Step::Replace(slot);
+        }
+        if self.pending.is_empty() && self.incoming.is_empty() {
+            Step::Done
+        } else {
+            Step::Wait
         }
     }
 
-    pub(super) fn is_reload_replacement(&self, id: WorkerId) -> bool {
-        self.reload
-            .as_ref()
-            .is_some_and(|r| r.incoming.contains_key(&id))
+    /// A replacement for `slot` was asked for, as worker `id`.
+    pub fn replacing(&mut self, id: WorkerId, slot: usize) {
+        self.incoming.insert(id, slot);
     }
 
-    /// A replacement is ready: it takes its slot and the old worker leaves gracefully.
-    pub(super) fn reload_on_ready(&mut self, id: WorkerId) {
-        let Some(slot) = self.reload.as_mut().and_then(|r| r.incoming.remove(&id)) else {
-            return;
-        };
-        if let Some(reload) = &mut self.reload {
-            reload.replaced += 1;
-        }
-        self.slots[slot].incoming = None;
-        if let Some(old) = self.slots[slot].current.replace(id) {
-            self.retire(old);
-        }
-        self.after(Duration::ZERO, Timer::ReloadStep);
+    pub fn is_replacement(&self, id: WorkerId) -> bool {
+        self.incoming.contains_key(&id)
     }
 
-    /// A replacement exited before it was ready: the deploy is broken, the reload stops.
-    pub(super) fn reload_on_exit(&mut self, id: WorkerId, worker: &Worker, status: ExitStatus) {
-        if !self.is_reload_replacement(id) {
-            return;
-        }
-        let name = match worker.kind {
-            WorkerKind::Agent => "the new agent",
-            WorkerKind::App => "a new worker",
-        };
-        self.abort_reload(format!(
-            "{name} (worker {id}, pid {}) exited with {} before it was ready",
-            worker.process.pid(),
-            status.describe_long()
-        ));
+    /// A replacement is ready: the slot it takes.
+    pub fn on_ready(&mut self, id: WorkerId) -> Option<usize> {
+        let slot = self.incoming.remove(&id)?;
+        self.replaced += 1;
+        Some(slot)
     }
 
-    /// Ends the reload where it stands. Replacements still on their way are sent away; every
-    /// slot keeps the worker it had.
-    pub(super) fn abort_reload(&mut self, cause: String) {
-        let Some(reload) = self.reload.take() else {
-            return;
-        };
-        for (id, slot) in &reload.incoming {
-            self.slots[*slot].incoming = None;
-            self.retire(*id);
-            // Its old worker died meanwhile: the slot is filled again, as after a crash.
-            let s = &self.slots[*slot];
-            if s.current.is_none() && !s.retired {
-                self.schedule_restart(*slot, Duration::ZERO);
-            }
-        }
+    /// Ends the reload where it stands: the replacements on their way, to send away, and the
+    /// event that settles the callers.
+    pub fn abort(self, cause: &str) -> (Vec<(WorkerId, usize)>, Event) {
         let message = format!(
             "reload aborted: {cause}; {} of {} workers were replaced, the others keep serving",
-            reload.replaced, reload.total
+            self.replaced, self.total
         );
-        self.events.push(Event::Reloaded {
-            tickets: reload.tickets,
+        let event = Event::Reloaded {
+            tickets: self.tickets,
             error: Some((errors::RELOAD_ABORTED, message)),
-            details: json!({ "replaced": reload.replaced, "workers": reload.total }),
-        });
+            details: json!({ "replaced": self.replaced, "workers": self.total }),
+        };
+        (self.incoming.into_iter().collect(), event)
     }
 
-    fn finish_reload(&mut self) {
-        let Some(reload) = self.reload.take() else {
-            return;
-        };
-        self.events.push(Event::Reloaded {
-            tickets: reload.tickets,
+    pub fn finish(self, now: Instant) -> Event {
+        Event::Reloaded {
+            tickets: self.tickets,
             error: None,
             details: json!({
-                "replaced": reload.replaced,
-                "workers": reload.total,
-                "duration": reload.started.elapsed().as_millis() as u64,
+                "replaced": self.replaced,
+                "workers": self.total,
+                "duration": now.saturating_duration_since(self.started).as_millis() as u64,
             }),
-        });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_a_few_slots_at_a_time_and_skips_empty_ones() {
+        let mut slots = Slots::new(3, false);
+        for (i, id) in [(0, 10), (2, 12)] {
+            if let Some(s) = slots.get_mut(i) {
+                s.current = Some(id);
+            }
+        }
+        let mut reload = Reload::new(vec![0, 1, 2], 1, Some(7), Instant::now());
+        assert_eq!(reload.next_step(&slots), Step::Replace(0));
+        reload.replacing(20, 0);
+        assert_eq!(reload.next_step(&slots), Step::Wait);
+        assert_eq!(reload.on_ready(20), Some(0));
+        // Slot 1 has no worker: it is not counted.
+        assert_eq!(reload.next_step(&slots), Step::Replace(2));
+        assert_eq!(reload.total, 2);
+        reload.replacing(22, 2);
+        assert_eq!(reload.on_ready(22), Some(2));
+        assert_eq!(reload.next_step(&slots), Step::Done);
+        match reload.finish(Instant::now()) {
+            Event::Reloaded {
+                tickets,
+                error,
+                details,
+            } => {
+                assert_eq!(tickets, vec![7]);
+                assert!(error.is_none());
+                assert_eq!(details["replaced"], 2);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_abort_names_the_replacements_to_send_away() {
+        let mut slots = Slots::new(2, false);
+        for i in 0..2 {
+            if let Some(s) = slots.get_mut(i) {
+                s.current = Some(i as u32 + 1);
+            }
+        }
+        let mut reload = Reload::new(vec![0, 1], 2, None, Instant::now());
+        assert_eq!(reload.next_step(&slots), Step::Replace(0));
+        reload.replacing(5, 0);
+        assert_eq!(reload.next_step(&slots), Step::Replace(1));
+        reload.replacing(6, 1);
+        assert_eq!(reload.on_ready(5), Some(0));
+        let (leaving, event) = reload.abort("a new worker exited");
+        assert_eq!(leaving, vec![(6, 1)]);
+        assert!(
+            matches!(event, Event::Reloaded { error: Some((code, _)), .. } if code == errors::RELOAD_ABORTED)
+        );
     }
 }

@@ -3,109 +3,78 @@
 //! slot in use has a ready worker and the removed ones have exited.
 
 use super::events::Event;
-use super::supervisor::{Slot, Supervisor};
+use super::slots::Slots;
+use super::workers::Workers;
 use crate::errors;
 
-impl Supervisor {
-    pub(super) async fn scale(&mut self, workers: usize, ticket: u64) {
-        if let Some(why) = self.not_running() {
-            self.events.push(Event::Scaled {
-                tickets: vec![ticket],
-                workers: self.app_slots().len(),
-                error: Some((errors::NOT_RUNNING, format!("cannot scale: {why}"))),
-            });
-            return;
-        }
-        self.scale_tickets.push(ticket);
-        let active = self.app_slots();
-        if workers > active.len() {
-            for _ in active.len()..workers {
-                let slot = self.add_slot();
-                self.start_slot(slot).await;
-            }
-        } else {
-            // The newest slots go first.
-            for slot in active.into_iter().skip(workers).rev() {
-                self.remove_slot(slot);
-            }
-        }
-        self.scale_progress();
+/// The `scale()` calls waiting for the workers to match the count they asked for.
+#[derive(Default)]
+pub struct Scale {
+    tickets: Vec<u64>,
+}
+
+/// How the slots change for a new count of app workers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Add(usize),
+    /// These slots go, the newest first.
+    Remove(Vec<usize>),
+}
+
+pub fn change(active: &[usize], wanted: usize) -> Change {
+    if wanted >= active.len() {
+        Change::Add(wanted - active.len())
+    } else {
+        Change::Remove(active.iter().skip(wanted).rev().copied().collect())
+    }
+}
+
+impl Scale {
+    pub fn wait(&mut self, ticket: u64) {
+        self.tickets.push(ticket);
     }
 
-    /// A slot scaled away earlier, or a new one.
-    fn add_slot(&mut self) -> usize {
-        let reusable = (0..self.slots.len()).find(|s| {
-            let slot = &self.slots[*s];
-            slot.retired && slot.current.is_none() && slot.incoming.is_none()
+    /// Settles the waiting calls if the workers match the slots; the event to send, if any.
+    pub fn progress(&mut self, slots: &Slots, workers: &Workers) -> Option<Event> {
+        if self.tickets.is_empty() {
+            return None;
+        }
+        let filled = slots.apps().iter().all(|s| {
+            slots
+                .get(*s)
+                .and_then(|s| s.current)
+                .and_then(|id| workers.get(&id))
+                .is_some_and(|w| w.is_ready())
         });
-        match reusable {
-            Some(slot) => {
-                // A fresh slot: the restarts of its earlier life do not count against it.
-                let generation = self.slots[slot].generation + 1;
-                self.slots[slot] = Slot {
-                    generation,
-                    ..Slot::default()
-                };
-                slot
-            }
-            None => {
-                self.slots.push(Slot::default());
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    fn remove_slot(&mut self, slot: usize) {
-        let s = &mut self.slots[slot];
-        s.retired = true;
-        // A restart it was waiting for will not happen.
-        s.generation += 1;
-        let leaving = [s.current.take(), s.incoming.take()];
-        for id in leaving.into_iter().flatten() {
-            self.retire(id);
-        }
-        self.close_retired_slot(slot);
-    }
-
-    /// A retired slot whose workers are gone gives up its own listening sockets (reuseport).
-    pub(super) fn close_retired_slot(&mut self, slot: usize) {
-        let retired = self.slots.get(slot).is_some_and(|s| s.retired);
-        let occupied = self.workers.values().any(|w| w.slot == Some(slot));
-        if retired && !occupied {
-            self.listeners.close_slot(slot);
-        }
-    }
-
-    /// Settles the waiting `scale()` calls once the workers match the count asked for.
-    pub(super) fn scale_progress(&mut self) {
-        if self.scale_tickets.is_empty() {
-            return;
-        }
-        let active = self.app_slots();
-        let filled = active.iter().all(|s| {
-            self.slots[*s]
-                .current
-                .and_then(|id| self.workers.get(&id))
-                .is_some_and(|w| w.ready)
-        });
-        let removed_gone = !self.workers.values().any(|w| {
+        let removed_gone = !workers.values().any(|w| {
             w.slot
-                .is_some_and(|s| self.slots.get(s).is_some_and(|s| s.retired))
+                .is_some_and(|s| slots.get(s).is_some_and(|s| s.retired))
         });
-        if filled && removed_gone {
-            self.scale_ended(None);
+        (filled && removed_gone).then(|| self.end(slots, None))
+    }
+
+    /// Settles the waiting calls; with a reason, they fail.
+    pub fn end(&mut self, slots: &Slots, failure: Option<&str>) -> Event {
+        Event::Scaled {
+            tickets: std::mem::take(&mut self.tickets),
+            workers: slots.apps().len(),
+            error: failure.map(|why| (errors::NOT_RUNNING, format!("scale stopped: {why}"))),
         }
     }
 
-    /// Settles the waiting `scale()` calls; with a reason, they fail.
-    pub(super) fn scale_ended(&mut self, failure: Option<&str>) {
-        if self.scale_tickets.is_empty() {
-            return;
-        }
-        self.events.push(Event::Scaled {
-            tickets: std::mem::take(&mut self.scale_tickets),
-            workers: self.app_slots().len(),
-            error: failure.map(|why| (errors::NOT_RUNNING, format!("scale stopped: {why}"))),
-        });
+    pub fn is_waiting(&self) -> bool {
+        !self.tickets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_slots_go_first() {
+        assert_eq!(change(&[0, 1, 3], 1), Change::Remove(vec![3, 1]));
+        assert_eq!(change(&[0, 1], 4), Change::Add(2));
+        assert_eq!(change(&[0, 1], 2), Change::Add(0));
     }
 }

@@ -5,29 +5,44 @@ use std::os::fd::OwnedFd;
 
 use serde_json::{json, Map, Value};
 
-use super::events::{Event, WorkerId};
-use super::listeners::{self, Grant};
+use super::events::{Event, EventQueue};
+use super::listeners::{self, Grant, Listeners};
 use super::sockets;
-use super::supervisor::Supervisor;
+use super::workers::{self, Workers};
+use super::WorkerId;
 use crate::errors;
 
 /// libuv's EINVAL, for a `queryServer` we cannot make sense of.
 const UV_EINVAL: i64 = -(libc::EINVAL as i64);
 
-impl Supervisor {
-    pub(super) fn on_cluster_message(&mut self, id: WorkerId, msg: Map<String, Value>) {
+/// What a worker's cluster messages tell the loop about its readiness.
+#[derive(Debug, PartialEq)]
+pub enum Progress {
+    Online,
+    /// `{ addressType, address, port, fd }` as the worker reported them.
+    Listening(Value),
+}
+
+/// The workers' Node channels and the listening sockets, lent by the loop for one message.
+pub struct NodeCluster<'a> {
+    pub workers: &'a mut Workers,
+    pub listeners: &'a mut Listeners,
+    pub events: &'a EventQueue,
+}
+
+impl NodeCluster<'_> {
+    pub fn on_message(&mut self, id: WorkerId, msg: Map<String, Value>) -> Option<Progress> {
         let seq = msg.get("seq").cloned().unwrap_or(Value::Null);
         match msg.get("act").and_then(Value::as_str) {
-            Some("online") => self.on_online(id),
+            Some("online") => return Some(Progress::Online),
             Some("queryServer") => self.on_query_server(id, &msg, seq),
             Some("listening") => {
-                let address = json!({
+                return Some(Progress::Listening(json!({
                     "addressType": msg.get("addressType"),
                     "address": msg.get("address"),
                     "port": msg.get("port"),
                     "fd": msg.get("fd"),
-                });
-                self.on_listening(id, address);
+                })));
             }
             Some("close") => {
                 if let Some(key) = msg.get("key").and_then(Value::as_str) {
@@ -43,17 +58,28 @@ impl Supervisor {
             Some(_) => {}
             None => self.on_reply(id, &msg),
         }
+        None
+    }
+
+    fn send_cluster(
+        &mut self,
+        id: WorkerId,
+        fields: Value,
+        handle: Option<(&str, OwnedFd)>,
+    ) -> Option<u64> {
+        workers::send_cluster(self.workers, self.events, id, fields, handle)
     }
 
     fn on_query_server(&mut self, id: WorkerId, msg: &Map<String, Value>, seq: Value) {
         // Node's primary ignores a disconnecting worker's query; the worker exits without an answer.
-        if self.workers.get(&id).is_none_or(|w| w.disconnecting) {
+        if self.workers.get(&id).is_none_or(|w| w.is_disconnecting()) {
             return;
         }
         let request = match listeners::parse_query(msg) {
             Ok(r) => r,
             Err(why) => {
-                self.warn(Some(id), errors::PROTOCOL, format!("worker {id}: {why}"));
+                self.events
+                    .warn(Some(id), errors::PROTOCOL, format!("worker {id}: {why}"));
                 let key = listeners::handle_key(msg);
                 self.send_cluster(
                     id,
@@ -113,8 +139,8 @@ impl Supervisor {
         if std::mem::replace(&mut w.listen_refused, true) {
             return;
         }
-        let pid = w.process.pid();
-        self.warn(
+        let pid = w.pid();
+        self.events.warn(
             Some(id),
             errors::LISTEN_REFUSED,
             format!("worker {id} (pid {pid}) {}", why.describe()),
@@ -148,7 +174,7 @@ impl Supervisor {
     }
 
     /// Hands a round-robin connection to a worker. If it cannot be sent, it goes to another.
-    pub(super) fn send_newconn(&mut self, worker: WorkerId, key: String, conn: OwnedFd) {
+    pub fn send_newconn(&mut self, worker: WorkerId, key: String, conn: OwnedFd) {
         let sent = sockets::duplicate(&conn).ok().and_then(|copy| {
             self.send_cluster(
                 worker,

@@ -1,0 +1,127 @@
+//! The supervised cluster's worker slots: what should run. Slot i holds the app worker that
+//! serves as the i-th (its reuseport sockets are the slot's), the agent has the last slot, and
+//! each slot keeps its own restart budget (src/primary/restart.rs).
+
+use super::restart::RestartHistory;
+use super::WorkerId;
+
+#[derive(Default)]
+pub struct Slot {
+    pub current: Option<WorkerId>,
+    /// Its replacement during a rolling reload, until that is ready (src/primary/reload.rs).
+    pub incoming: Option<WorkerId>,
+    /// A child for it is being spawned: the slot waits for `Input::Spawned`.
+    pub launching: Option<WorkerId>,
+    /// Its restart backoff is over (or it was never filled): the loop fills it when it settles.
+    pub due: bool,
+    /// Removed by scaling down; a later scale-up may use it again (src/primary/scale.rs).
+    pub retired: bool,
+    pub history: RestartHistory,
+    /// Bumped on every scheduled restart, so that a stale timer does nothing.
+    pub generation: u64,
+}
+
+impl Slot {
+    /// Nothing runs in it or is on its way to it.
+    pub fn is_empty(&self) -> bool {
+        self.current.is_none() && self.incoming.is_none() && self.launching.is_none()
+    }
+}
+
+pub struct Slots {
+    list: Vec<Slot>,
+    /// The agent's slot (the last one at start), when there is an agent.
+    agent: Option<usize>,
+}
+
+impl Slots {
+    pub fn new(apps: usize, agent: bool) -> Self {
+        let count = apps + usize::from(agent);
+        Slots {
+            list: (0..count).map(|_| Slot::default()).collect(),
+            agent: agent.then_some(apps),
+        }
+    }
+
+    pub fn agent(&self) -> Option<usize> {
+        self.agent
+    }
+
+    pub fn is_agent(&self, slot: usize) -> bool {
+        self.agent == Some(slot)
+    }
+
+    pub fn get(&self, slot: usize) -> Option<&Slot> {
+        self.list.get(slot)
+    }
+
+    pub fn get_mut(&mut self, slot: usize) -> Option<&mut Slot> {
+        self.list.get_mut(slot)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.list.iter().enumerate()
+    }
+
+    /// Slots in use, the agent's included.
+    pub fn active(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.iter().filter(|(_, s)| !s.retired)
+    }
+
+    /// App worker slots in use (scaling down retires some), in order.
+    pub fn apps(&self) -> Vec<usize> {
+        self.active()
+            .filter(|(i, _)| !self.is_agent(*i))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Whether `id` is the worker serving in `slot`.
+    pub fn holds(&self, slot: usize, id: WorkerId) -> bool {
+        self.get(slot).is_some_and(|s| s.current == Some(id))
+    }
+
+    /// A slot scaled away earlier, or a new one.
+    pub fn add(&mut self) -> usize {
+        let reusable = self.list.iter().position(|s| s.retired && s.is_empty());
+        match reusable {
+            Some(slot) => {
+                // A fresh slot: the restarts of its earlier life do not count against it.
+                let generation = self.list[slot].generation + 1;
+                self.list[slot] = Slot {
+                    generation,
+                    ..Slot::default()
+                };
+                slot
+            }
+            None => {
+                self.list.push(Slot::default());
+                self.list.len() - 1
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retired_slot_is_reused_with_a_fresh_budget() {
+        let mut slots = Slots::new(2, true);
+        assert_eq!(slots.apps(), vec![0, 1]);
+        assert_eq!(slots.agent(), Some(2));
+        if let Some(s) = slots.get_mut(1) {
+            s.retired = true;
+            s.generation = 4;
+        }
+        assert_eq!(slots.apps(), vec![0]);
+        assert_eq!(slots.add(), 1);
+        assert_eq!(
+            slots.get(1).map(|s| (s.retired, s.generation)),
+            Some((false, 5))
+        );
+        assert_eq!(slots.add(), 3);
+        assert_eq!(slots.apps(), vec![0, 1, 3]);
+    }
+}

@@ -1,0 +1,933 @@
+//! The supervised cluster's policy (`rcluster.start()`): N worker slots kept filled within a
+//! restart budget, readiness, start order (the agent first) and stop order (the agent last),
+//! rolling reload, scale and the watchdog's verdicts. The Node-compatible primary has none of it:
+//! its JavaScript forks and nothing is restarted.
+//!
+//! Handlers change state and record what is due; `settle` compares what should be with what is
+//! (slots to fill, the reload's next step, a scale, the start or the stop that has finished);
+//! `take_launches` hands the loop the children to spawn.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use super::child_command::WorkerKind;
+use super::cluster::Cluster;
+use super::events::Event;
+use super::housekeeping::{self, Housekeeping};
+use super::launcher::{LaunchRequest, Launched};
+use super::options::{AgentReadiness, ClusterOptions, Readiness, StdioEntry};
+use super::orphans::OrphanGroups;
+use super::process::ExitStatus;
+use super::reload::{Reload, Step};
+use super::restart::Decision;
+use super::scale::{self, Change, Scale};
+use super::slots::Slots;
+use super::timers::{now, Timer};
+use super::watchdog::{self, Finding};
+use super::workers::{Worker, WorkerState};
+use super::WorkerId;
+use crate::errors;
+
+/// How long a failed agent's last words may take to come out of its stderr pipe.
+const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Idle,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+}
+
+/// What a child being spawned is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// To fill its empty slot.
+    Fill,
+    /// To replace the slot's worker once ready (a rolling reload).
+    Replace,
+}
+
+pub struct Supervision {
+    options: Box<ClusterOptions>,
+    phase: Phase,
+    slots: Slots,
+    /// App workers are started once the agent is ready.
+    apps_started: bool,
+    /// Children asked for and not spawned yet: their slot and purpose.
+    launching: HashMap<WorkerId, (usize, Purpose)>,
+    /// Children to spawn, for the loop to take.
+    launches: Vec<LaunchRequest>,
+    reload: Option<Reload>,
+    scale: Scale,
+    orphans: OrphanGroups,
+    housekeeping: Housekeeping,
+}
+
+impl Supervision {
+    pub fn new(options: Box<ClusterOptions>) -> Self {
+        let slots = Slots::new(options.workers, options.agent.is_some());
+        Supervision {
+            options,
+            phase: Phase::Idle,
+            slots,
+            apps_started: false,
+            launching: HashMap::new(),
+            launches: Vec::new(),
+            reload: None,
+            scale: Scale::default(),
+            orphans: OrphanGroups::default(),
+            housekeeping: Housekeeping::default(),
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn take_launches(&mut self) -> Vec<LaunchRequest> {
+        std::mem::take(&mut self.launches)
+    }
+
+    // ---- starting ----
+
+    pub fn start(&mut self, c: &mut Cluster) {
+        if self.phase != Phase::Idle {
+            return;
+        }
+        self.phase = Phase::Starting;
+        if watchdog::is_on(&self.options.watchdog) {
+            c.timers.after(watchdog::TICK, Timer::Watchdog);
+        }
+        c.timers.after(housekeeping::TICK, Timer::Housekeeping);
+        self.orphans.guard_worker_trees(&c.events);
+        match self.slots.agent() {
+            // The agent first; the app workers once it is ready (see settle).
+            Some(agent) => self.fill_later(agent),
+            None => self.start_apps(),
+        }
+    }
+
+    fn start_apps(&mut self) {
+        self.apps_started = true;
+        for slot in self.slots.apps() {
+            self.fill_later(slot);
+        }
+    }
+
+    /// The slot is filled when the loop next settles.
+    fn fill_later(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.due = true;
+        }
+    }
+
+    fn is_up(&self) -> bool {
+        matches!(self.phase, Phase::Starting | Phase::Running)
+    }
+
+    /// Asks for a child for `slot`.
+    fn launch(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
+        let kind = if self.slots.is_agent(slot) {
+            WorkerKind::Agent
+        } else {
+            WorkerKind::App
+        };
+        let options = &self.options;
+        let mut spec = match (&options.agent, kind) {
+            (Some(agent), WorkerKind::Agent) => agent.child.clone(),
+            _ => options.child.clone(),
+        };
+        // A cluster's workers do not share the terminal's input.
+        if let Some(stdin) = spec.stdio.first_mut() {
+            *stdin = StdioEntry::Ignore;
+        }
+        // The agent's stderr passes through us, so that its last words can be quoted if it
+        // dies at startup.
+        if kind == WorkerKind::Agent {
+            if let Some(stderr) = spec.stdio.get_mut(2) {
+                *stderr = StdioEntry::Pipe;
+            }
+        }
+        // The child's messenger refuses, at the sender, what the primary would refuse.
+        spec.env.push((
+            "RCLUSTER_MAX_MESSAGE_SIZE".into(),
+            options.max_message.to_string().into(),
+        ));
+        if !options.watchdog.child_runtime {
+            // An agent may preload the runtime for its 'started' report alone.
+            spec.env.push(("RCLUSTER_CHILD_RUNTIME".into(), "0".into()));
+        }
+        if options.watchdog.heartbeat_timeout.is_some() {
+            let interval = options.watchdog.heartbeat_interval.as_millis();
+            spec.env.push((
+                "RCLUSTER_HEARTBEAT_INTERVAL".into(),
+                interval.to_string().into(),
+            ));
+        }
+        let id = c.next_id();
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.launching = Some(id);
+        }
+        self.launching.insert(id, (slot, purpose));
+        self.launches.push(LaunchRequest { id, kind, spec });
+        id
+    }
+
+    /// A child asked for has been spawned, or could not be.
+    pub fn on_spawned(&mut self, c: &mut Cluster, id: WorkerId, result: Result<Launched, String>) {
+        let Some((slot, purpose)) = self.launching.remove(&id) else {
+            return;
+        };
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.launching = None;
+        }
+        let kind = if self.slots.is_agent(slot) {
+            WorkerKind::Agent
+        } else {
+            WorkerKind::App
+        };
+        let attached = result.and_then(|launched| {
+            let pid = launched.process.pid();
+            let mode = self.options.child.serialization;
+            c.attach(id, Some(slot), kind, launched, mode)
+                .map(|w| w.pid())
+                .map_err(|e| {
+                    // Whatever it started goes with it.
+                    self.orphans.worker_group_left(pid, now(), c.kill_timeout);
+                    format!("could not start worker {id} for slot {slot}: {e}")
+                })
+        });
+        let pid = match attached {
+            Ok(pid) => pid,
+            Err(e) => return self.spawn_failed(c, slot, purpose, e),
+        };
+        if let Some(guard) = self.orphans.guard() {
+            guard.watch(pid as i32);
+        }
+        c.events.push(Event::Fork {
+            id,
+            pid,
+            kind,
+            slot: Some(slot),
+        });
+        c.timers
+            .after(self.options.ready_timeout, Timer::ReadyDeadline { id });
+        let wanted = self.is_up()
+            && self.slots.get(slot).is_some_and(|s| !s.retired)
+            && match purpose {
+                Purpose::Fill => self.slots.get(slot).is_some_and(|s| s.current.is_none()),
+                Purpose::Replace => self.reload.as_ref().is_some_and(|r| r.is_replacement(id)),
+            };
+        if !wanted {
+            // Stopped, scaled away or aborted while it was being spawned.
+            c.retire(id);
+            return;
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            match purpose {
+                Purpose::Fill => s.current = Some(id),
+                Purpose::Replace => s.incoming = Some(id),
+            }
+        }
+    }
+
+    fn spawn_failed(&mut self, c: &mut Cluster, slot: usize, purpose: Purpose, error: String) {
+        match purpose {
+            Purpose::Replace => self.abort_reload(c, &error),
+            Purpose::Fill => {
+                c.events.warn(None, errors::SPAWN_FAILED, error.clone());
+                self.on_slot_vacated(c, slot, format!("spawn failed ({error})"), false);
+            }
+        }
+    }
+
+    // ---- readiness ----
+
+    /// Whether a 'ready' message makes this worker ready. An agent may always say it is ready.
+    pub fn on_ready_message(&mut self, c: &mut Cluster, id: WorkerId) {
+        let agent = c
+            .workers
+            .get(&id)
+            .is_some_and(|w| w.kind == WorkerKind::Agent);
+        if agent || self.options.readiness == Readiness::Message {
+            self.mark_ready(c, id);
+        }
+    }
+
+    /// The agent's preload reports that its main module has run.
+    pub fn on_agent_started(&mut self, c: &mut Cluster, id: WorkerId) {
+        let started = self
+            .options
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.readiness == AgentReadiness::Started);
+        let agent = c
+            .workers
+            .get(&id)
+            .is_some_and(|w| w.kind == WorkerKind::Agent);
+        if started && agent {
+            self.mark_ready(c, id);
+        }
+    }
+
+    pub fn on_online(&mut self, c: &mut Cluster, id: WorkerId) {
+        if self.options.readiness == Readiness::Online {
+            self.mark_ready(c, id);
+        }
+    }
+
+    pub fn on_listening(&mut self, c: &mut Cluster, id: WorkerId) {
+        if self.options.readiness == Readiness::Listening {
+            self.mark_ready(c, id);
+        }
+    }
+
+    fn mark_ready(&mut self, c: &mut Cluster, id: WorkerId) {
+        let Some(w) = c.workers.get_mut(&id) else {
+            return;
+        };
+        w.state = match w.state {
+            WorkerState::Starting => WorkerState::Ready,
+            WorkerState::Disconnecting { was_ready: false } => {
+                WorkerState::Disconnecting { was_ready: true }
+            }
+            // Ready already, or on its way out: nothing changes.
+            _ => return,
+        };
+        c.events.push(Event::WorkerReady { id });
+        // A reload's replacement takes its slot; the worker it replaces leaves gracefully.
+        if let Some(slot) = self.reload.as_mut().and_then(|r| r.on_ready(id)) {
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.incoming = None;
+                if let Some(old) = s.current.replace(id) {
+                    c.retire(old);
+                }
+            }
+        }
+        if self.phase == Phase::Running {
+            // A replacement is up: it is told, as everybody was when the cluster came up.
+            let (messenger, mut cx) = c.messenger_cx(false);
+            messenger.announce_ready(&mut cx, Some(id));
+        }
+    }
+
+    fn on_ready_deadline(&mut self, c: &mut Cluster, id: WorkerId) {
+        let Some(w) = c.workers.get(&id) else {
+            return;
+        };
+        if w.state != WorkerState::Starting {
+            return;
+        }
+        let options = &self.options;
+        let what = match options.readiness {
+            _ if w.kind == WorkerKind::Agent => "the agent never reported ready (readiness 'started': its main module never finished loading; 'message': it never called rcluster.ready())",
+            Readiness::Listening => "it never listened on a port (readiness: 'listening'; use 'online' for workers that do not serve)",
+            Readiness::Online => "it never came online",
+            Readiness::Message => "it never sent 'ready' (readiness: 'message')",
+        };
+        let pid = w.pid();
+        let message = format!(
+            "worker {id} (pid {pid}) of {} was not ready {} ms after it started: {what}",
+            options.child.script_name(),
+            options.ready_timeout.as_millis()
+        );
+        if self.reload.as_ref().is_some_and(|r| r.is_replacement(id)) {
+            // The reload stops here; the worker it would have replaced keeps serving.
+            self.abort_reload(c, &message);
+        } else if self.phase == Phase::Starting {
+            let details = json!({ "id": id, "pid": pid, "readyTimeout": options.ready_timeout.as_millis() as u64 });
+            self.fail(c, errors::READY_TIMEOUT, message, details);
+        } else {
+            // A replacement that hangs at boot: kill it; its exit counts against the budget.
+            c.kill(id);
+            c.events.warn(
+                Some(id),
+                errors::READY_TIMEOUT,
+                format!("{message}; killing it"),
+            );
+        }
+    }
+
+    // ---- exits and restarts ----
+
+    /// A worker has exited (the loop has removed it already).
+    pub fn on_exit(&mut self, c: &mut Cluster, id: WorkerId, worker: &Worker, status: ExitStatus) {
+        if worker.slot.is_some() {
+            self.orphans
+                .worker_group_left(worker.pid(), now(), c.kill_timeout);
+        }
+        let asked = worker.is_leaving();
+        if worker.kind == WorkerKind::Agent && self.phase == Phase::Starting && !asked {
+            self.agent_failed(c, id, worker, status);
+        }
+        if self.reload.as_ref().is_some_and(|r| r.is_replacement(id)) {
+            let name = match worker.kind {
+                WorkerKind::Agent => "the new agent",
+                WorkerKind::App => "a new worker",
+            };
+            let cause = format!(
+                "{name} (worker {id}, pid {}) exited with {} before it was ready",
+                worker.pid(),
+                status.describe_long()
+            );
+            self.abort_reload(c, &cause);
+        }
+        let Some(slot) = worker.slot else {
+            return;
+        };
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.current == Some(id) {
+            s.current = None;
+            // A slot whose replacement is on its way is filled by it.
+            if !asked && s.incoming.is_none() {
+                self.on_worker_crashed(c, slot, id, worker, status);
+            }
+        }
+        self.close_if_retired(c, slot);
+    }
+
+    /// A worker exited unexpectedly. One that had been ready crashed at work: the operator is
+    /// told each time, with the slot's count of restarts to alert on (src/primary/restart.rs).
+    fn on_worker_crashed(
+        &mut self,
+        c: &mut Cluster,
+        slot: usize,
+        id: WorkerId,
+        worker: &Worker,
+        status: ExitStatus,
+    ) {
+        let was_ready = worker.was_ready();
+        self.on_slot_vacated(c, slot, status.describe(), was_ready);
+        if !was_ready || !self.is_up() {
+            return;
+        }
+        let restarts = self.slots.get(slot).map_or(0, |s| s.history.total());
+        let message = format!(
+            "worker {id} (pid {}) of {} exited with {} after it was ready; a replacement is starting (restart {restarts} of slot {slot})",
+            worker.pid(),
+            self.options.child.script_name(),
+            status.describe_long(),
+        );
+        let details = json!({
+            "slot": slot,
+            "pid": worker.pid(),
+            "exitCode": status.code,
+            "signal": status.signal.map(|s| s.as_str()),
+            "restarts": restarts,
+        });
+        c.events.push(Event::Warning {
+            code: errors::WORKER_CRASHED,
+            message,
+            id: Some(id),
+            details,
+        });
+    }
+
+    /// The slot's worker is gone and nobody asked for it: restart it, or give up if boot
+    /// failures spent the budget. `was_ready`: whether the worker that left had been ready.
+    fn on_slot_vacated(&mut self, c: &mut Cluster, slot: usize, exit: String, was_ready: bool) {
+        if !self.is_up() {
+            return;
+        }
+        let policy = self.options.restart;
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        match s
+            .history
+            .on_unexpected_exit(now(), &policy, exit, was_ready)
+        {
+            Decision::RestartAfter(delay) => self.schedule_restart(c, slot, delay),
+            Decision::GiveUp => self.give_up(c, slot),
+        }
+    }
+
+    /// Fills the slot after `delay`, unless something else fills or retires it first.
+    fn schedule_restart(&mut self, c: &mut Cluster, slot: usize, delay: Duration) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.generation += 1;
+            let generation = s.generation;
+            c.timers.after(delay, Timer::Restart { slot, generation });
+        }
+    }
+
+    fn give_up(&mut self, c: &mut Cluster, slot: usize) {
+        let options = &self.options;
+        let Some(history) = self.slots.get(slot).map(|s| &s.history) else {
+            return;
+        };
+        let exits = history.recent_exits();
+        let message = format!(
+            "{} keeps exiting: worker slot {slot} exited {} times within {} s (last exit codes, oldest first: {}); \
+             not restarting it again (restart budget: {} restarts per {} s)",
+            options.child.script_name(),
+            history.exits_in_window(),
+            options.restart.window.as_secs_f64(),
+            exits.join(", "),
+            options.restart.max_restarts,
+            options.restart.window.as_secs_f64(),
+        );
+        let details = json!({
+            "script": options.child.exec.display().to_string(),
+            "slot": slot,
+            "exitCodes": exits.iter().map(|e| e.parse::<i64>().map_or(json!(e), |n| json!(n))).collect::<Vec<_>>(),
+            "maxRestarts": options.restart.max_restarts,
+            "restartWindow": options.restart.window.as_millis() as u64,
+        });
+        self.fail(c, errors::RESTART_BUDGET, message, details);
+    }
+
+    /// The cluster as a whole failed: the error goes to JavaScript and everything stops.
+    fn fail(&mut self, c: &mut Cluster, code: &'static str, message: String, details: Value) {
+        c.events.push(Event::Error {
+            code,
+            message,
+            details,
+        });
+        self.stop(c, c.kill_timeout);
+    }
+
+    /// The agent died before it was ready: the cluster cannot start. The error quotes its exit
+    /// and the last lines it wrote to stderr.
+    fn agent_failed(&mut self, c: &mut Cluster, id: WorkerId, worker: &Worker, status: ExitStatus) {
+        let script = self
+            .options
+            .agent
+            .as_ref()
+            .map_or_else(String::new, |a| a.child.script_name());
+        let lines = worker
+            .stderr_tail
+            .as_ref()
+            .map(|t| t.lines_after_end(AGENT_STDERR_WAIT))
+            .unwrap_or_default();
+        let mut message = format!(
+            "the agent {script} (worker {id}, pid {}) exited with {} before it was ready",
+            worker.pid(),
+            status.describe_long(),
+        );
+        if !lines.is_empty() {
+            message.push_str("; its last lines of stderr:\n");
+            message.push_str(&lines.join("\n"));
+        }
+        let details = json!({
+            "script": script,
+            "exitCode": status.code,
+            "signal": status.signal.map(|s| s.as_str()),
+            "stderr": lines,
+        });
+        self.fail(c, errors::AGENT_FAILED, message, details);
+    }
+
+    // ---- the watchdog and uncaught exceptions ----
+
+    fn on_watchdog(&mut self, c: &mut Cluster) {
+        if !self.is_up() {
+            return;
+        }
+        for finding in watchdog::check(now(), &self.options.watchdog, &c.workers, &self.slots) {
+            match finding {
+                Finding::Unresponsive { id, quiet } => self.replace_unresponsive(c, id, quiet),
+                Finding::OverMemory { id, rss, limit } => {
+                    let pid = c.workers.get(&id).map_or(0, |w| w.pid());
+                    let message = format!(
+                        "worker {id} (pid {pid}) uses {} MiB of memory, over maxMemory ({} MiB)",
+                        rss >> 20,
+                        limit >> 20
+                    );
+                    self.replace_gracefully(
+                        c,
+                        id,
+                        errors::MEMORY_LIMIT,
+                        message,
+                        "memory limit",
+                        true,
+                    );
+                }
+            }
+        }
+        c.timers.after(watchdog::TICK, Timer::Watchdog);
+    }
+
+    /// The child runtime reported an exception nobody caught. The worker has stopped accepting
+    /// and finishes what it serves on its own; its replacement starts now.
+    pub fn on_uncaught_exception(&mut self, c: &mut Cluster, id: WorkerId, error: &str) {
+        let pid = c.workers.get(&id).map_or(0, |w| w.pid());
+        let first_line = error.lines().next().unwrap_or("");
+        let message = format!("worker {id} (pid {pid}) threw an uncaught exception: {first_line}");
+        self.replace_gracefully(
+            c,
+            id,
+            errors::UNCAUGHT_EXCEPTION,
+            message,
+            "uncaught exception",
+            false,
+        );
+    }
+
+    /// A blocked event loop cannot finish anything: the worker is killed at once.
+    fn replace_unresponsive(&mut self, c: &mut Cluster, id: WorkerId, quiet: Duration) {
+        let Some((slot, was_ready)) = self.detach(c, id) else {
+            return;
+        };
+        if let Some(w) = c.workers.get_mut(&id) {
+            w.state = WorkerState::Leaving;
+            w.kill();
+            let message = format!(
+                "worker {id} (pid {}) is unresponsive: no heartbeat from its event loop for {} ms; killed, a replacement is starting",
+                w.pid(),
+                quiet.as_millis()
+            );
+            c.events.warn(Some(id), errors::UNRESPONSIVE, message);
+        }
+        self.on_slot_vacated(c, slot, "unresponsive".into(), was_ready);
+    }
+
+    /// Its replacement starts now (within the restart budget); the worker itself leaves
+    /// gracefully, asked to if `ask`, and is killed after `killTimeout` if it has not.
+    fn replace_gracefully(
+        &mut self,
+        c: &mut Cluster,
+        id: WorkerId,
+        code: &'static str,
+        message: String,
+        exit: &str,
+        ask: bool,
+    ) {
+        let Some((slot, was_ready)) = self.detach(c, id) else {
+            return;
+        };
+        c.events.warn(
+            Some(id),
+            code,
+            format!("{message}; it finishes what it serves while a replacement starts"),
+        );
+        if ask {
+            c.retire(id);
+        } else if let Some(w) = c.workers.get_mut(&id) {
+            // It closes its servers on its own.
+            w.state = WorkerState::Leaving;
+            c.timers.after(c.kill_timeout, Timer::KillIfAlive { id });
+        }
+        self.on_slot_vacated(c, slot, exit.into(), was_ready);
+    }
+
+    /// Takes a working worker out of its slot: its slot, and whether it was ready. None if it is
+    /// not one (already leaving, a reload's replacement).
+    fn detach(&mut self, c: &Cluster, id: WorkerId) -> Option<(usize, bool)> {
+        let w = c.workers.get(&id)?;
+        if w.is_leaving() || !self.is_up() {
+            return None;
+        }
+        let slot = w.slot?;
+        let s = self.slots.get_mut(slot)?;
+        if s.current != Some(id) {
+            return None;
+        }
+        s.current = None;
+        Some((slot, w.was_ready()))
+    }
+
+    // ---- reload and scale ----
+
+    pub fn reload(
+        &mut self,
+        c: &mut Cluster,
+        ticket: Option<u64>,
+        parallel: Option<usize>,
+        agent: Option<bool>,
+        trigger: String,
+    ) {
+        if let Some(why) = self.not_running() {
+            c.events.push(Event::Reloaded {
+                tickets: ticket.into_iter().collect(),
+                error: Some((errors::NOT_RUNNING, format!("cannot reload: {why}"))),
+                details: json!({}),
+            });
+            return;
+        }
+        if let Some(reload) = &mut self.reload {
+            reload.join(ticket);
+            return;
+        }
+        let policy = self.options.reload;
+        let with_agent = agent.unwrap_or(policy.agent);
+        // The agent first, as at startup: the app workers may depend on it.
+        let mut order: Vec<usize> = self
+            .slots
+            .agent()
+            .filter(|_| with_agent)
+            .into_iter()
+            .collect();
+        order.extend(self.slots.apps());
+        c.events.push(Event::ReloadStarted {
+            trigger,
+            workers: order.len(),
+        });
+        let parallel = parallel.unwrap_or(policy.parallel);
+        self.reload = Some(Reload::new(order, parallel, ticket, now()));
+    }
+
+    /// Ends the reload where it stands. Replacements on their way are sent away; every slot keeps
+    /// the worker it had.
+    fn abort_reload(&mut self, c: &mut Cluster, cause: &str) {
+        let Some(reload) = self.reload.take() else {
+            return;
+        };
+        let (incoming, event) = reload.abort(cause);
+        for (id, slot) in incoming {
+            let Some(s) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            // One still being spawned is sent away once it is (see on_spawned).
+            if s.incoming == Some(id) {
+                s.incoming = None;
+                c.retire(id);
+            }
+            // Its old worker died meanwhile: the slot is filled again, as after a crash.
+            if s.current.is_none() && !s.retired {
+                self.schedule_restart(c, slot, Duration::ZERO);
+            }
+        }
+        c.events.push(event);
+    }
+
+    pub fn scale(&mut self, c: &mut Cluster, workers: usize, ticket: u64) {
+        if let Some(why) = self.not_running() {
+            c.events.push(Event::Scaled {
+                tickets: vec![ticket],
+                workers: self.slots.apps().len(),
+                error: Some((errors::NOT_RUNNING, format!("cannot scale: {why}"))),
+            });
+            return;
+        }
+        self.scale.wait(ticket);
+        match scale::change(&self.slots.apps(), workers) {
+            Change::Add(n) => {
+                for _ in 0..n {
+                    let slot = self.slots.add();
+                    self.fill_later(slot);
+                }
+            }
+            Change::Remove(slots) => {
+                for slot in slots {
+                    self.remove_slot(c, slot);
+                }
+            }
+        }
+    }
+
+    fn remove_slot(&mut self, c: &mut Cluster, slot: usize) {
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        s.retired = true;
+        s.due = false;
+        // A restart it was waiting for will not happen.
+        s.generation += 1;
+        // A child still being spawned for it is sent away once it is (see on_spawned).
+        let leaving = [s.current.take(), s.incoming.take()];
+        for id in leaving.into_iter().flatten() {
+            c.retire(id);
+        }
+        self.close_if_retired(c, slot);
+    }
+
+    /// A retired slot whose workers are gone gives up its own listening sockets (reuseport).
+    fn close_if_retired(&mut self, c: &mut Cluster, slot: usize) {
+        let retired = self.slots.get(slot).is_some_and(|s| s.retired);
+        let occupied = c.workers.values().any(|w| w.slot == Some(slot))
+            || self.launching.values().any(|(s, _)| *s == slot);
+        if retired && !occupied {
+            c.listeners.close_slot(slot);
+        }
+    }
+
+    /// Why a reload or a scale cannot run now, if it cannot.
+    fn not_running(&self) -> Option<&'static str> {
+        match self.phase {
+            Phase::Running => None,
+            Phase::Idle | Phase::Starting => Some("the cluster is still starting"),
+            Phase::Stopping | Phase::Stopped => Some("the cluster is stopping"),
+        }
+    }
+
+    // ---- stopping ----
+
+    pub fn stop(&mut self, c: &mut Cluster, timeout: Duration) {
+        match self.phase {
+            // A second, more urgent stop: its deadline applies too.
+            Phase::Stopping => {
+                c.timers.after(timeout, Timer::StopDeadline);
+                return;
+            }
+            Phase::Stopped => {
+                c.events.push(Event::Stopped);
+                return;
+            }
+            _ => {}
+        }
+        self.abort_reload(c, "the cluster is stopping");
+        self.phase = Phase::Stopping;
+        if self.scale.is_waiting() {
+            let event = self.scale.end(&self.slots, Some("the cluster is stopping"));
+            c.events.push(event);
+        }
+        // App workers first; the agent once they are gone (see settle).
+        let apps: Vec<WorkerId> = c
+            .workers
+            .iter()
+            .filter(|(_, w)| w.kind == WorkerKind::App)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in apps {
+            c.ask_to_leave(id);
+        }
+        c.timers.after(timeout, Timer::StopDeadline);
+    }
+
+    // ---- timers ----
+
+    /// A timer of the supervised cluster's; false if it is none of its.
+    pub fn on_timer(&mut self, c: &mut Cluster, timer: &Timer) -> bool {
+        match *timer {
+            Timer::Restart { slot, generation } => {
+                let up = self.is_up();
+                if let Some(s) = self.slots.get_mut(slot) {
+                    if up && s.generation == generation && s.is_empty() && !s.retired {
+                        s.due = true;
+                    }
+                }
+            }
+            Timer::ReadyDeadline { id } => self.on_ready_deadline(c, id),
+            Timer::StopDeadline => {
+                if self.phase == Phase::Stopping {
+                    for w in c.workers.values() {
+                        let _ = w.process.signal(Signal::SIGKILL);
+                    }
+                }
+            }
+            Timer::Watchdog => self.on_watchdog(c),
+            Timer::Housekeeping => {
+                let settled = self.settled(c);
+                self.housekeeping.tick(
+                    now(),
+                    settled,
+                    &mut c.listeners,
+                    &mut self.orphans,
+                    &c.workers,
+                );
+                // After a stop, only until what the workers left behind has been reaped.
+                if self.phase != Phase::Stopped || self.orphans.pending() {
+                    c.timers.after(housekeeping::TICK, Timer::Housekeeping);
+                }
+            }
+            Timer::KillIfAlive { .. } | Timer::MessengerDrained { .. } => return false,
+        }
+        true
+    }
+
+    /// Every slot has its worker, ready, and nothing is being replaced.
+    fn settled(&self, c: &Cluster) -> bool {
+        self.phase == Phase::Running
+            && self.reload.is_none()
+            && self.slots.active().all(|(_, s)| {
+                s.incoming.is_none()
+                    && s.launching.is_none()
+                    && s.current
+                        .and_then(|id| c.workers.get(&id))
+                        .is_some_and(|w| w.is_ready())
+            })
+    }
+
+    fn all_ready(&self, c: &Cluster) -> bool {
+        self.slots.active().all(|(_, s)| {
+            s.current
+                .and_then(|id| c.workers.get(&id))
+                .is_some_and(|w| w.is_ready())
+        })
+    }
+
+    // ---- what should be against what is ----
+
+    pub fn settle(&mut self, c: &mut Cluster) {
+        if self.phase == Phase::Starting && !self.apps_started {
+            let agent_ready = self
+                .slots
+                .agent()
+                .and_then(|slot| self.slots.get(slot))
+                .and_then(|s| s.current)
+                .and_then(|id| c.workers.get(&id))
+                .is_some_and(|w| w.is_ready());
+            if agent_ready {
+                self.start_apps();
+            }
+        }
+        if self.is_up() {
+            let due: Vec<usize> = self
+                .slots
+                .active()
+                .filter(|(_, s)| s.due)
+                .map(|(i, _)| i)
+                .collect();
+            for slot in due {
+                if let Some(s) = self.slots.get_mut(slot) {
+                    s.due = false;
+                    if s.is_empty() {
+                        self.launch(c, slot, Purpose::Fill);
+                    }
+                }
+            }
+        }
+        while let Some(reload) = &mut self.reload {
+            match reload.next_step(&self.slots) {
+                Step::Replace(slot) => {
+                    let id = self.launch(c, slot, Purpose::Replace);
+                    if let Some(reload) = &mut self.reload {
+                        reload.replacing(id, slot);
+                    }
+                }
+                Step::Wait => break,
+                Step::Done => {
+                    if let Some(reload) = self.reload.take() {
+                        c.events.push(reload.finish(now()));
+                    }
+                }
+            }
+        }
+        if let Some(event) = self.scale.progress(&self.slots, &c.workers) {
+            c.events.push(event);
+        }
+        if self.phase == Phase::Starting && self.all_ready(c) {
+            self.phase = Phase::Running;
+            c.events.push(Event::Ready);
+            let (messenger, mut cx) = c.messenger_cx(false);
+            messenger.release_held(&mut cx);
+            messenger.announce_ready(&mut cx, None);
+        }
+        if self.phase == Phase::Stopping {
+            self.settle_stop(c);
+        }
+    }
+
+    fn settle_stop(&mut self, c: &mut Cluster) {
+        if c.workers.values().all(|w| w.kind == WorkerKind::Agent) {
+            let agents: Vec<WorkerId> = c.workers.keys().copied().collect();
+            for id in agents {
+                c.ask_to_leave(id);
+            }
+        }
+        if c.workers.is_empty() && self.launching.is_empty() {
+            c.listeners.close_all();
+            self.orphans.end(&c.workers, now());
+            self.phase = Phase::Stopped;
+            c.events.push(Event::Stopped);
+        }
+    }
+}
