@@ -531,6 +531,11 @@ impl Listeners {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// Whether the worker still listens on any socket (it sends `close` as it stops).
+    pub fn held_by(&self, worker: WorkerId) -> bool {
+        self.entries.values().any(|e| e.holds(worker))
+    }
 }
 
 /// A socket with no peer: a listening stream socket, or an unconnected datagram socket.

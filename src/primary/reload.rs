@@ -1,8 +1,10 @@
 //! Rolling reload: every worker slot gets a new process, a few slots at a time. A slot's old
 //! worker is asked to leave only once its replacement is ready, and the listening sockets stay
-//! in the primary throughout, so no connection is refused. A replacement that exits or is not
-//! ready in time stops the reload: it is sent away, the workers not yet replaced keep serving,
-//! and the callers hear `ERR_RCLUSTER_RELOAD_ABORTED` with the cause.
+//! in the primary throughout, so no connection is refused. The reload is done once every old
+//! worker has stopped taking connections: after it, every new connection meets the new code.
+//! A replacement that exits or is not ready in time stops the reload: it is sent away, the
+//! workers not yet replaced keep serving, and the callers hear `ERR_RCLUSTER_RELOAD_ABORTED`
+//! with the cause.
 //!
 //! This type keeps the reload's own state and decides its next step; the loop
 //! (src/primary/supervision.rs) starts the replacements and moves the slots.
@@ -26,6 +28,8 @@ pub struct Reload {
     /// How many slots the reload set out to replace, and how many it has.
     total: usize,
     replaced: usize,
+    /// The workers it replaced: it is done once none of them takes connections any more.
+    replaced_workers: Vec<WorkerId>,
     /// The JavaScript calls waiting for the outcome.
     tickets: Vec<u64>,
     started: Instant,
@@ -51,6 +55,7 @@ impl Reload {
             incoming: HashMap::new(),
             parallel,
             replaced: 0,
+            replaced_workers: Vec::new(),
             tickets: ticket.into_iter().collect(),
             started: now,
         }
@@ -61,7 +66,8 @@ impl Reload {
         self.tickets.extend(ticket);
     }
 
-    pub fn next_step(&mut self, slots: &Slots) -> Step {
+    /// `listening(id)`: whether a worker still takes connections.
+    pub fn next_step(&mut self, slots: &Slots, listening: impl Fn(WorkerId) -> bool) -> Step {
         while self.incoming.len() < self.parallel {
             let Some(slot) = self.pending.pop_front() else {
                 break;
@@ -76,7 +82,8 @@ impl Reload {
             }
             return Step::Replace(slot);
         }
-        if self.pending.is_empty() && self.incoming.is_empty() {
+        let old_listen = self.replaced_workers.iter().any(|id| listening(*id));
+        if self.pending.is_empty() && self.incoming.is_empty() && !old_listen {
             Step::Done
         } else {
             Step::Wait
@@ -97,6 +104,11 @@ impl Reload {
         let slot = self.incoming.remove(&id)?;
         self.replaced += 1;
         Some(slot)
+    }
+
+    /// The worker a replacement took the place of, now sent away.
+    pub fn replaced_worker(&mut self, id: WorkerId) {
+        self.replaced_workers.push(id);
     }
 
     /// Ends the reload where it stands: the replacements on their way, to send away, and the
@@ -140,16 +152,19 @@ mod tests {
             }
         }
         let mut reload = Reload::new(vec![0, 1, 2], 1, Some(7), Instant::now());
-        assert_eq!(reload.next_step(&slots), Step::Replace(0));
+        assert_eq!(reload.next_step(&slots, |_| false), Step::Replace(0));
         reload.replacing(20, 0);
-        assert_eq!(reload.next_step(&slots), Step::Wait);
+        assert_eq!(reload.next_step(&slots, |_| false), Step::Wait);
         assert_eq!(reload.on_ready(20), Some(0));
         // Slot 1 has no worker: it is not counted.
-        assert_eq!(reload.next_step(&slots), Step::Replace(2));
+        assert_eq!(reload.next_step(&slots, |_| false), Step::Replace(2));
         assert_eq!(reload.total, 2);
         reload.replacing(22, 2);
         assert_eq!(reload.on_ready(22), Some(2));
-        assert_eq!(reload.next_step(&slots), Step::Done);
+        reload.replaced_worker(12);
+        // Done once the worker it sent away has stopped listening.
+        assert_eq!(reload.next_step(&slots, |id| id == 12), Step::Wait);
+        assert_eq!(reload.next_step(&slots, |_| false), Step::Done);
         match reload.finish(Instant::now()) {
             Event::Reloaded {
                 tickets,
@@ -173,9 +188,9 @@ mod tests {
             }
         }
         let mut reload = Reload::new(vec![0, 1], 2, None, Instant::now());
-        assert_eq!(reload.next_step(&slots), Step::Replace(0));
+        assert_eq!(reload.next_step(&slots, |_| false), Step::Replace(0));
         reload.replacing(5, 0);
-        assert_eq!(reload.next_step(&slots), Step::Replace(1));
+        assert_eq!(reload.next_step(&slots, |_| false), Step::Replace(1));
         reload.replacing(6, 1);
         assert_eq!(reload.on_ready(5), Some(0));
         let (leaving, event) = reload.abort("a new worker exited");

@@ -1,1 +1,437 @@
+//! Scenario tests for the loop: a fake launcher (no processes), real queues, tokio's paused clock.
+//! Each test drives the inputs a real cluster would see (a child online, an exit, a call from
+//! JavaScript) and checks the loop's decisions: what it launches, signals and tells JavaScript.
 
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::events::{Event, EventQueue};
+use super::inputs::{Command, Input, ReloadRequest};
+use super::launcher::{Attached, Done, LaunchRequest, Launched, Launcher};
+use super::options::parse_cluster_options;
+use super::process::ExitStatus;
+use super::supervisor::{launch_with, Plan};
+use super::workers::{Process, ProcessTable};
+use super::WorkerId;
+use crate::channel::connection::{ChannelEvent, Outbound};
+use crate::channel::node_ipc::Incoming;
+
+/// A child that is not there: it records the signals it gets.
+struct FakeProcess {
+    pid: u32,
+    signals: Mutex<Vec<Signal>>,
+}
+
+impl Process for FakeProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+    fn signal(&self, signal: Signal) -> io::Result<bool> {
+        self.signals.lock().map_or(Ok(false), |mut s| {
+            s.push(signal);
+            Ok(true)
+        })
+    }
+    fn try_reap(&self) -> io::Result<Option<ExitStatus>> {
+        Ok(Some(ExitStatus {
+            code: None,
+            signal: Some(Signal::SIGKILL),
+        }))
+    }
+}
+
+#[derive(Default)]
+struct Children {
+    launched: Vec<WorkerId>,
+    processes: HashMap<WorkerId, Arc<FakeProcess>>,
+    /// What the loop wrote to each child's Node channel.
+    outboxes: HashMap<WorkerId, mpsc::UnboundedReceiver<Outbound>>,
+    /// The next launches whose channels cannot be watched.
+    failing_attaches: usize,
+}
+
+#[derive(Clone, Default)]
+struct FakeLauncher(Arc<Mutex<Children>>);
+
+impl Launcher for FakeLauncher {
+    fn launch(&mut self, request: LaunchRequest, done: Done) {
+        let id = request.id;
+        let process = Arc::new(FakeProcess {
+            pid: 10_000 + id,
+            signals: Mutex::new(Vec::new()),
+        });
+        let children = self.0.clone();
+        let fail = {
+            let mut c = lock(&self.0);
+            c.launched.push(id);
+            c.processes.insert(id, process.clone());
+            let fail = c.failing_attaches > 0;
+            c.failing_attaches = c.failing_attaches.saturating_sub(1);
+            fail
+        };
+        done(Ok(Launched::new(
+            process,
+            Box::new(move |_sinks| {
+                if fail {
+                    return Err(io::Error::other("injected: cannot watch the channel"));
+                }
+                let (conn, outbox) = mpsc::unbounded_channel();
+                lock(&children).outboxes.insert(id, outbox);
+                Ok(Attached {
+                    conn,
+                    backlog: Default::default(),
+                    frames: Ok(None),
+                    stderr_tail: None,
+                })
+            }),
+        )));
+    }
+}
+
+fn lock(children: &Arc<Mutex<Children>>) -> std::sync::MutexGuard<'_, Children> {
+    children.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Cluster {
+    inputs: mpsc::UnboundedSender<Input>,
+    events: EventQueue,
+    children: Arc<Mutex<Children>>,
+    /// Everything JavaScript was told, in order.
+    seen: Vec<Event>,
+    _script: tempfile_like::TempScript,
+}
+
+/// A script path that exists, for the options' check.
+mod tempfile_like {
+    pub struct TempScript(pub std::path::PathBuf);
+    impl TempScript {
+        pub fn new() -> Self {
+            let n = std::sync::atomic::AtomicU32::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "rcluster-scenario-{}-{:?}-{}.js",
+                std::process::id(),
+                std::thread::current().id(),
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ));
+            let _ = std::fs::write(&path, "");
+            TempScript(path)
+        }
+    }
+    impl Drop for TempScript {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+impl Cluster {
+    /// A supervised cluster with these options (besides `exec`), started.
+    fn start(options: Value) -> Cluster {
+        let script = tempfile_like::TempScript::new();
+        let mut options = options;
+        options["exec"] = json!(script.0.display().to_string());
+        let options = match parse_cluster_options(&options, Vec::new()) {
+            Ok(o) => o,
+            Err(e) => panic!("{}", e.message),
+        };
+        let events = EventQueue::new(Arc::new(|| {}));
+        let launcher = FakeLauncher::default();
+        let children = launcher.0.clone();
+        let inputs = launch_with(
+            Plan::Supervised(Box::new(options)),
+            events.clone(),
+            ProcessTable::default(),
+            Arc::new(AtomicU32::new(1)),
+            Box::new(launcher),
+        );
+        let cluster = Cluster {
+            inputs,
+            events,
+            children,
+            seen: Vec::new(),
+            _script: script,
+        };
+        cluster.command(Command::Start);
+        cluster
+    }
+
+    fn command(&self, command: Command) {
+        let _ = self.inputs.send(Input::Command(command));
+    }
+
+    fn channel(&self, id: WorkerId, event: ChannelEvent) {
+        let _ = self.inputs.send(Input::Channel(id, event));
+    }
+
+    fn online(&self, id: WorkerId) {
+        let msg = json!({ "cmd": "NODE_CLUSTER", "act": "online" });
+        if let Value::Object(map) = msg {
+            self.channel(id, ChannelEvent::Message(Incoming::Cluster(map)));
+        }
+    }
+
+    fn exit(&self, id: WorkerId, code: i32) {
+        self.channel(
+            id,
+            ChannelEvent::Exited(ExitStatus {
+                code: Some(code),
+                signal: None,
+            }),
+        );
+    }
+
+    /// Lets the loop run for `ms` of (paused, so instant) time.
+    async fn run_for(&mut self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        self.seen.extend(self.events.take());
+    }
+
+    fn launched(&self) -> Vec<WorkerId> {
+        lock(&self.children).launched.clone()
+    }
+
+    fn signals(&self, id: WorkerId) -> Vec<Signal> {
+        lock(&self.children)
+            .processes
+            .get(&id)
+            .map(|p| p.signals.lock().map(|s| s.clone()).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The `act`s of the cluster messages the loop wrote to a child.
+    fn acts(&self, id: WorkerId) -> Vec<String> {
+        let mut children = lock(&self.children);
+        let mut acts = Vec::new();
+        if let Some(outbox) = children.outboxes.get_mut(&id) {
+            while let Ok(Outbound::Frame { bytes, .. }) = outbox.try_recv() {
+                let text = String::from_utf8_lossy(&bytes);
+                let value: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+                if let Some(act) = value["act"].as_str() {
+                    acts.push(act.to_owned());
+                }
+            }
+        }
+        acts
+    }
+
+    fn count(&self, what: impl Fn(&Event) -> bool) -> usize {
+        self.seen.iter().filter(|e| what(e)).count()
+    }
+
+    fn error_code(&self) -> Option<&'static str> {
+        self.seen.iter().find_map(|e| match e {
+            Event::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+    }
+
+    fn warnings(&self) -> Vec<&'static str> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Warning { code, .. } => Some(*code),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn is_ready(e: &Event) -> bool {
+    matches!(e, Event::Ready)
+}
+
+fn is_stopped(e: &Event) -> bool {
+    matches!(e, Event::Stopped)
+}
+
+/// The cluster is up with `n` app workers (ids 1..=n), online being the readiness.
+async fn running(n: usize, extra: Value) -> Cluster {
+    let mut options = json!({ "workers": n, "readiness": "online" });
+    if let (Value::Object(o), Value::Object(e)) = (&mut options, extra) {
+        o.extend(e);
+    }
+    let mut cluster = Cluster::start(options);
+    cluster.run_for(1).await;
+    for id in cluster.launched() {
+        cluster.online(id);
+    }
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_ready), 1, "{:?}", cluster.seen);
+    cluster
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_loop_at_boot_spends_the_budget_then_the_cluster_fails() {
+    let mut cluster = Cluster::start(json!({
+        "workers": 1, "readiness": "online", "maxRestarts": 2, "restartDelay": 100,
+    }));
+    cluster.run_for(1).await;
+    // Each worker dies before it is ready; the delay doubles: 0, 100, 200 ms.
+    for round in 0..3 {
+        let launched = cluster.launched();
+        assert_eq!(launched.len(), round + 1, "round {round}: {launched:?}");
+        cluster.exit(launched[round], 1);
+        cluster.run_for(1).await;
+        if round == 1 {
+            // The second restart waits its delay.
+            assert_eq!(cluster.launched().len(), 2);
+        }
+        cluster.run_for(300).await;
+    }
+    assert_eq!(cluster.launched().len(), 3);
+    assert_eq!(cluster.error_code(), Some(crate::errors::RESTART_BUDGET));
+    assert_eq!(cluster.count(is_stopped), 1);
+    assert_eq!(cluster.count(is_ready), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_crashes_after_it_was_ready_is_always_replaced() {
+    let mut cluster = running(1, json!({ "maxRestarts": 1 })).await;
+    for round in 0..4 {
+        let id = *cluster.launched().last().unwrap_or(&0);
+        cluster.exit(id, 1);
+        cluster.run_for(10_000).await;
+        let next = *cluster.launched().last().unwrap_or(&0);
+        assert_ne!(next, id, "round {round}: no replacement");
+        cluster.online(next);
+        cluster.run_for(1).await;
+    }
+    assert_eq!(cluster.error_code(), None);
+    let crashes = cluster
+        .warnings()
+        .iter()
+        .filter(|c| **c == crate::errors::WORKER_CRASHED)
+        .count();
+    assert_eq!(crashes, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_not_ready_in_time_fails_the_start_and_is_killed() {
+    let mut cluster = Cluster::start(json!({
+        "workers": 2, "readiness": "online", "readyTimeout": 1000, "killTimeout": 500,
+    }));
+    cluster.run_for(1).await;
+    cluster.online(1);
+    cluster.run_for(999).await;
+    assert_eq!(cluster.error_code(), None);
+    cluster.run_for(2).await;
+    assert_eq!(cluster.error_code(), Some(crate::errors::READY_TIMEOUT));
+    // Both are asked to leave; the silent one ignores it and is killed at the stop's deadline.
+    assert_eq!(cluster.acts(1), vec!["disconnect"]);
+    assert_eq!(cluster.acts(2), vec!["disconnect"]);
+    cluster.exit(1, 0);
+    cluster.run_for(600).await;
+    assert_eq!(cluster.signals(2), vec![Signal::SIGKILL]);
+    cluster.exit(2, 137);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_stopped), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replacement_that_dies_aborts_the_reload_and_the_old_workers_serve_on() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.command(Command::Reload(ReloadRequest {
+        ticket: Some(9),
+        parallel: Some(1),
+        agent: None,
+        trigger: "test".into(),
+    }));
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    cluster.exit(3, 1);
+    cluster.run_for(1).await;
+    let aborted = cluster.seen.iter().any(|e| {
+        matches!(e, Event::Reloaded { tickets, error: Some((code, _)), .. }
+            if tickets == &vec![9] && *code == crate::errors::RELOAD_ABORTED)
+    });
+    assert!(aborted, "{:?}", cluster.seen);
+    // Nobody was asked to leave, nothing else was started.
+    assert!(cluster.acts(1).is_empty() && cluster.acts(2).is_empty());
+    cluster.run_for(10_000).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scaling_down_during_a_reload_settles_both() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.command(Command::Reload(ReloadRequest {
+        ticket: Some(1),
+        parallel: Some(1),
+        agent: None,
+        trigger: "test".into(),
+    }));
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    cluster.command(Command::Scale {
+        workers: 1,
+        ticket: 2,
+    });
+    cluster.run_for(1).await;
+    // Slot 1's worker leaves; slot 0's replacement comes up and its old worker leaves too.
+    assert_eq!(cluster.acts(2), vec!["disconnect"]);
+    cluster.online(3);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.acts(1), vec!["disconnect"]);
+    let reloaded = cluster.seen.iter().any(|e| {
+        matches!(e, Event::Reloaded { error: None, details, .. } if details["workers"] == 1 && details["replaced"] == 1)
+    });
+    assert!(reloaded, "{:?}", cluster.seen);
+    // The scale settles once the removed slot's worker is gone.
+    assert_eq!(cluster.count(|e| matches!(e, Event::Scaled { .. })), 0);
+    cluster.exit(2, 0);
+    cluster.exit(1, 0);
+    cluster.run_for(1).await;
+    let scaled = cluster.seen.iter().any(
+        |e| matches!(e, Event::Scaled { tickets, workers: 1, error: None } if tickets == &vec![2]),
+    );
+    assert!(scaled, "{:?}", cluster.seen);
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_starting_starts_nothing_more_and_ends() {
+    let mut cluster = Cluster::start(json!({ "workers": 2, "readiness": "online" }));
+    cluster.run_for(1).await;
+    cluster.online(1);
+    cluster.command(Command::Stop { timeout: None });
+    cluster.run_for(1).await;
+    cluster.exit(1, 0);
+    cluster.exit(2, 0);
+    cluster.run_for(60_000).await;
+    assert_eq!(cluster.launched(), vec![1, 2]);
+    assert_eq!(cluster.count(is_stopped), 1);
+    assert_eq!(cluster.count(is_ready), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_whose_channel_cannot_be_watched_is_killed_and_its_slot_filled_again() {
+    let mut cluster = {
+        let cluster = Cluster::start(json!({ "workers": 1, "readiness": "online" }));
+        // The first launch was asked for by Start already; fail the one that answers it.
+        lock(&cluster.children).failing_attaches = 1;
+        cluster
+    };
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(1), vec![Signal::SIGKILL]);
+    assert!(cluster.warnings().contains(&crate::errors::SPAWN_FAILED));
+    // No fork event for it: JavaScript never heard of worker 1.
+    let forks: Vec<WorkerId> = cluster
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fork { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(forks, vec![2]);
+    cluster.online(2);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_ready), 1);
+}

@@ -301,10 +301,14 @@ impl Supervision {
         };
         c.events.push(Event::WorkerReady { id });
         // A reload's replacement takes its slot; the worker it replaces leaves gracefully.
-        if let Some(slot) = self.reload.as_mut().and_then(|r| r.on_ready(id)) {
-            if let Some(s) = self.slots.get_mut(slot) {
+        if let Some(reload) = &mut self.reload {
+            if let Some(s) = reload
+                .on_ready(id)
+                .and_then(|slot| self.slots.get_mut(slot))
+            {
                 s.incoming = None;
                 if let Some(old) = s.current.replace(id) {
+                    reload.replaced_worker(old);
                     c.retire(old);
                 }
             }
@@ -886,7 +890,8 @@ impl Supervision {
             }
         }
         while let Some(reload) = &mut self.reload {
-            match reload.next_step(&self.slots) {
+            let listening = |id| c.workers.contains_key(&id) && c.listeners.held_by(id);
+            match reload.next_step(&self.slots, listening) {
                 Step::Replace(slot) => {
                     let id = self.launch(c, slot, Purpose::Replace);
                     if let Some(reload) = &mut self.reload {
