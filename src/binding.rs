@@ -15,6 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::channel::frames::{self, Frame};
 use crate::channel::node_ipc::Payload;
 use crate::errors::{self, RcError};
+use crate::js_error::{js_error, Code};
 use crate::primary::child_command::{self, Role, WorkerKind};
 use crate::primary::events::{Event, EventQueue};
 use crate::primary::listeners::Distribution;
@@ -24,25 +25,6 @@ use crate::primary::spawner;
 use crate::primary::supervisor::{
     self, Command, Input, NewChild, Plan, ProcessTable, ReloadRequest,
 };
-
-/// The `code` of a JavaScript error thrown from here.
-pub struct Code(pub(crate) String);
-
-impl AsRef<str> for Code {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<Status> for Code {
-    fn from(status: Status) -> Self {
-        Code(status.as_ref().to_owned())
-    }
-}
-
-pub(crate) fn js_error(e: RcError) -> napi::Error<Code> {
-    napi::Error::new(Code(e.code.to_owned()), e.message)
-}
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, Code> {
     static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();

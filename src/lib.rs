@@ -7,4 +7,5 @@ mod binding;
 pub mod channel;
 mod child;
 pub mod errors;
+mod js_error;
 pub mod primary;

@@ -24,11 +24,11 @@ use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
 use self::event_loop::{AsyncWake, LoopCallback, ReadWatch, Waker};
-use crate::binding::Code;
 use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
 use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::channel::shared_memory::{self, Mapping};
 use crate::errors::{self, RcError};
+use crate::js_error::{js_error, Code};
 
 /// What has been read for JavaScript: whole frames back to back, already checked by the decoder
 /// (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
@@ -103,7 +103,7 @@ const MAX_KEPT_SCRATCH: usize = 16 << 20;
 const MAX_FRAME_FROM_PRIMARY: usize = 512 << 20;
 
 fn rc(e: RcError) -> napi::Error<Code> {
-    crate::binding::js_error(e)
+    js_error(e)
 }
 
 #[napi]
