@@ -12,7 +12,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::channel::frames::{self, Frame};
+use crate::channel::frame_link::Frame;
+use crate::channel::frames;
 use crate::channel::node_ipc::Payload;
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};

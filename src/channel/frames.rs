@@ -15,9 +15,8 @@
 //! u16 LE  action length, then the action (UTF-8), then the payload
 //! ```
 
+use std::collections::VecDeque;
 use std::fmt;
-
-use super::shared_memory::SharedPayload;
 
 pub const VERSION: u8 = 1;
 /// Bytes of the length prefix.
@@ -38,7 +37,7 @@ pub const FLAG_STRING: u8 = 0b0000_1000;
 /// With FLAG_STRING: every byte is ASCII, so the receiver may decode it as Latin-1, a plain copy,
 /// where UTF-8 decoding costs about three times as much.
 pub const FLAG_ASCII: u8 = 0b0001_0000;
-/// The payload is in a sealed memory file sent with the frame (src/channel/shared_memory.rs); the
+/// The payload is in a sealed memory file sent with the frame (see docs/messenger-frames.md); the
 /// frame itself carries only its length, a u32 LE.
 pub const FLAG_SHARED: u8 = 0b0010_0000;
 const KNOWN_FLAGS: u8 =
@@ -130,24 +129,21 @@ pub struct Header {
 }
 
 /// One frame: its header, and where the payload starts in `bytes` (the whole frame, prefix
-/// included, so that it can be forwarded as it came). A FLAG_SHARED frame's payload is in
-/// `shared`, attached by the link that read it.
+/// included, so that it can be forwarded as it came). A FLAG_SHARED frame's payload is not in
+/// `bytes` but in `shared`, attached by whoever received the frame's file: this module parses
+/// bytes only, so `F`, the type of that file, is the receiver's (the channel's link uses a
+/// sealed memory file; see `channel::frame_link::Frame`). Parsing leaves `shared` empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Frame<F> {
     pub header: Header,
     pub bytes: Vec<u8>,
     pub payload_at: usize,
-    pub shared: Option<SharedPayload>,
+    pub shared: Option<F>,
 }
 
-impl Frame {
+impl<F> Frame<F> {
     pub fn payload(&self) -> &[u8] {
         &self.bytes[self.payload_at..]
-    }
-
-    /// The memory this frame holds: its bytes and the payload in its memory file.
-    pub fn weight(&self) -> usize {
-        self.bytes.len() + self.shared.as_ref().map_or(0, SharedPayload::size)
     }
 
     /// The length of the payload in a memory file, for a FLAG_SHARED frame.
@@ -175,8 +171,13 @@ impl Frame {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
-    TooLarge { len: usize, limit: usize },
+    TooLarge {
+        len: usize,
+        limit: usize,
+    },
     Malformed(&'static str),
+    /// The file sent for a FLAG_SHARED frame's payload was refused: why.
+    SharedFile(&'static str),
 }
 
 impl fmt::Display for FrameError {
@@ -186,6 +187,7 @@ impl fmt::Display for FrameError {
                 write!(f, "a frame of {len} bytes exceeds the limit of {limit}")
             }
             FrameError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            FrameError::SharedFile(why) => write!(f, "malformed frame: shared payload: {why}"),
         }
     }
 }
@@ -268,7 +270,7 @@ fn check(h: &[u8]) -> Result<Checked, FrameError> {
 }
 
 /// Parses one complete frame (prefix included).
-pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
+pub fn parse<F>(bytes: Vec<u8>) -> Result<Frame<F>, FrameError> {
     if bytes.len() < PREFIX_LEN + HEADER_LEN {
         return Err(FrameError::Malformed("shorter than a header"));
     }
@@ -330,7 +332,7 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn next_frame<F>(&mut self) -> Result<Option<Frame<F>>, FrameError> {
         let available = &self.buf[self.start..];
         if available.len() < PREFIX_LEN {
             return Ok(None);
@@ -385,10 +387,23 @@ impl Decoder {
     }
 }
 
+/// The file of the next FLAG_SHARED frame: the next descriptor received. Descriptors and flagged
+/// frames pair up in order, and a descriptor arrives with or before its frame's bytes.
+pub fn next_file<D>(received: &mut VecDeque<D>) -> Result<D, FrameError> {
+    received.pop_front().ok_or(FrameError::Malformed(
+        "a shared payload came without its memory file",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A frame with nothing attached: all that this module makes on its own.
+    fn parse(bytes: Vec<u8>) -> Result<Frame<()>, FrameError> {
+        super::parse(bytes)
+    }
 
     fn header(action: &str) -> Header {
         Header {
@@ -426,14 +441,14 @@ mod tests {
         for byte in &stream {
             d.push(std::slice::from_ref(byte));
         }
-        assert_eq!(d.next_frame().unwrap().unwrap().bytes, a);
-        assert_eq!(d.next_frame().unwrap().unwrap().bytes, b);
-        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.next_frame::<()>().unwrap().unwrap().bytes, a);
+        assert_eq!(d.next_frame::<()>().unwrap().unwrap().bytes, b);
+        assert_eq!(d.next_frame::<()>().unwrap(), None);
 
         let mut small = Decoder::new(64);
         small.push(&b[..4]);
         assert!(matches!(
-            small.next_frame(),
+            small.next_frame::<()>(),
             Err(FrameError::TooLarge { .. })
         ));
     }
@@ -488,9 +503,9 @@ mod tests {
             let mut d = Decoder::new(256);
             let cut = cut.min(data.len());
             d.push(&data[..cut]);
-            let _ = d.next_frame();
+            let _ = d.next_frame::<()>();
             d.push(&data[cut..]);
-            while let Ok(Some(_)) = d.next_frame() {}
+            while let Ok(Some(_)) = d.next_frame::<()>() {}
         }
 
         #[test]

@@ -25,7 +25,7 @@ use napi_derive::napi;
 
 use self::event_loop::{AsyncWake, LoopCallback, ReadWatch, Waker};
 use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
-use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
+use crate::channel::frames::{next_file, Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::channel::shared_memory::{self, Mapping};
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};
@@ -593,6 +593,6 @@ impl Reader {
 
 /// Maps the payload of a FLAG_SHARED frame from the next descriptor received.
 fn map_shared(fds: &mut VecDeque<OwnedFd>, len: usize) -> std::result::Result<Mapping, String> {
-    let fd = shared_memory::next_file(fds).map_err(|e| e.to_string())?;
+    let fd = next_file(fds).map_err(|e| e.to_string())?;
     Mapping::receive(&fd, len).map_err(|e| format!("cannot map a shared payload: {e}"))
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::child_command::WorkerKind;
 use super::process::ExitStatus;
 use crate::channel::connection::{ReceivedHandle, Ticket};
-use crate::channel::frames::Frame;
+use crate::channel::frame_link::Frame;
 use crate::channel::node_ipc::Payload;
 
 pub use super::WorkerId;

@@ -14,9 +14,9 @@ use super::events::{Event, WorkerId};
 use super::router::{Dest, Undeliverable};
 use super::supervisor::{Input, Supervisor, Timer};
 use crate::channel::frame_link::{
-    self, FrameEvent, FrameLink, Outgoing, SendError, ENTRY_OVERHEAD,
+    self, Frame, FrameEvent, FrameLink, Outgoing, SendError, ENTRY_OVERHEAD,
 };
-use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
+use crate::channel::frames::{self, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
 
 /// How long after a child's exit its channel may take to drain before its requests are settled.

@@ -27,8 +27,7 @@ use super::stderr_tail::StderrTail;
 use crate::channel::connection::{
     self, Backlog, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
-use crate::channel::frame_link::{FrameEvent, FrameLink, Outgoing};
-use crate::channel::frames::Frame;
+use crate::channel::frame_link::{Frame, FrameEvent, FrameLink, Outgoing};
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
 
