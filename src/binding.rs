@@ -17,12 +17,12 @@ use crate::channel::frames;
 use crate::channel::node_ipc::Payload;
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};
+use crate::os::process::parse_signal;
+use crate::os::spawner;
 use crate::primary::child_command::{self, Role, WorkerKind};
 use crate::primary::events::{Event, EventQueue};
 use crate::primary::listeners::Distribution;
 use crate::primary::options;
-use crate::primary::process::parse_signal;
-use crate::primary::spawner;
 use crate::primary::supervisor::{
     self, Command, Input, NewChild, Plan, ProcessTable, ReloadRequest,
 };

@@ -8,4 +8,5 @@ pub mod channel;
 mod child;
 pub mod errors;
 mod js_error;
+pub mod os;
 pub mod primary;

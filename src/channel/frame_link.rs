@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::fd_socket::FdSocket;
 use super::frames::{
     self, next_file, Decoder, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES,
 };
-use super::shared_memory::SealedFile;
+use crate::os::fd_socket::FdSocket;
+use crate::os::memory_file::SealedFile;
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Small frames waiting for one child are written together, up to this many bytes per write;
@@ -521,7 +521,7 @@ fn next_write(
 mod tests {
     use super::*;
     use crate::channel::frames::{encode, parse, Header, Kind, Target, FLAG_BINARY};
-    use crate::channel::shared_memory;
+    use crate::os::memory_file;
 
     #[test]
     fn a_shared_payload_put_in_line_is_the_same_message() {
@@ -538,7 +538,7 @@ mod tests {
         };
         let mut frame =
             parse(encode(&header, &(payload.len() as u32).to_le_bytes()).unwrap()).unwrap();
-        let file = shared_memory::create(&payload).unwrap();
+        let file = memory_file::create(&payload).unwrap();
         frame.shared = Some(SealedFile::verify(file, payload.len()).unwrap());
         let out = Outgoing::new(frame);
         assert_eq!(out.weight, out.bytes.len() + payload.len());
@@ -569,14 +569,14 @@ mod tests {
             missing.to_string(),
             "malformed frame: a shared payload came without its memory file"
         );
-        let (socket, _other) = super::super::fd_socket::stream_pair().unwrap();
+        let (socket, _other) = crate::os::fd_socket::stream_pair().unwrap();
         fds.push_back(socket);
         let refused = claim_shared(frame(), &mut fds, 1000).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "malformed frame: shared payload: not a memory file"
         );
-        fds.push_back(shared_memory::create(&[7; 100]).unwrap());
+        fds.push_back(memory_file::create(&[7; 100]).unwrap());
         let claimed = claim_shared(frame(), &mut fds, 1000).unwrap().unwrap();
         assert_eq!(claimed.weight(), claimed.bytes.len() + 100);
     }

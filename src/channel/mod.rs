@@ -3,9 +3,7 @@
 //! carry their large payloads.
 
 pub mod connection;
-pub mod fd_socket;
 pub mod frame_link;
 pub mod frames;
 pub mod node_ipc;
-pub mod shared_memory;
 pub mod v8_wire;

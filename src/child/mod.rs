@@ -24,11 +24,11 @@ use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
 use self::event_loop::{AsyncWake, LoopCallback, ReadWatch, Waker};
-use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
 use crate::channel::frames::{next_file, Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
-use crate::channel::shared_memory::{self, Mapping};
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};
+use crate::os::fd_socket::{recv_with_fds, send_with_fd};
+use crate::os::memory_file::{self, Mapping};
 
 /// What has been read for JavaScript: whole frames back to back, already checked by the decoder
 /// (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
@@ -256,7 +256,7 @@ impl ChildChannel {
     #[napi]
     pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<f64, Code> {
         self.room_for_file(frame.len(), payload.len())?;
-        let file = shared_memory::create(&payload).map_err(|e| shared_failed(&e))?;
+        let file = memory_file::create(&payload).map_err(|e| shared_failed(&e))?;
         self.send(&frame, Some((file, payload.len())))
     }
 
@@ -292,7 +292,7 @@ impl ChildChannel {
                 format!("the string is not the {len} bytes it was said to be"),
             ))
         } else {
-            shared_memory::create(&scratch[..len])
+            memory_file::create(&scratch[..len])
         };
         if scratch.capacity() <= MAX_KEPT_SCRATCH {
             self.scratch = scratch;

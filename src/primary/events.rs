@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 
 use super::child_command::WorkerKind;
-use super::process::ExitStatus;
 use crate::channel::connection::{ReceivedHandle, Ticket};
 use crate::channel::frame_link::Frame;
 use crate::channel::node_ipc::Payload;
+use crate::os::process::ExitStatus;
 
 pub use super::WorkerId;
 

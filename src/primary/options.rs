@@ -749,7 +749,7 @@ fn parse_stdio(value: Option<&Value>) -> RcResult<Vec<StdioEntry>> {
             "option `stdio`: 'ipc' must come after stdin, stdout and stderr",
         ));
     }
-    if out.len() > 3 + super::spawner::MAX_EXTRA_FDS {
+    if out.len() > 3 + crate::os::spawner::MAX_EXTRA_FDS {
         return Err(RcError::new(
             errors::INVALID_OPTION,
             "option `stdio` has too many entries",

@@ -11,9 +11,9 @@ use serde_json::json;
 
 use super::child_command::WorkerKind;
 use super::events::{Event, WorkerId};
-use super::process::ExitStatus;
 use super::supervisor::{ReloadRequest, Supervisor, Timer, Worker};
 use crate::errors;
+use crate::os::process::ExitStatus;
 
 pub(super) struct Reload {
     /// Slots still to replace, in order.

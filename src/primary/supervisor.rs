@@ -19,10 +19,8 @@ use super::child_command::{self, Role, WorkerKind};
 use super::events::{Event, EventQueue, WorkerId};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::options::{AgentReadiness, ClusterOptions, Readiness, StdioEntry};
-use super::process::{ChildProcess, ExitStatus};
 use super::restart::{Decision, RestartHistory};
 use super::router::Router;
-use super::spawner;
 use super::stderr_tail::StderrTail;
 use crate::channel::connection::{
     self, Backlog, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
@@ -30,6 +28,8 @@ use crate::channel::connection::{
 use crate::channel::frame_link::{Frame, FrameEvent, FrameLink, Outgoing};
 use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
+use crate::os::process::{ChildProcess, ExitStatus};
+use crate::os::spawner;
 
 /// The largest message a child of the Node-compatible primary may send on Node's channel. Node
 /// itself has no limit; without one, a child that writes a line with no end would make the

@@ -7,9 +7,9 @@ use serde_json::{json, Map, Value};
 
 use super::events::{Event, WorkerId};
 use super::listeners::{self, Grant};
-use super::sockets;
 use super::supervisor::Supervisor;
 use crate::errors;
+use crate::os::sockets;
 
 /// libuv's EINVAL, for a `queryServer` we cannot make sense of.
 const UV_EINVAL: i64 = -(libc::EINVAL as i64);
