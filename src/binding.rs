@@ -13,8 +13,6 @@ use napi_derive::napi;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::channel::frame_link::Frame;
-use crate::channel::frames;
-use crate::channel::node_ipc::Payload;
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};
 use crate::os::process::parse_signal;
@@ -26,6 +24,8 @@ use crate::primary::options;
 use crate::primary::supervisor::{
     self, Command, Input, NewChild, Plan, ProcessTable, ReloadRequest,
 };
+use crate::wire::frames;
+use crate::wire::node_ipc::Payload;
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, Code> {
     static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();

@@ -10,3 +10,4 @@ pub mod errors;
 mod js_error;
 pub mod os;
 pub mod primary;
+pub mod wire;

@@ -16,11 +16,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::frames::{
-    self, next_file, Decoder, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES,
-};
 use crate::os::fd_socket::FdSocket;
 use crate::os::memory_file::SealedFile;
+use crate::wire::frames::{
+    self, next_file, Decoder, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES,
+};
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Small frames waiting for one child are written together, up to this many bytes per write;
@@ -520,8 +520,8 @@ fn next_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::frames::{encode, parse, Header, Kind, Target, FLAG_BINARY};
     use crate::os::memory_file;
+    use crate::wire::frames::{encode, parse, Header, Kind, Target, FLAG_BINARY};
 
     #[test]
     fn a_shared_payload_put_in_line_is_the_same_message() {

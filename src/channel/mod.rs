@@ -4,6 +4,3 @@
 
 pub mod connection;
 pub mod frame_link;
-pub mod frames;
-pub mod node_ipc;
-pub mod v8_wire;

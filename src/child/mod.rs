@@ -24,11 +24,11 @@ use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
 use self::event_loop::{AsyncWake, LoopCallback, ReadWatch, Waker};
-use crate::channel::frames::{next_file, Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};
 use crate::os::fd_socket::{recv_with_fds, send_with_fd};
 use crate::os::memory_file::{self, Mapping};
+use crate::wire::frames::{next_file, Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 
 /// What has been read for JavaScript: whole frames back to back, already checked by the decoder
 /// (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and

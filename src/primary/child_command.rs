@@ -162,7 +162,7 @@ fn duplicate_ours(fd: i32) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::node_ipc::Serialization;
+    use crate::wire::node_ipc::Serialization;
 
     fn spec(stdio: Vec<StdioEntry>) -> ChildSpec {
         ChildSpec {

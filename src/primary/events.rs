@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::child_command::WorkerKind;
 use crate::channel::connection::{ReceivedHandle, Ticket};
 use crate::channel::frame_link::Frame;
-use crate::channel::node_ipc::Payload;
 use crate::os::process::ExitStatus;
+use crate::wire::node_ipc::Payload;
 
 pub use super::WorkerId;
 
@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn counts_the_frames_javascript_has_not_taken() {
-        use crate::channel::frames::{encode, parse, Header, Kind, Target};
+        use crate::wire::frames::{encode, parse, Header, Kind, Target};
         let q = EventQueue::new(Arc::new(|| {}));
         let header = Header {
             kind: Kind::Message,

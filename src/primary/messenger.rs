@@ -16,8 +16,8 @@ use super::supervisor::{Input, Supervisor, Timer};
 use crate::channel::frame_link::{
     self, Frame, FrameEvent, FrameLink, Outgoing, SendError, ENTRY_OVERHEAD,
 };
-use crate::channel::frames::{self, Header, Kind, Target, FLAG_ERROR};
 use crate::errors;
+use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
 
 /// How long after a child's exit its channel may take to drain before its requests are settled.
 const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);

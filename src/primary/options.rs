@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::channel::node_ipc::Serialization;
 use crate::errors::{self, RcError, RcResult};
+use crate::wire::node_ipc::Serialization;
 
 /// Where the child's stdio entry `i` comes from (Node's `stdio` option, after JavaScript has turned
 /// streams into descriptor numbers).

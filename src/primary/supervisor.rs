@@ -26,10 +26,10 @@ use crate::channel::connection::{
     self, Backlog, ChannelEvent, ConnectionSpec, Outbound, ReceivedHandle, Ticket,
 };
 use crate::channel::frame_link::{Frame, FrameEvent, FrameLink, Outgoing};
-use crate::channel::node_ipc::{self, Incoming, Payload, Serialization};
 use crate::errors;
 use crate::os::process::{ChildProcess, ExitStatus};
 use crate::os::spawner;
+use crate::wire::node_ipc::{self, Incoming, Payload, Serialization};
 
 /// The largest message a child of the Node-compatible primary may send on Node's channel. Node
 /// itself has no limit; without one, a child that writes a line with no end would make the
@@ -1153,7 +1153,7 @@ impl Supervisor {
 fn is_ready_message(payload: &Payload) -> bool {
     match payload {
         Payload::Json(text) => text == "\"ready\"",
-        Payload::V8(bytes) => crate::channel::v8_wire::decode(bytes).is_ok_and(|v| v == "ready"),
+        Payload::V8(bytes) => crate::wire::v8_wire::decode(bytes).is_ok_and(|v| v == "ready"),
     }
 }
 
