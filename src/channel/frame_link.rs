@@ -1,5 +1,5 @@
 //! The primary's end of one child's messenger channel: a task that splits what the child writes
-//! into frames (src/channel/frames.rs) and writes the frames routed to it. What waits to be
+//! into frames (src/wire/frames.rs) and writes the frames routed to it. What waits to be
 //! written is bounded in bytes per child, so a child that stops reading costs a bounded amount of
 //! memory and never slows delivery to the others.
 //!

@@ -5,6 +5,9 @@
 //! thread, so a send never blocks the event loop. What waits for the writer is bounded, in bytes
 //! and in memory files: past that, a send fails with ERR_RCLUSTER_QUEUE_FULL, and JavaScript can
 //! wait until the queue has drained (`wait_drained`).
+//!
+//! A layer of its own, beside `binding`: it imports `os`, `wire`, `channel` (for a bound it
+//! shares with the primary's link), `errors` and `js_error`, never `primary` or `binding`.
 
 mod event_loop;
 

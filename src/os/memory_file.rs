@@ -3,7 +3,8 @@
 //! there without a copy. The seals are what makes sharing it safe: a receiver's mapping can
 //! neither change nor shrink under it (a shrinking file would fault the receiver on access), so
 //! a receiver may even hand the memory to V8 as an external string. A received descriptor is
-//! checked before it is trusted (`SealedFile::verify`).
+//! checked before it is trusted (`SealedFile::verify`). rcluster's messenger sends its large
+//! payloads this way (docs/messenger-frames.md).
 
 use std::fmt;
 use std::io;

@@ -1,5 +1,7 @@
 //! The primary: starts and supervises children, owns the listening sockets, speaks Node's cluster
-//! protocol. `supervisor` is the control loop; the other modules are its parts.
+//! protocol. `supervisor` is the control loop; the other modules are its parts. It imports
+//! `errors`, `os`, `wire` and `channel`, never `binding`, `child` or `js_error`: the napi class
+//! in `binding` drives it.
 
 pub mod child_command;
 pub mod events;
