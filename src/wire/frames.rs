@@ -518,4 +518,161 @@ mod tests {
             prop_assert_eq!(frame.header, h);
         }
     }
+
+    mod properties {
+        use super::*;
+        use crate::wire::test_inputs::split;
+
+        fn any_kind() -> impl Strategy<Value = Kind> {
+            (1u8..=8).prop_map(|v| Kind::from_u8(v).unwrap())
+        }
+
+        fn any_target() -> impl Strategy<Value = Target> {
+            (0u8..=7).prop_map(|v| Target::from_u8(v).unwrap())
+        }
+
+        /// Any valid frame: its header, and a payload that fits its flags (a FLAG_SHARED frame
+        /// carries only the length of its payload, which is elsewhere).
+        fn any_frame() -> impl Strategy<Value = (Header, Vec<u8>)> {
+            (
+                (any_kind(), any_target(), any::<u8>()),
+                any::<[u32; 4]>(),
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..300),
+                any::<u32>(),
+            )
+                .prop_map(
+                    |((kind, target, flags), ids, action, payload, shared_len)| {
+                        let flags = flags & KNOWN_FLAGS;
+                        let header = Header {
+                            kind,
+                            target,
+                            flags,
+                            target_id: ids[0],
+                            source_id: ids[1],
+                            source_pid: ids[2],
+                            correlation: ids[3],
+                            action,
+                        };
+                        let payload = if flags & FLAG_SHARED != 0 {
+                            shared_len.to_le_bytes().to_vec()
+                        } else {
+                            payload
+                        };
+                        (header, payload)
+                    },
+                )
+        }
+
+        fn encoded(frames: &[(Header, Vec<u8>)]) -> Vec<Vec<u8>> {
+            frames.iter().map(|(h, p)| encode(h, p).unwrap()).collect()
+        }
+
+        fn shared_lens(frames: &[(Header, Vec<u8>)]) -> Vec<usize> {
+            frames
+                .iter()
+                .filter(|(h, _)| h.flags & FLAG_SHARED != 0)
+                .map(|(_, p)| u32_at(p, 0) as usize)
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn any_frame_round_trips((header, payload) in any_frame()) {
+                let frame = parse(encode(&header, &payload).unwrap()).unwrap();
+                prop_assert_eq!(frame.payload(), &payload[..]);
+                let shared = (header.flags & FLAG_SHARED != 0).then(|| u32_at(&payload, 0) as usize);
+                prop_assert_eq!(frame.shared_len(), shared);
+                prop_assert_eq!(frame.shared, None);
+                prop_assert_eq!(frame.header, header);
+            }
+
+            // The primary stamps the source in place: the rest of the frame is as it came.
+            #[test]
+            fn stamping_the_source_changes_nothing_else((header, payload) in any_frame(),
+                                                        id: u32, pid: u32, agent: bool) {
+                let mut frame = parse(encode(&header, &payload).unwrap()).unwrap();
+                frame.set_source(id, pid, agent);
+                let again = parse(frame.bytes.clone()).unwrap();
+                prop_assert_eq!(&again.header, &frame.header);
+                prop_assert_eq!(again.payload(), &payload[..]);
+                let mut expected = header;
+                expected.source_id = id;
+                expected.source_pid = pid;
+                expected.flags = if agent { expected.flags | FLAG_FROM_AGENT } else { expected.flags & !FLAG_FROM_AGENT };
+                prop_assert_eq!(again.header, expected);
+            }
+
+            // However the reads cut a stream of frames, the decoder yields the same frames, one
+            // by one (the primary) or in batches of whole frames (a child).
+            #[test]
+            fn a_stream_split_anywhere_decodes_the_same(frames in prop::collection::vec(any_frame(), 0..6),
+                                                        cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let encoded = encoded(&frames);
+                let stream = encoded.concat();
+
+                let mut one_by_one = Decoder::new(1 << 20);
+                let mut got = Vec::new();
+                for read in split(&stream, cuts.clone()) {
+                    one_by_one.push(read);
+                    while let Some(frame) = one_by_one.next_frame::<()>().unwrap() {
+                        got.push(frame);
+                    }
+                }
+                prop_assert_eq!(got.len(), frames.len());
+                for ((frame, (header, payload)), bytes) in got.iter().zip(&frames).zip(&encoded) {
+                    prop_assert_eq!(&frame.bytes, bytes);
+                    prop_assert_eq!(&frame.header, header);
+                    prop_assert_eq!(frame.payload(), &payload[..]);
+                }
+
+                let mut batches = Decoder::new(1 << 20);
+                let (mut bytes, mut lens) = (Vec::new(), Vec::new());
+                for read in split(&stream, cuts) {
+                    batches.push(read);
+                    let (whole, shared) = batches.whole_frames().unwrap();
+                    bytes.extend_from_slice(whole);
+                    lens.extend(shared);
+                }
+                prop_assert_eq!(bytes, stream);
+                prop_assert_eq!(lens, shared_lens(&frames));
+            }
+
+            // Valid frames with bytes changed, cut anywhere: errors maybe, panics never.
+            #[test]
+            fn corrupted_frames_never_panic(frames in prop::collection::vec(any_frame(), 1..4),
+                                            changes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+                                            cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let mut stream = encoded(&frames).concat();
+                for (at, byte) in changes {
+                    let at = at.index(stream.len());
+                    stream[at] = byte;
+                }
+                let _ = parse(stream.clone());
+                let mut one_by_one = Decoder::new(4096);
+                let mut batches = Decoder::new(4096);
+                let (mut failed, mut batch_failed) = (false, false);
+                for read in split(&stream, cuts) {
+                    one_by_one.push(read);
+                    while !failed {
+                        match one_by_one.next_frame::<()>() {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(_) => failed = true,
+                        }
+                    }
+                    batches.push(read);
+                    batch_failed = batch_failed || batches.whole_frames().is_err();
+                }
+            }
+
+            #[test]
+            fn any_bytes_parse_without_panic(data in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse(data.clone());
+                let mut d = Decoder::new(256);
+                d.push(&data);
+                let _ = d.whole_frames();
+            }
+        }
+    }
 }

@@ -7,4 +7,6 @@
 
 pub mod frames;
 pub mod node_ipc;
+#[cfg(test)]
+mod test_inputs;
 pub mod v8_wire;
