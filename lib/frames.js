@@ -1,7 +1,7 @@
 'use strict';
 
 // The messenger frames as a child reads and writes them (docs/messenger-frames.md). The primary
-// side, which must survive anything a child sends, is src/channel/frames.rs: it validates every
+// side, which must survive anything a child sends, is src/wire/frames.rs: it validates every
 // frame a child writes. Here a child reads the frames its channel hands over in one batch (checked
 // by the Rust decoder of the child's channel) at their fixed offsets, and builds the frames it
 // sends in JavaScript, so that many sends in one tick become one native call and one write.

@@ -12,38 +12,21 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::channel::frames::{self, Frame};
-use crate::channel::node_ipc::Payload;
+use crate::channel::frame_link::Frame;
 use crate::errors::{self, RcError};
+use crate::js_error::{js_error, Code};
+use crate::os::process::parse_signal;
+use crate::os::spawner;
 use crate::primary::child_command::{self, Role, WorkerKind};
 use crate::primary::events::{Event, EventQueue};
 use crate::primary::inputs::{Command, Input, NewChild, ReloadRequest};
 use crate::primary::launcher;
 use crate::primary::listeners::Distribution;
 use crate::primary::options;
-use crate::primary::process::parse_signal;
-use crate::primary::spawner;
 use crate::primary::supervisor::{self, Plan};
 use crate::primary::workers::ProcessTable;
-
-/// The `code` of a JavaScript error thrown from here.
-pub struct Code(pub(crate) String);
-
-impl AsRef<str> for Code {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<Status> for Code {
-    fn from(status: Status) -> Self {
-        Code(status.as_ref().to_owned())
-    }
-}
-
-pub(crate) fn js_error(e: RcError) -> napi::Error<Code> {
-    napi::Error::new(Code(e.code.to_owned()), e.message)
-}
+use crate::wire::frames;
+use crate::wire::node_ipc::Payload;
 
 fn runtime() -> Result<&'static tokio::runtime::Runtime, Code> {
     static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();

@@ -14,9 +14,9 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
 
-use super::fd_socket::{self, FdSocket, Received};
-use super::node_ipc::{self, DecodeError, Incoming, Serialization};
-use crate::primary::process::{ChildProcess, ExitStatus};
+use crate::os::fd_socket::{self, FdSocket, Received};
+use crate::os::process::{ChildProcess, ExitStatus};
+use crate::wire::node_ipc::{self, DecodeError, Incoming, Serialization};
 
 /// Node retransmits a NACKed handle this many times before giving up.
 const HANDLE_RETRIES: u32 = 3;

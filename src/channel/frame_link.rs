@@ -1,5 +1,5 @@
 //! The primary's end of one child's messenger channel: a task that splits what the child writes
-//! into frames (src/channel/frames.rs) and writes the frames routed to it. What waits to be
+//! into frames (src/wire/frames.rs) and writes the frames routed to it. What waits to be
 //! written is bounded in bytes per child, so a child that stops reading costs a bounded amount of
 //! memory and never slows delivery to the others.
 //!
@@ -16,14 +16,26 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, Notify};
 
-use super::fd_socket::FdSocket;
-use super::frames::{Decoder, Frame, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES};
-use super::shared_memory::{next_file, SharedPayload};
+use crate::os::fd_socket::FdSocket;
+use crate::os::memory_file::SealedFile;
+use crate::wire::frames::{
+    self, next_file, Decoder, FrameError, FLAG_SHARED, PREFIX_LEN, SHARED_LEN_BYTES,
+};
 
 const READ_CHUNK: usize = 256 * 1024;
 /// Small frames waiting for one child are written together, up to this many bytes per write;
 /// a larger frame is written from its shared buffer as it is.
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// A frame as a link reads it: a FLAG_SHARED frame holds its payload's memory file, checked.
+pub type Frame = frames::Frame<SealedFile>;
+
+impl Frame {
+    /// The memory this frame holds: its bytes and the payload in its memory file.
+    pub fn weight(&self) -> usize {
+        self.bytes.len() + self.shared.as_ref().map_or(0, SealedFile::size)
+    }
+}
 
 pub enum FrameEvent {
     /// A batch of frames from one read. The link reads on once the batch is dropped (routed).
@@ -88,7 +100,7 @@ const TRIM_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 #[derive(Clone)]
 pub struct Outgoing {
     pub bytes: Arc<Vec<u8>>,
-    pub shared: Option<SharedPayload>,
+    pub shared: Option<SealedFile>,
     /// The memory it holds while it waits (Frame::weight).
     pub weight: usize,
 }
@@ -359,7 +371,7 @@ impl Task {
                     match &head {
                         // A shared payload's descriptor rides on the first bytes of its frame.
                         Some(out) => {
-                            let fd = out.shared.as_ref().filter(|_| written == 0).map(SharedPayload::fd);
+                            let fd = out.shared.as_ref().filter(|_| written == 0).map(SealedFile::fd);
                             self.socket.send(&out.bytes[written..], fd).await
                         }
                         None => std::future::pending().await,
@@ -462,7 +474,9 @@ fn claim_shared(
                 limit: max_frame,
             });
         }
-        frame.shared = Some(SharedPayload::verify(next_file(fds)?, len)?);
+        let file = SealedFile::verify(next_file(fds)?, len)
+            .map_err(|refused| FrameError::SharedFile(refused.0))?;
+        frame.shared = Some(file);
     }
     Ok(Some(frame))
 }
@@ -506,8 +520,8 @@ fn next_write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::frames::{encode, parse, Header, Kind, Target, FLAG_BINARY};
-    use crate::channel::shared_memory;
+    use crate::os::memory_file;
+    use crate::wire::frames::{encode, parse, Header, Kind, Target, FLAG_BINARY};
 
     #[test]
     fn a_shared_payload_put_in_line_is_the_same_message() {
@@ -524,15 +538,46 @@ mod tests {
         };
         let mut frame =
             parse(encode(&header, &(payload.len() as u32).to_le_bytes()).unwrap()).unwrap();
-        let file = shared_memory::create(&payload).unwrap();
-        frame.shared = Some(SharedPayload::verify(file, payload.len()).unwrap());
+        let file = memory_file::create(&payload).unwrap();
+        frame.shared = Some(SealedFile::verify(file, payload.len()).unwrap());
         let out = Outgoing::new(frame);
         assert_eq!(out.weight, out.bytes.len() + payload.len());
         let inline = out.in_line().unwrap();
         assert!(inline.shared.is_none());
-        let back = parse(inline.bytes.to_vec()).unwrap();
+        let back: Frame = parse(inline.bytes.to_vec()).unwrap();
         assert_eq!(back.payload(), &payload[..]);
         assert_eq!(back.header.flags, FLAG_BINARY);
         assert_eq!((back.header.source_id, back.header.correlation), (3, 7));
+    }
+
+    #[test]
+    fn a_shared_payload_without_a_fit_file_is_a_protocol_error() {
+        let header = Header {
+            kind: Kind::Message,
+            target: Target::Apps,
+            flags: FLAG_BINARY | FLAG_SHARED,
+            target_id: 0,
+            source_id: 0,
+            source_pid: 0,
+            correlation: 0,
+            action: "bytes".into(),
+        };
+        let frame = || parse(encode(&header, &100u32.to_le_bytes()).unwrap()).ok();
+        let mut fds = VecDeque::new();
+        let missing = claim_shared(frame(), &mut fds, 1000).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "malformed frame: a shared payload came without its memory file"
+        );
+        let (socket, _other) = crate::os::fd_socket::stream_pair().unwrap();
+        fds.push_back(socket);
+        let refused = claim_shared(frame(), &mut fds, 1000).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "malformed frame: shared payload: not a memory file"
+        );
+        fds.push_back(memory_file::create(&[7; 100]).unwrap());
+        let claimed = claim_shared(frame(), &mut fds, 1000).unwrap().unwrap();
+        assert_eq!(claimed.weight(), claimed.bytes.len() + 100);
     }
 }

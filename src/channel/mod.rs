@@ -1,11 +1,8 @@
-//! The wire: Node's IPC channel (JSON lines or V8 frames, with descriptors), the task that
-//! serves one child's channel, rcluster's own messenger frames, and the sealed memory files that
-//! carry their large payloads.
+//! The tasks serving one child's channels in the primary: `connection` owns its Node IPC channel
+//! and its pidfd (messages, descriptors and the exit, in order), `frame_link` its messenger
+//! channel (frames in, bounded queue out, large payloads as sealed memory files). They speak the
+//! formats of `wire` over the primitives of `os`, and import nothing else of the crate: what the
+//! frames and messages mean is the primary's business.
 
 pub mod connection;
-pub mod fd_socket;
 pub mod frame_link;
-pub mod frames;
-pub mod node_ipc;
-pub mod shared_memory;
-pub mod v8_wire;

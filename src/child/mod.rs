@@ -5,6 +5,9 @@
 //! thread, so a send never blocks the event loop. What waits for the writer is bounded, in bytes
 //! and in memory files: past that, a send fails with ERR_RCLUSTER_QUEUE_FULL, and JavaScript can
 //! wait until the queue has drained (`wait_drained`).
+//!
+//! A layer of its own, beside `binding`: it imports `os`, `wire`, `channel` (for a bound it
+//! shares with the primary's link), `errors` and `js_error`, never `primary` or `binding`.
 
 mod event_loop;
 
@@ -24,11 +27,11 @@ use napi::{JsString, JsStringLatin1};
 use napi_derive::napi;
 
 use self::event_loop::{AsyncWake, LoopCallback, ReadWatch, Waker};
-use crate::binding::Code;
-use crate::channel::fd_socket::{recv_with_fds, send_with_fd};
-use crate::channel::frames::{Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
-use crate::channel::shared_memory::{self, Mapping};
 use crate::errors::{self, RcError};
+use crate::js_error::{js_error, Code};
+use crate::os::fd_socket::{recv_with_fds, send_with_fd};
+use crate::os::memory_file::{self, Mapping};
+use crate::wire::frames::{next_file, Decoder, HEADER_LEN, MAX_ACTION_LEN, PREFIX_LEN};
 
 /// What has been read for JavaScript: whole frames back to back, already checked by the decoder
 /// (JavaScript reads their headers at the fixed offsets of docs/messenger-frames.md), and
@@ -103,7 +106,7 @@ const MAX_KEPT_SCRATCH: usize = 16 << 20;
 const MAX_FRAME_FROM_PRIMARY: usize = 512 << 20;
 
 fn rc(e: RcError) -> napi::Error<Code> {
-    crate::binding::js_error(e)
+    js_error(e)
 }
 
 #[napi]
@@ -256,7 +259,7 @@ impl ChildChannel {
     #[napi]
     pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<f64, Code> {
         self.room_for_file(frame.len(), payload.len())?;
-        let file = shared_memory::create(&payload).map_err(|e| shared_failed(&e))?;
+        let file = memory_file::create(&payload).map_err(|e| shared_failed(&e))?;
         self.send(&frame, Some((file, payload.len())))
     }
 
@@ -292,7 +295,7 @@ impl ChildChannel {
                 format!("the string is not the {len} bytes it was said to be"),
             ))
         } else {
-            shared_memory::create(&scratch[..len])
+            memory_file::create(&scratch[..len])
         };
         if scratch.capacity() <= MAX_KEPT_SCRATCH {
             self.scratch = scratch;
@@ -593,6 +596,6 @@ impl Reader {
 
 /// Maps the payload of a FLAG_SHARED frame from the next descriptor received.
 fn map_shared(fds: &mut VecDeque<OwnedFd>, len: usize) -> std::result::Result<Mapping, String> {
-    let fd = shared_memory::next_file(fds).map_err(|e| e.to_string())?;
+    let fd = next_file(fds).map_err(|e| e.to_string())?;
     Mapping::receive(&fd, len).map_err(|e| format!("cannot map a shared payload: {e}"))
 }

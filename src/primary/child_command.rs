@@ -7,8 +7,8 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::options::{ChildSpec, StdioEntry};
-use super::spawner::{ChildCommand, StdioSlot};
-use crate::channel::fd_socket::stream_pair;
+use crate::os::fd_socket::stream_pair;
+use crate::os::spawner::{ChildCommand, StdioSlot};
 
 /// What the primary keeps of a child it is about to start.
 pub struct Prepared {
@@ -162,7 +162,7 @@ fn duplicate_ours(fd: i32) -> io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::node_ipc::Serialization;
+    use crate::wire::node_ipc::Serialization;
 
     fn spec(stdio: Vec<StdioEntry>) -> ChildSpec {
         ChildSpec {

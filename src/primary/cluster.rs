@@ -18,7 +18,7 @@ use super::messenger::{Cx, Messenger};
 use super::timers::{Timer, Timers};
 use super::workers::{self, Process, ProcessTable, Worker, WorkerState, Workers};
 use super::WorkerId;
-use crate::channel::node_ipc::Serialization;
+use crate::wire::node_ipc::Serialization;
 
 /// How often a killed child whose channels could not be watched is checked for its exit.
 const REAP_POLL: Duration = Duration::from_millis(20);

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde_json::Value;
 
 use super::child_command::WorkerKind;
-use super::process::ExitStatus;
 use crate::channel::connection::{ReceivedHandle, Ticket};
-use crate::channel::frames::Frame;
-use crate::channel::node_ipc::Payload;
+use crate::channel::frame_link::Frame;
+use crate::os::process::ExitStatus;
+use crate::wire::node_ipc::Payload;
 
 pub use super::WorkerId;
 
@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn counts_the_frames_javascript_has_not_taken() {
-        use crate::channel::frames::{encode, parse, Header, Kind, Target};
+        use crate::wire::frames::{encode, parse, Header, Kind, Target};
         let q = EventQueue::new(Arc::new(|| {}));
         let header = Header {
             kind: Kind::Message,

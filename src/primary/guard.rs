@@ -25,7 +25,7 @@ impl Guard {
         let (from_primary, to_guard) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         // A guard that stops reading must never block the supervisor: records are dropped
         // instead (the guard then misses a group, the cluster runs on).
-        crate::channel::fd_socket::set_nonblocking(std::os::fd::AsFd::as_fd(&to_guard))?;
+        crate::os::fd_socket::set_nonblocking(std::os::fd::AsFd::as_fd(&to_guard))?;
         let keep = from_primary.as_raw_fd();
         // SAFETY: fork in a threaded process; the child runs only `guard_main`, which makes raw
         // system calls on data prepared before the fork and never returns.

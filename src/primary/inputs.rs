@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::launcher::Launched;
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Ticket};
+use crate::channel::frame_link::Frame;
 use crate::channel::frame_link::FrameEvent;
-use crate::channel::frames::Frame;
-use crate::channel::node_ipc::Serialization;
+use crate::wire::node_ipc::Serialization;
 
 pub type InputSender = tokio::sync::mpsc::UnboundedSender<Input>;
 

@@ -11,14 +11,14 @@ use tokio::sync::mpsc;
 
 use super::child_command::{self, Role, WorkerKind};
 use super::options::ChildSpec;
-use super::process::ChildProcess;
-use super::spawner;
 use super::stderr_tail::StderrTail;
 use super::workers::Process;
 use super::WorkerId;
 use crate::channel::connection::{self, Backlog, ChannelEvent, ConnectionSpec, Outbound};
 use crate::channel::frame_link::{self, FrameEvent, FrameLink};
-use crate::channel::node_ipc::Serialization;
+use crate::os::process::ChildProcess;
+use crate::os::spawner;
+use crate::wire::node_ipc::Serialization;
 
 /// A child for a slot of the supervised cluster.
 pub struct LaunchRequest {

@@ -16,7 +16,7 @@ use tokio::io::Interest;
 use tokio::task::AbortHandle;
 
 use super::round_robin::{Handoff, RoundRobin};
-use super::sockets::{self, Bound, Endpoint, Kind};
+use crate::os::sockets::{self, Bound, Endpoint, Kind};
 
 pub use super::WorkerId;
 
@@ -572,7 +572,7 @@ fn spawn_acceptor(
     key: String,
     on_accept: AcceptSink,
 ) -> io::Result<AbortHandle> {
-    let listener = crate::channel::fd_socket::watch(listener, Interest::READABLE)?;
+    let listener = crate::os::fd_socket::watch(listener, Interest::READABLE)?;
     let task = tokio::spawn(async move {
         loop {
             let accepted = listener
@@ -815,7 +815,7 @@ mod tests {
 
     #[test]
     fn descriptors_by_number_only_when_given_or_unconnected_under_node_rules() {
-        let (channel, _peer) = crate::channel::fd_socket::stream_pair().unwrap();
+        let (channel, _peer) = crate::os::fd_socket::stream_pair().unwrap();
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let ask = |fd: i32| {
             query(json!({"index":0,"address":null,"port":null,"addressType":null,"fd":fd}))

@@ -14,9 +14,9 @@ use super::router::{Dest, Router, Undeliverable};
 use super::timers::{Timer, Timers};
 use super::workers::Workers;
 use super::WorkerId;
-use crate::channel::frame_link::{FrameEvent, Outgoing, SendError, ENTRY_OVERHEAD};
-use crate::channel::frames::{self, Frame, Header, Kind, Target, FLAG_ERROR};
+use crate::channel::frame_link::{Frame, FrameEvent, Outgoing, SendError, ENTRY_OVERHEAD};
 use crate::errors;
+use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
 
 /// How long after a child's exit its channel may take to drain before its requests are settled.
 const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);

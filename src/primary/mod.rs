@@ -9,6 +9,9 @@
 //!   cluster messages), `messenger` (with `router`), `listeners` (with `round_robin`,
 //!   `sockets`), `launcher` (with `child_command`, `spawner`);
 //! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`, `process`.
+//!
+//! It imports `errors`, `os`, `wire` and `channel`, never `binding`, `child` or `js_error`: the
+//! napi class in `binding` drives it.
 
 pub mod child_command;
 mod cluster;
@@ -21,7 +24,6 @@ pub mod listeners;
 mod messenger;
 pub mod options;
 mod orphans;
-pub mod process;
 mod reload;
 pub mod restart;
 pub mod round_robin;
@@ -30,8 +32,6 @@ mod scale;
 #[cfg(test)]
 mod scenarios;
 mod slots;
-pub mod sockets;
-pub mod spawner;
 mod stderr_tail;
 mod supervision;
 pub mod supervisor;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::channel::node_ipc::Serialization;
 use crate::errors::{self, RcError, RcResult};
+use crate::wire::node_ipc::Serialization;
 
 /// Where the child's stdio entry `i` comes from (Node's `stdio` option, after JavaScript has turned
 /// streams into descriptor numbers).
@@ -749,7 +749,7 @@ fn parse_stdio(value: Option<&Value>) -> RcResult<Vec<StdioEntry>> {
             "option `stdio`: 'ipc' must come after stdin, stdout and stderr",
         ));
     }
-    if out.len() > 3 + super::spawner::MAX_EXTRA_FDS {
+    if out.len() > 3 + crate::os::spawner::MAX_EXTRA_FDS {
         return Err(RcError::new(
             errors::INVALID_OPTION,
             "option `stdio` has too many entries",

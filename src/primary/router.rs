@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::child_command::WorkerKind;
 use super::events::WorkerId;
-use crate::channel::frames::{Header, Target};
 use crate::errors;
+use crate::wire::frames::{Header, Target};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Dest {
@@ -178,7 +178,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::frames::Kind;
+    use crate::wire::frames::Kind;
 
     fn to(target: Target, target_id: u32, action: &str) -> Header {
         Header {

@@ -16,12 +16,12 @@ use super::events::{Event, EventQueue};
 use super::inputs::{Command, Input, ReloadRequest};
 use super::launcher::{Attached, Done, LaunchRequest, Launched, Launcher};
 use super::options::parse_cluster_options;
-use super::process::ExitStatus;
 use super::supervisor::{launch_with, Plan};
 use super::workers::{Process, ProcessTable};
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound};
-use crate::channel::node_ipc::Incoming;
+use crate::os::process::ExitStatus;
+use crate::wire::node_ipc::Incoming;
 
 /// A child that is not there: it records the signals it gets.
 struct FakeProcess {

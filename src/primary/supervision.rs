@@ -20,7 +20,6 @@ use super::housekeeping::{self, Housekeeping};
 use super::launcher::{LaunchRequest, Launched};
 use super::options::{AgentReadiness, ClusterOptions, Readiness, StdioEntry};
 use super::orphans::OrphanGroups;
-use super::process::ExitStatus;
 use super::reload::{Reload, Step};
 use super::restart::Decision;
 use super::scale::{self, Change, Scale};
@@ -30,6 +29,7 @@ use super::watchdog::{self, Finding};
 use super::workers::{Worker, WorkerState};
 use super::WorkerId;
 use crate::errors;
+use crate::os::process::ExitStatus;
 
 /// How long a failed agent's last words may take to come out of its stderr pipe.
 const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);

@@ -25,15 +25,15 @@ use super::launcher::{Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
 use super::options::{ClusterOptions, Schedule};
-use super::process::ExitStatus;
 use super::supervision::{Phase, Supervision};
 use super::timers::{now, Timer, Timers};
 use super::worker_protocol::{NodeCluster, Progress};
 use super::workers::{ProcessTable, WorkerState};
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound, ReceivedHandle};
-use crate::channel::node_ipc::{self, Incoming, Payload};
 use crate::errors;
+use crate::os::process::ExitStatus;
+use crate::wire::node_ipc::{self, Incoming, Payload};
 
 /// The largest message a child of the Node-compatible primary may send on Node's channel. Node
 /// itself has no limit; without one, a child that writes a line with no end would make the
@@ -462,7 +462,7 @@ impl Supervisor {
 fn is_ready_message(payload: &Payload) -> bool {
     match payload {
         Payload::Json(text) => text == "\"ready\"",
-        Payload::V8(bytes) => crate::channel::v8_wire::decode(bytes).is_ok_and(|v| v == "ready"),
+        Payload::V8(bytes) => crate::wire::v8_wire::decode(bytes).is_ok_and(|v| v == "ready"),
     }
 }
 

@@ -7,10 +7,10 @@ use serde_json::{json, Map, Value};
 
 use super::events::{Event, EventQueue};
 use super::listeners::{self, Grant, Listeners};
-use super::sockets;
 use super::workers::{self, Workers};
 use super::WorkerId;
 use crate::errors;
+use crate::os::sockets;
 
 /// libuv's EINVAL, for a `queryServer` we cannot make sense of.
 const UV_EINVAL: i64 = -(libc::EINVAL as i64);

@@ -13,13 +13,13 @@ use tokio::sync::mpsc;
 
 use super::child_command::WorkerKind;
 use super::events::EventQueue;
-use super::process::{ChildProcess, ExitStatus};
 use super::stderr_tail::StderrTail;
 use super::WorkerId;
 use crate::channel::connection::{Backlog, Outbound};
 use crate::channel::frame_link::{FrameLink, Outgoing};
-use crate::channel::node_ipc::{self, Serialization};
 use crate::errors;
+use crate::os::process::{ChildProcess, ExitStatus};
+use crate::wire::node_ipc::{self, Serialization};
 
 /// What the primary may do to a child process: a real one (a pidfd), or a test's stand-in.
 pub trait Process: Send + Sync {

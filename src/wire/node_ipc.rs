@@ -426,4 +426,134 @@ mod tests {
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
         assert_eq!(out.last(), Some(&b'\n'));
     }
+
+    mod properties {
+        use super::*;
+        use crate::wire::test_inputs::{json_value, split};
+        use proptest::prelude::*;
+
+        const MODES: [Serialization; 2] = [Serialization::Json, Serialization::Advanced];
+
+        fn any_mode() -> impl Strategy<Value = Serialization> {
+            prop::sample::select(&MODES[..])
+        }
+
+        /// Node's rule for internal messages, as `classify` applies it.
+        fn is_internal(value: &Value) -> bool {
+            value
+                .get("cmd")
+                .and_then(Value::as_str)
+                .is_some_and(|cmd| cmd.len() > 5 && cmd.starts_with("NODE_"))
+        }
+
+        /// The value a user message carries, as JavaScript would deserialize it.
+        fn user_value(incoming: Incoming) -> Option<Value> {
+            match incoming {
+                Incoming::User(Payload::Json(text)) => serde_json::from_str(&text).ok(),
+                Incoming::User(Payload::V8(bytes)) => v8_wire::decode(&bytes).ok(),
+                _ => None,
+            }
+        }
+
+        /// Every frame the decoder finds in `stream` when it comes in the reads `cuts` makes.
+        fn decode_stream(mode: Serialization, stream: &[u8], cuts: Vec<usize>) -> Vec<Vec<u8>> {
+            let mut d = Decoder::new(mode, 1 << 20);
+            let mut out = Vec::new();
+            for read in split(stream, cuts) {
+                d.push(read);
+                while let Some(frame) = d.next_frame().unwrap() {
+                    out.push(frame);
+                }
+            }
+            out
+        }
+
+        proptest! {
+            // Whatever a child writes, however it is cut, in either mode: errors maybe, panics
+            // never.
+            #[test]
+            fn any_bytes_decode_without_panic(mode in any_mode(),
+                                              data in prop::collection::vec(any::<u8>(), 0..512),
+                                              cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let _ = decode(mode, data.clone());
+                let mut d = Decoder::new(mode, 64);
+                'reads: for read in split(&data, cuts) {
+                    d.push(read);
+                    loop {
+                        match d.next_frame() {
+                            Ok(Some(frame)) => { let _ = decode(mode, frame); }
+                            Ok(None) => break,
+                            Err(_) => break 'reads,
+                        }
+                    }
+                }
+            }
+
+            // A user message comes out as the value that went in, in either mode.
+            #[test]
+            fn user_messages_round_trip(mode in any_mode(), value in json_value()) {
+                prop_assume!(!is_internal(&value));
+                let frames = decode_stream(mode, &encode(mode, &value), vec![]);
+                prop_assert_eq!(frames.len(), 1);
+                let incoming = decode(mode, frames[0].clone()).unwrap();
+                if mode == Serialization::Json {
+                    prop_assert_eq!(&incoming, &Incoming::User(Payload::Json(value.to_string())));
+                }
+                prop_assert_eq!(user_value(incoming), Some(value));
+            }
+
+            // Node's cluster messages are recognized with all their fields, in either mode.
+            #[test]
+            fn cluster_messages_round_trip(mode in any_mode(),
+                                           fields in prop::collection::vec(("[a-z]{1,8}", json_value()), 0..6)) {
+                let mut map: Map<String, Value> = fields.into_iter().collect();
+                map.insert("cmd".into(), "NODE_CLUSTER".into());
+                let frames = decode_stream(mode, &encode(mode, &Value::Object(map.clone())), vec![]);
+                prop_assert_eq!(frames.len(), 1);
+                prop_assert_eq!(decode(mode, frames[0].clone()), Ok(Incoming::Cluster(map)));
+            }
+
+            // A message wrapped to carry a descriptor is unwrapped with its type and message.
+            #[test]
+            fn handle_wrappers_round_trip(mode in any_mode(), handle_type in "[a-zA-Z.]{1,12}", value in json_value()) {
+                prop_assume!(!is_internal(&value));
+                let wrapped = encode(mode, &handle_wrapper(&handle_type, value.clone()));
+                let frames = decode_stream(mode, &wrapped, vec![]);
+                prop_assert_eq!(frames.len(), 1);
+                match decode(mode, frames[0].clone()).unwrap() {
+                    Incoming::Handle { handle_type: got, key, msg } => {
+                        prop_assert_eq!(got, handle_type);
+                        prop_assert_eq!(key, None);
+                        prop_assert_eq!(user_value(*msg), Some(value));
+                    }
+                    other => prop_assert!(false, "{:?}", other),
+                }
+            }
+
+            // However the reads cut a stream of messages, the same messages come out.
+            #[test]
+            fn a_stream_split_anywhere_decodes_the_same(mode in any_mode(),
+                                                        values in prop::collection::vec(json_value(), 0..6),
+                                                        cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                prop_assume!(!values.iter().any(is_internal));
+                let stream: Vec<u8> = values.iter().flat_map(|v| encode(mode, v)).collect();
+                let frames = decode_stream(mode, &stream, cuts);
+                prop_assert_eq!(frames.len(), values.len());
+                for (frame, value) in frames.into_iter().zip(values) {
+                    prop_assert_eq!(user_value(decode(mode, frame).unwrap()), Some(value));
+                }
+            }
+
+            // A payload JavaScript serialized comes out as the same bytes.
+            #[test]
+            fn framed_payloads_round_trip(payload in prop::collection::vec(any::<u8>(), 0..300),
+                                          cuts in prop::collection::vec(any::<usize>(), 0..4)) {
+                let framed = frame_payload(Serialization::Advanced, &payload);
+                prop_assert_eq!(decode_stream(Serialization::Advanced, &framed, cuts.clone()), vec![payload.clone()]);
+                let line: Vec<u8> = payload.into_iter().filter(|&b| b != b'\n').collect();
+                let framed = frame_payload(Serialization::Json, &line);
+                prop_assert_eq!(decode_stream(Serialization::Json, &framed, cuts), vec![line]);
+            }
+        }
+    }
 }

@@ -1,11 +1,12 @@
-//! Large payloads travel out of band: the sender writes the payload once into a sealed memory
-//! file (memfd) and sends its descriptor with the frame (SCM_RIGHTS); the primary checks the file
-//! and passes the same descriptor to every target, which maps it. The payload is never copied
-//! through the sockets, nor read by the primary. The seals make the file immutable and fixed in
-//! size before it leaves the sender, so a receiver's mapping can neither change nor shrink under
-//! it (a shrinking file would fault the receiver on access). See docs/messenger-frames.md.
+//! Sealed memory files: bytes written once into a memfd, then sealed so that the file can never
+//! change or change size again, sent to other processes as a descriptor (SCM_RIGHTS) and mapped
+//! there without a copy. The seals are what makes sharing it safe: a receiver's mapping can
+//! neither change nor shrink under it (a shrinking file would fault the receiver on access), so
+//! a receiver may even hand the memory to V8 as an external string. A received descriptor is
+//! checked before it is trusted (`SealedFile::verify`). rcluster's messenger sends its large
+//! payloads this way (docs/messenger-frames.md).
 
-use std::collections::VecDeque;
+use std::fmt;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, OwnedFd};
@@ -17,46 +18,53 @@ use nix::sys::memfd::{memfd_create, MFdFlags};
 use nix::sys::mman::{mmap, mprotect, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::{fstat, SFlag};
 
-use super::frames::FrameError;
-
-/// The seals a shared payload must carry before it is forwarded.
+/// The seals a file must carry before it is trusted.
 fn required_seals() -> SealFlag {
     SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL
 }
 
-/// A payload in a sealed memory file, checked by the primary, shared by every target.
+/// A received sealed memory file, checked: its contents can no longer change. Clones share the
+/// one descriptor.
 #[derive(Debug, Clone)]
-pub struct SharedPayload {
+pub struct SealedFile {
     fd: Arc<OwnedFd>,
     len: usize,
 }
 
-impl PartialEq for SharedPayload {
+impl PartialEq for SealedFile {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.fd, &other.fd)
     }
 }
-impl Eq for SharedPayload {}
+impl Eq for SealedFile {}
 
-impl SharedPayload {
-    /// Checks what a child sent as the file of a payload of `len` bytes: a sealed memory file of
-    /// exactly that size. Anything else is the child's protocol error.
-    pub fn verify(fd: OwnedFd, len: usize) -> Result<Self, FrameError> {
-        let stat = fstat(&fd).map_err(|_| FrameError::Malformed("shared payload: not a file"))?;
+/// Why a received descriptor is not a sealed memory file of the expected size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused(pub &'static str);
+
+impl fmt::Display for Refused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl SealedFile {
+    /// Checks a descriptor received as a file of `len` bytes: a sealed memory file of exactly
+    /// that size. Anything else is refused (the sender broke its protocol).
+    pub fn verify(fd: OwnedFd, len: usize) -> Result<Self, Refused> {
+        let stat = fstat(&fd).map_err(|_| Refused("not a file"))?;
         if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
-            return Err(FrameError::Malformed("shared payload: not a memory file"));
+            return Err(Refused("not a memory file"));
         }
         if len == 0 || usize::try_from(stat.st_size).ok() != Some(len) {
-            return Err(FrameError::Malformed(
-                "shared payload: file size does not match",
-            ));
+            return Err(Refused("file size does not match"));
         }
-        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS)
-            .map_err(|_| FrameError::Malformed("shared payload: not a sealable memory file"))?;
+        let seals =
+            fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|_| Refused("not a sealable memory file"))?;
         if !SealFlag::from_bits_truncate(seals).contains(required_seals()) {
-            return Err(FrameError::Malformed("shared payload: file is not sealed"));
+            return Err(Refused("file is not sealed"));
         }
-        Ok(SharedPayload {
+        Ok(SealedFile {
             fd: Arc::new(fd),
             len,
         })
@@ -70,7 +78,7 @@ impl SharedPayload {
         self.fd.as_fd()
     }
 
-    /// The payload's bytes, read into memory (for the primary's own JavaScript).
+    /// The file's bytes, read into memory.
     pub fn read(&self) -> io::Result<Vec<u8>> {
         let mut out = vec![0u8; self.len];
         let mut at = 0;
@@ -84,14 +92,6 @@ impl SharedPayload {
         }
         Ok(out)
     }
-}
-
-/// The memory file of the next FLAG_SHARED frame: the next descriptor received. Descriptors and
-/// flagged frames pair up in order, and a descriptor arrives with or before its frame's bytes.
-pub fn next_file(fds: &mut VecDeque<OwnedFd>) -> Result<OwnedFd, FrameError> {
-    fds.pop_front().ok_or(FrameError::Malformed(
-        "a shared payload came without its memory file",
-    ))
 }
 
 /// Creates a sealed memory file holding `payload` (at least 1 byte).
@@ -117,7 +117,7 @@ pub fn create(payload: &[u8]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A payload mapped into this process.
+/// A sealed memory file mapped into this process.
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
@@ -127,7 +127,7 @@ pub struct Mapping {
 unsafe impl Send for Mapping {}
 
 impl Mapping {
-    /// Maps a received payload of `len` bytes. The pages are the sender's (no copy), read in
+    /// Maps a received file of `len` bytes. The pages are the sender's (no copy), read in
     /// up front; the mapping is then made writable and private, so the receiver may change its
     /// own view (a Buffer is mutable) at the cost of a copy of the pages it writes.
     pub fn receive(fd: &OwnedFd, len: usize) -> io::Result<Self> {
@@ -183,7 +183,7 @@ mod tests {
     #[test]
     fn a_sealed_payload_is_verified_read_and_mapped() {
         let len = 4096 * 3 + 17;
-        let payload = SharedPayload::verify(filled(len), len).unwrap();
+        let payload = SealedFile::verify(filled(len), len).unwrap();
         let bytes = payload.read().unwrap();
         assert_eq!(bytes.len(), len);
         assert_eq!(payload.size(), len);
@@ -199,12 +199,12 @@ mod tests {
 
     #[test]
     fn files_that_could_change_or_lie_are_refused() {
-        assert!(SharedPayload::verify(filled(100), 99).is_err());
-        assert!(SharedPayload::verify(filled(100), 0).is_err());
+        assert!(SealedFile::verify(filled(100), 99).is_err());
+        assert!(SealedFile::verify(filled(100), 0).is_err());
         let unsealed = memfd_create(c"t", MFdFlags::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(&unsealed, 100).unwrap();
-        assert!(SharedPayload::verify(unsealed, 100).is_err());
+        assert!(SealedFile::verify(unsealed, 100).is_err());
         let (socket, _other) = super::super::fd_socket::stream_pair().unwrap();
-        assert!(SharedPayload::verify(socket, 100).is_err());
+        assert!(SealedFile::verify(socket, 100).is_err());
     }
 }

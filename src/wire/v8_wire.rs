@@ -311,4 +311,33 @@ mod tests {
             .collect();
         assert!(decode(&deep).is_err());
     }
+
+    mod properties {
+        use super::*;
+        use crate::wire::test_inputs::json_value;
+        use proptest::prelude::*;
+
+        proptest! {
+            // Whatever a child sends, decoding fails cleanly or yields a value: never a panic.
+            #[test]
+            fn any_bytes_decode_without_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+                let _ = decode(&bytes);
+                // Behind a valid header too, where the values are read.
+                let _ = decode(&[&[0xFF, VERSION][..], &bytes].concat());
+            }
+
+            #[test]
+            fn encode_decode_round_trip(value in json_value()) {
+                prop_assert_eq!(decode(&encode(&value)), Ok(value));
+            }
+
+            // A message cut short is an error, not a misread value.
+            #[test]
+            fn a_truncated_value_is_an_error(value in json_value(), cut: prop::sample::Index) {
+                let bytes = encode(&value);
+                let cut = cut.index(bytes.len());
+                prop_assert!(decode(&bytes[..cut]).is_err());
+            }
+        }
+    }
 }

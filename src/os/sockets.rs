@@ -232,7 +232,7 @@ fn adopt_fd(fd: i32) -> Result<Bound, Errno> {
         (Some(AddressFamily::Inet | AddressFamily::Inet6), SockType::Datagram) => Kind::Udp,
         _ => return Err(Errno::EINVAL),
     };
-    crate::channel::fd_socket::set_nonblocking(owned.as_fd()).map_err(|_| Errno::EINVAL)?;
+    super::fd_socket::set_nonblocking(owned.as_fd()).map_err(|_| Errno::EINVAL)?;
     Ok(Bound {
         fd: owned,
         kind,

@@ -15,9 +15,8 @@
 //! u16 LE  action length, then the action (UTF-8), then the payload
 //! ```
 
+use std::collections::VecDeque;
 use std::fmt;
-
-use super::shared_memory::SharedPayload;
 
 pub const VERSION: u8 = 1;
 /// Bytes of the length prefix.
@@ -38,7 +37,7 @@ pub const FLAG_STRING: u8 = 0b0000_1000;
 /// With FLAG_STRING: every byte is ASCII, so the receiver may decode it as Latin-1, a plain copy,
 /// where UTF-8 decoding costs about three times as much.
 pub const FLAG_ASCII: u8 = 0b0001_0000;
-/// The payload is in a sealed memory file sent with the frame (src/channel/shared_memory.rs); the
+/// The payload is in a sealed memory file sent with the frame (see docs/messenger-frames.md); the
 /// frame itself carries only its length, a u32 LE.
 pub const FLAG_SHARED: u8 = 0b0010_0000;
 const KNOWN_FLAGS: u8 =
@@ -130,24 +129,21 @@ pub struct Header {
 }
 
 /// One frame: its header, and where the payload starts in `bytes` (the whole frame, prefix
-/// included, so that it can be forwarded as it came). A FLAG_SHARED frame's payload is in
-/// `shared`, attached by the link that read it.
+/// included, so that it can be forwarded as it came). A FLAG_SHARED frame's payload is not in
+/// `bytes` but in `shared`, attached by whoever received the frame's file: this module parses
+/// bytes only, so `F`, the type of that file, is the receiver's (the channel's link uses a
+/// sealed memory file; see `channel::frame_link::Frame`). Parsing leaves `shared` empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
+pub struct Frame<F> {
     pub header: Header,
     pub bytes: Vec<u8>,
     pub payload_at: usize,
-    pub shared: Option<SharedPayload>,
+    pub shared: Option<F>,
 }
 
-impl Frame {
+impl<F> Frame<F> {
     pub fn payload(&self) -> &[u8] {
         &self.bytes[self.payload_at..]
-    }
-
-    /// The memory this frame holds: its bytes and the payload in its memory file.
-    pub fn weight(&self) -> usize {
-        self.bytes.len() + self.shared.as_ref().map_or(0, SharedPayload::size)
     }
 
     /// The length of the payload in a memory file, for a FLAG_SHARED frame.
@@ -175,8 +171,13 @@ impl Frame {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrameError {
-    TooLarge { len: usize, limit: usize },
+    TooLarge {
+        len: usize,
+        limit: usize,
+    },
     Malformed(&'static str),
+    /// The file sent for a FLAG_SHARED frame's payload was refused: why.
+    SharedFile(&'static str),
 }
 
 impl fmt::Display for FrameError {
@@ -186,6 +187,7 @@ impl fmt::Display for FrameError {
                 write!(f, "a frame of {len} bytes exceeds the limit of {limit}")
             }
             FrameError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            FrameError::SharedFile(why) => write!(f, "malformed frame: shared payload: {why}"),
         }
     }
 }
@@ -268,7 +270,7 @@ fn check(h: &[u8]) -> Result<Checked, FrameError> {
 }
 
 /// Parses one complete frame (prefix included).
-pub fn parse(bytes: Vec<u8>) -> Result<Frame, FrameError> {
+pub fn parse<F>(bytes: Vec<u8>) -> Result<Frame<F>, FrameError> {
     if bytes.len() < PREFIX_LEN + HEADER_LEN {
         return Err(FrameError::Malformed("shorter than a header"));
     }
@@ -330,7 +332,7 @@ impl Decoder {
         self.buf.extend_from_slice(bytes);
     }
 
-    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn next_frame<F>(&mut self) -> Result<Option<Frame<F>>, FrameError> {
         let available = &self.buf[self.start..];
         if available.len() < PREFIX_LEN {
             return Ok(None);
@@ -385,10 +387,23 @@ impl Decoder {
     }
 }
 
+/// The file of the next FLAG_SHARED frame: the next descriptor received. Descriptors and flagged
+/// frames pair up in order, and a descriptor arrives with or before its frame's bytes.
+pub fn next_file<D>(received: &mut VecDeque<D>) -> Result<D, FrameError> {
+    received.pop_front().ok_or(FrameError::Malformed(
+        "a shared payload came without its memory file",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A frame with nothing attached: all that this module makes on its own.
+    fn parse(bytes: Vec<u8>) -> Result<Frame<()>, FrameError> {
+        super::parse(bytes)
+    }
 
     fn header(action: &str) -> Header {
         Header {
@@ -426,14 +441,14 @@ mod tests {
         for byte in &stream {
             d.push(std::slice::from_ref(byte));
         }
-        assert_eq!(d.next_frame().unwrap().unwrap().bytes, a);
-        assert_eq!(d.next_frame().unwrap().unwrap().bytes, b);
-        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.next_frame::<()>().unwrap().unwrap().bytes, a);
+        assert_eq!(d.next_frame::<()>().unwrap().unwrap().bytes, b);
+        assert_eq!(d.next_frame::<()>().unwrap(), None);
 
         let mut small = Decoder::new(64);
         small.push(&b[..4]);
         assert!(matches!(
-            small.next_frame(),
+            small.next_frame::<()>(),
             Err(FrameError::TooLarge { .. })
         ));
     }
@@ -488,9 +503,9 @@ mod tests {
             let mut d = Decoder::new(256);
             let cut = cut.min(data.len());
             d.push(&data[..cut]);
-            let _ = d.next_frame();
+            let _ = d.next_frame::<()>();
             d.push(&data[cut..]);
-            while let Ok(Some(_)) = d.next_frame() {}
+            while let Ok(Some(_)) = d.next_frame::<()>() {}
         }
 
         #[test]
@@ -501,6 +516,163 @@ mod tests {
             let frame = parse(encode(&h, &payload).unwrap()).unwrap();
             prop_assert_eq!(frame.payload(), &payload[..]);
             prop_assert_eq!(frame.header, h);
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use crate::wire::test_inputs::split;
+
+        fn any_kind() -> impl Strategy<Value = Kind> {
+            (1u8..=8).prop_map(|v| Kind::from_u8(v).unwrap())
+        }
+
+        fn any_target() -> impl Strategy<Value = Target> {
+            (0u8..=7).prop_map(|v| Target::from_u8(v).unwrap())
+        }
+
+        /// Any valid frame: its header, and a payload that fits its flags (a FLAG_SHARED frame
+        /// carries only the length of its payload, which is elsewhere).
+        fn any_frame() -> impl Strategy<Value = (Header, Vec<u8>)> {
+            (
+                (any_kind(), any_target(), any::<u8>()),
+                any::<[u32; 4]>(),
+                any::<String>(),
+                prop::collection::vec(any::<u8>(), 0..300),
+                any::<u32>(),
+            )
+                .prop_map(
+                    |((kind, target, flags), ids, action, payload, shared_len)| {
+                        let flags = flags & KNOWN_FLAGS;
+                        let header = Header {
+                            kind,
+                            target,
+                            flags,
+                            target_id: ids[0],
+                            source_id: ids[1],
+                            source_pid: ids[2],
+                            correlation: ids[3],
+                            action,
+                        };
+                        let payload = if flags & FLAG_SHARED != 0 {
+                            shared_len.to_le_bytes().to_vec()
+                        } else {
+                            payload
+                        };
+                        (header, payload)
+                    },
+                )
+        }
+
+        fn encoded(frames: &[(Header, Vec<u8>)]) -> Vec<Vec<u8>> {
+            frames.iter().map(|(h, p)| encode(h, p).unwrap()).collect()
+        }
+
+        fn shared_lens(frames: &[(Header, Vec<u8>)]) -> Vec<usize> {
+            frames
+                .iter()
+                .filter(|(h, _)| h.flags & FLAG_SHARED != 0)
+                .map(|(_, p)| u32_at(p, 0) as usize)
+                .collect()
+        }
+
+        proptest! {
+            #[test]
+            fn any_frame_round_trips((header, payload) in any_frame()) {
+                let frame = parse(encode(&header, &payload).unwrap()).unwrap();
+                prop_assert_eq!(frame.payload(), &payload[..]);
+                let shared = (header.flags & FLAG_SHARED != 0).then(|| u32_at(&payload, 0) as usize);
+                prop_assert_eq!(frame.shared_len(), shared);
+                prop_assert_eq!(frame.shared, None);
+                prop_assert_eq!(frame.header, header);
+            }
+
+            // The primary stamps the source in place: the rest of the frame is as it came.
+            #[test]
+            fn stamping_the_source_changes_nothing_else((header, payload) in any_frame(),
+                                                        id: u32, pid: u32, agent: bool) {
+                let mut frame = parse(encode(&header, &payload).unwrap()).unwrap();
+                frame.set_source(id, pid, agent);
+                let again = parse(frame.bytes.clone()).unwrap();
+                prop_assert_eq!(&again.header, &frame.header);
+                prop_assert_eq!(again.payload(), &payload[..]);
+                let mut expected = header;
+                expected.source_id = id;
+                expected.source_pid = pid;
+                expected.flags = if agent { expected.flags | FLAG_FROM_AGENT } else { expected.flags & !FLAG_FROM_AGENT };
+                prop_assert_eq!(again.header, expected);
+            }
+
+            // However the reads cut a stream of frames, the decoder yields the same frames, one
+            // by one (the primary) or in batches of whole frames (a child).
+            #[test]
+            fn a_stream_split_anywhere_decodes_the_same(frames in prop::collection::vec(any_frame(), 0..6),
+                                                        cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let encoded = encoded(&frames);
+                let stream = encoded.concat();
+
+                let mut one_by_one = Decoder::new(1 << 20);
+                let mut got = Vec::new();
+                for read in split(&stream, cuts.clone()) {
+                    one_by_one.push(read);
+                    while let Some(frame) = one_by_one.next_frame::<()>().unwrap() {
+                        got.push(frame);
+                    }
+                }
+                prop_assert_eq!(got.len(), frames.len());
+                for ((frame, (header, payload)), bytes) in got.iter().zip(&frames).zip(&encoded) {
+                    prop_assert_eq!(&frame.bytes, bytes);
+                    prop_assert_eq!(&frame.header, header);
+                    prop_assert_eq!(frame.payload(), &payload[..]);
+                }
+
+                let mut batches = Decoder::new(1 << 20);
+                let (mut bytes, mut lens) = (Vec::new(), Vec::new());
+                for read in split(&stream, cuts) {
+                    batches.push(read);
+                    let (whole, shared) = batches.whole_frames().unwrap();
+                    bytes.extend_from_slice(whole);
+                    lens.extend(shared);
+                }
+                prop_assert_eq!(bytes, stream);
+                prop_assert_eq!(lens, shared_lens(&frames));
+            }
+
+            // Valid frames with bytes changed, cut anywhere: errors maybe, panics never.
+            #[test]
+            fn corrupted_frames_never_panic(frames in prop::collection::vec(any_frame(), 1..4),
+                                            changes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+                                            cuts in prop::collection::vec(any::<usize>(), 0..8)) {
+                let mut stream = encoded(&frames).concat();
+                for (at, byte) in changes {
+                    let at = at.index(stream.len());
+                    stream[at] = byte;
+                }
+                let _ = parse(stream.clone());
+                let mut one_by_one = Decoder::new(4096);
+                let mut batches = Decoder::new(4096);
+                let (mut failed, mut batch_failed) = (false, false);
+                for read in split(&stream, cuts) {
+                    one_by_one.push(read);
+                    while !failed {
+                        match one_by_one.next_frame::<()>() {
+                            Ok(Some(_)) => {}
+                            Ok(None) => break,
+                            Err(_) => failed = true,
+                        }
+                    }
+                    batches.push(read);
+                    batch_failed = batch_failed || batches.whole_frames().is_err();
+                }
+            }
+
+            #[test]
+            fn any_bytes_parse_without_panic(data in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = parse(data.clone());
+                let mut d = Decoder::new(256);
+                d.push(&data);
+                let _ = d.whole_frames();
+            }
         }
     }
 }
