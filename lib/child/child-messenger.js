@@ -3,9 +3,9 @@
 // The messenger of a child (an app worker or the agent): a Messenger over the child's end of
 // rcluster's channel. Null where there is no channel (not an rcluster child).
 
-const { Messenger, KIND, TARGET } = require('./messenger');
-const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('./frames');
-const { rclusterError } = require('./errors');
+const { Messenger, KIND, TARGET } = require('../messenger/messenger');
+const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('../messenger/frames');
+const { rclusterError } = require('../errors');
 
 let messenger;
 /** Whether the channel is open: the messenger has been used, not only looked at. */
@@ -32,7 +32,7 @@ function channelFd() {
 /** Opens the channel: the transport of `owner`, which receives what arrives on it. */
 function open(fd, owner) {
   const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
-  const { ChildChannel } = require('./addon');
+  const { ChildChannel } = require('../addon');
   const limit = queueLimit(maxMessage);
   let channel;
   const drain = () => {

@@ -10,7 +10,7 @@ const EventEmitter = require('node:events');
 const net = require('node:net');
 const { PrimaryCore } = require('./primary-core');
 const { Worker, WorkerProcess, listeningInfo } = require('./worker');
-const { rclusterError, typeError } = require('./errors');
+const { rclusterError, typeError } = require('../errors');
 
 const SCHED_NONE = 1;
 const SCHED_RR = 2;

@@ -4,7 +4,7 @@
 // sends frames on rcluster's own channel (docs/messenger-frames.md); the Rust primary routes
 // them on their header. This module only shapes data into payloads and payloads into calls.
 
-const { rclusterError } = require('./errors');
+const { rclusterError } = require('../errors');
 
 const KIND = { message: 1, request: 2, reply: 3, subscribe: 4, unsubscribe: 5, undeliverable: 6, received: 7, expect: 8 };
 const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one: 5, anyApp: 6, pid: 7 };
@@ -32,7 +32,7 @@ function encodePayload(data) {
   return { flags: 0, payload: json === undefined ? EMPTY : json };
 }
 
-/** The data a ReceivedFrame (lib/frames.js) carries. */
+/** The data a ReceivedFrame (lib/messenger/frames.js) carries. */
 function decodePayload(frame) {
   const { flags } = frame;
   if (flags & FLAG_BINARY) return frame.payload;
@@ -309,7 +309,7 @@ class Messenger {
       }
     };
     if (!list || list.length === 0) {
-      const me = require('./child').worker;
+      const me = require('../child/child').worker;
       reply(rclusterError('ERR_RCLUSTER_NO_HANDLER', `no handler for '${frame.action}' in worker ${me ? me.id : '?'} (pid ${process.pid})`));
       return;
     }

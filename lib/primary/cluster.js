@@ -7,9 +7,9 @@
 const EventEmitter = require('node:events');
 const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
 const { Worker, WorkerProcess, listeningInfo } = require('./worker');
-const { rclusterError } = require('./errors');
-const { Messenger } = require('./messenger');
-const { asciiFlag, ReceivedFrame } = require('./frames');
+const { rclusterError } = require('../errors');
+const { Messenger } = require('../messenger/messenger');
+const { asciiFlag, ReceivedFrame } = require('../messenger/frames');
 
 function noop() {}
 
@@ -40,14 +40,15 @@ const REPLACEMENTS = new Set([
   'ERR_RCLUSTER_UNCAUGHT_EXCEPTION',
   'ERR_RCLUSTER_MEMORY_LIMIT',
 ]);
-const RUNTIME = ['--require', require.resolve('./child-runtime.js')];
+const RUNTIME = ['--require', require.resolve('../child/child-runtime.js')];
 /** The largest ms count an option takes (src/primary/options.rs): about 24 days. */
 const MAX_MS = 2 ** 31 - 1;
 
 /**
- * The options as Rust takes them: every child preloads the child runtime (lib/child-runtime.js),
- * unless `childRuntime` is false; an agent whose readiness is 'started' preloads it anyway, for
- * its report that the main module has run. Bad values are left for Rust to report.
+ * The options as Rust takes them: every child preloads the child runtime
+ * (lib/child/child-runtime.js), unless `childRuntime` is false; an agent whose readiness is
+ * 'started' preloads it anyway, for its report that the main module has run. Bad values are left
+ * for Rust to report.
  */
 function withChildRuntime(options) {
   const runtime = options.childRuntime !== false;

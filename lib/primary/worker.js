@@ -7,7 +7,7 @@
 const EventEmitter = require('node:events');
 const { serializationFor } = require('./serialization');
 const { describeHandle, adoptHandle } = require('./handles');
-const { rclusterError, typeError } = require('./errors');
+const { rclusterError, typeError } = require('../errors');
 
 /** Node's `cluster.Worker`, callable with or without `new`, as Node's own is. */
 function Worker(options) {
