@@ -6,6 +6,7 @@
 const { Messenger, KIND, TARGET } = require('../messenger/messenger');
 const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('../messenger/frames');
 const { rclusterError } = require('../errors');
+const { worker } = require('./identity');
 
 let messenger;
 /** Whether the channel is open: the messenger has been used, not only looked at. */
@@ -190,13 +191,16 @@ function create(fd) {
     }
     return transport;
   };
-  const result = new Messenger({
-    send: (...args) => channel().send(...args),
-    handler: (action, on) => channel().handler(action, on),
-    flush: () => channel().flush(),
-    drained: () => (transport === null ? Promise.resolve() : transport.drained()),
-    hold: (yes) => channel().hold(yes),
-  });
+  const result = new Messenger(
+    {
+      send: (...args) => channel().send(...args),
+      handler: (action, on) => channel().handler(action, on),
+      flush: () => channel().flush(),
+      drained: () => (transport === null ? Promise.resolve() : transport.drained()),
+      hold: (yes) => channel().hold(yes),
+    },
+    { workerId: worker && worker.id },
+  );
   return result;
 }
 

@@ -90,9 +90,12 @@ class Messenger {
    *                     handler(action, on): void, hold(yes): void, drained?(): Promise<void> }}
    *   `bounded` false: a frame the messenger itself must send (a receipt, an error answer),
    *   never refused for a full queue.
+   * @param self {{ workerId?: number | null }} this process's worker id, named in the errors it
+   *   answers with; none in the primary.
    */
-  constructor(transport) {
+  constructor(transport, { workerId = null } = {}) {
     this._transport = transport;
+    this._workerId = workerId;
     this._handlers = new Map();
     this._errorListeners = new Set();
     this._nextCorrelation = 1;
@@ -309,8 +312,8 @@ class Messenger {
       }
     };
     if (!list || list.length === 0) {
-      const me = require('../child/child').worker;
-      reply(rclusterError('ERR_RCLUSTER_NO_HANDLER', `no handler for '${frame.action}' in worker ${me ? me.id : '?'} (pid ${process.pid})`));
+      const me = this._workerId === null ? '?' : this._workerId;
+      reply(rclusterError('ERR_RCLUSTER_NO_HANDLER', `no handler for '${frame.action}' in worker ${me} (pid ${process.pid})`));
       return;
     }
     const [entry] = list;
