@@ -6,7 +6,8 @@
 
 const EventEmitter = require('node:events');
 const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
-const { Worker, WorkerProcess, listeningInfo } = require('./worker');
+const { Worker, WorkerProcess } = require('./worker');
+const { onWorkerEvent, settle, announce, forwardMessages } = require('./worker-events');
 const { rclusterError } = require('../errors');
 const { Messenger } = require('../messenger/messenger');
 const { asciiFlag, ReceivedFrame } = require('../messenger/frames');
@@ -196,61 +197,35 @@ class Cluster extends EventEmitter {
 
   _onEvent(event) {
     const worker = event.id === undefined || event.id === null ? undefined : this.workers[event.id];
+    if (worker && onWorkerEvent(this, worker, event)) return;
     switch (event.kind) {
       case 'fork': {
         const created = new ClusterWorker(this, event);
-        created.on('message', (message, handle) => this.emit('message', created, message, handle));
+        forwardMessages(this, created);
         this.workers[created.id] = created;
         this.emit('fork', created);
         break;
       }
-      case 'online':
-        if (!worker) break;
-        worker.state = 'online';
-        worker.emit('online');
-        this.emit('online', worker);
-        break;
-      case 'listening': {
-        if (!worker) break;
-        const info = listeningInfo(event);
-        worker.state = 'listening';
-        worker.emit('listening', info);
-        this.emit('listening', worker, info);
-        break;
-      }
-      case 'message':
-        if (worker) worker.process._deliver(event);
-        break;
       case 'frame':
         this.messenger._receive(
           new ReceivedFrame(event.frameKind, 0, event.flags, event.id, event.pid, event.correlation, event.action, event.buffer, 0, event.buffer.length),
         );
         break;
-      case 'internalMessage':
-        if (worker) worker.process._onInternal(JSON.parse(event.json));
-        break;
-      case 'exitedAfterDisconnect':
-        if (worker) worker.exitedAfterDisconnect = true;
-        break;
+      // Here a worker is marked before its `process` tells of it, and leaves `workers` at its
+      // exit; node-cluster.js marks it from its process's events, as Node's cluster does.
       case 'disconnect':
         if (!worker) break;
-        worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
-        worker.state = 'disconnected';
+        settle(worker, 'disconnected');
         worker.process._onDisconnect();
-        worker.emit('disconnect');
-        this.emit('disconnect', worker);
+        announce(this, worker, 'disconnect');
         break;
-      case 'exit': {
+      case 'exit':
         if (!worker) break;
         delete this.workers[worker.id];
-        worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
-        worker.state = 'dead';
+        settle(worker, 'dead');
         worker.process._onExit(event);
-        const { exitCode, signalCode } = worker.process;
-        worker.emit('exit', exitCode, signalCode);
-        this.emit('exit', worker, exitCode, signalCode);
+        announce(this, worker, 'exit', worker.process.exitCode, worker.process.signalCode);
         break;
-      }
       case 'workerReady':
         if (worker) worker.emit('ready');
         break;

@@ -213,15 +213,4 @@ class WorkerProcess extends EventEmitter {
   }
 }
 
-/** A native `listening` event as Node's cluster reports it: these four keys, `fd` undefined if unset. */
-function listeningInfo(event) {
-  const message = JSON.parse(event.json);
-  return {
-    addressType: message.addressType,
-    address: message.address,
-    port: message.port,
-    fd: message.fd === null ? undefined : message.fd,
-  };
-}
-
-module.exports = { Worker, WorkerProcess, listeningInfo };
+module.exports = { Worker, WorkerProcess };
