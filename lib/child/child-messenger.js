@@ -4,7 +4,7 @@
 // rcluster's channel. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('../messenger/messenger');
-const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('../messenger/frames');
+const { forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('../messenger/frames');
 const { rclusterError } = require('../errors');
 const { worker } = require('./identity');
 
@@ -109,10 +109,7 @@ function open(fd, owner) {
           `a message of ${payloadLen} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
         );
       }
-      const actionLen = Buffer.byteLength(action);
-      if (actionLen > MAX_ACTION_LEN) {
-        throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
-      }
+      const actionLen = actionLength(action);
       let frameFlags = flags | asciiFlag(payload, payloadLen);
       if (payloadLen >= SHARED_PAYLOAD_BYTES) frameFlags |= FLAG_SHARED;
       const size = frameLength(actionLen, payloadLen, frameFlags);

@@ -9,8 +9,7 @@ const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
 const { Worker, WorkerProcess } = require('./worker');
 const { onWorkerEvent, settle, announce, forwardMessages } = require('./worker-events');
 const { rclusterError } = require('../errors');
-const { Messenger } = require('../messenger/messenger');
-const { asciiFlag, ReceivedFrame } = require('../messenger/frames');
+const { primaryMessenger, receivedFrame } = require('./primary-messenger');
 
 function noop() {}
 
@@ -124,21 +123,7 @@ class Cluster extends EventEmitter {
 
   /** The messenger, used from the primary (README, The messenger). */
   get messenger() {
-    if (!this._messenger) {
-      const core = this._core;
-      this._messenger = new Messenger({
-        send: (kind, target, targetId, correlation, action, flags, payload) => {
-          if (typeof payload !== 'string') return core.call('sendFrame', kind, target, targetId, correlation, action, flags, payload);
-          const ascii = asciiFlag(payload, Buffer.byteLength(payload));
-          return core.call('sendFrame', kind, target, targetId, correlation, action, flags | ascii, Buffer.from(payload, ascii ? 'latin1' : 'utf8'));
-        },
-        handler: (action, on) => core.call('handler', action, on),
-        // The cluster holds the event loop while it runs.
-        hold: () => {},
-        // The primary sends each frame at once.
-        flush: () => {},
-      });
-    }
+    if (!this._messenger) this._messenger = primaryMessenger(this._core);
     return this._messenger;
   }
 
@@ -207,9 +192,7 @@ class Cluster extends EventEmitter {
         break;
       }
       case 'frame':
-        this.messenger._receive(
-          new ReceivedFrame(event.frameKind, 0, event.flags, event.id, event.pid, event.correlation, event.action, event.buffer, 0, event.buffer.length),
-        );
+        this.messenger._receive(receivedFrame(event));
         break;
       // Here a worker is marked before its `process` tells of it, and leaves `workers` at its
       // exit; node-cluster.js marks it from its process's events, as Node's cluster does.
