@@ -4,4 +4,4 @@
 // worker side speaks to rcluster's primary unchanged); in a primary it is rcluster's.
 const nodeCluster = require('node:cluster');
 
-module.exports = nodeCluster.isWorker ? nodeCluster : require('./lib/node-cluster');
+module.exports = nodeCluster.isWorker ? nodeCluster : require('./lib/primary/node-cluster');

@@ -5,7 +5,7 @@
 // The native addon first: on a platform without it, `require('rcluster')` fails here, with an
 // error that says what is missing, rather than later in start().
 require('./lib/addon');
-const child = require('./lib/child');
+const child = require('./lib/child/child');
 
 module.exports = {
   isPrimary: child.isPrimary,
@@ -16,13 +16,13 @@ module.exports = {
   reload: child.reload,
   /** This child's messenger; in a primary, use `cluster.messenger`. */
   get messenger() {
-    return require('./lib/child-messenger').childMessenger();
+    return require('./lib/child/child-messenger').childMessenger();
   },
   // The native primary is loaded only where one can run: a child never starts a cluster.
   start(options) {
-    return require('./lib/cluster').start(options);
+    return require('./lib/primary/cluster').start(options);
   },
   get Cluster() {
-    return require('./lib/cluster').Cluster;
+    return require('./lib/primary/cluster').Cluster;
   },
 };

@@ -1,4 +1,4 @@
 #!/usr/bin/env node
 'use strict';
 
-require('../lib/cli').main(process.argv.slice(2));
+require('../lib/primary/cli').main(process.argv.slice(2));

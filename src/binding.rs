@@ -1,6 +1,6 @@
 //! The native class that the JavaScript facade drives: `new NativeCluster(plan, options, onWake)`.
 //! It is thin on purpose: it checks arguments, hands commands to the supervisor's loop, and turns
-//! the supervisor's events into plain objects. See lib/primary-core.js for its one caller.
+//! the supervisor's events into plain objects. See lib/primary/primary-core.js for its one caller.
 
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -457,37 +457,17 @@ impl NativeCluster {
         })
     }
 
-    /// Sends a messenger frame from the primary (see docs/messenger-frames.md for the fields).
-    // The header's fields, passed flat: no object to build and unpack per message.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends a messenger frame from the primary: its bytes, built by JavaScript as a child builds
+    /// its own (lib/messenger/frames.js, docs/messenger-frames.md), checked here by the one parser.
     #[napi]
-    pub fn send_frame(
-        &self,
-        kind: u32,
-        target: u32,
-        target_id: u32,
-        correlation: u32,
-        action: String,
-        flags: u32,
-        payload: Buffer,
-    ) -> Result<(), Code> {
+    pub fn send_frame(&self, frame: Buffer) -> Result<(), Code> {
         let Some(max_message) = self.max_message else {
             return Err(js_error(RcError::new(
                 errors::NOT_RUNNING,
                 "this primary has no messenger",
             )));
         };
-        let frame = messenger_frame(
-            kind,
-            target,
-            target_id,
-            correlation,
-            action,
-            flags,
-            &payload,
-            max_message,
-        )
-        .map_err(js_error)?;
+        let frame = messenger_frame(frame.to_vec(), max_message).map_err(js_error)?;
         self.command(Command::SendFrame(frame))
     }
 
@@ -608,46 +588,27 @@ fn duplicate(fd: i32) -> Result<OwnedFd, Code> {
         })
 }
 
-/// Builds a messenger frame from JavaScript's fields, checking what a sender may get wrong.
-#[allow(clippy::too_many_arguments)]
-fn messenger_frame(
-    kind: u32,
-    target: u32,
-    target_id: u32,
-    correlation: u32,
-    action: String,
-    flags: u32,
-    payload: &[u8],
-    max_message: usize,
-) -> std::result::Result<Frame, RcError> {
-    if payload.len() > max_message {
+/// Checks a frame that the primary's JavaScript built: the one parser, then what a sender may get
+/// wrong that a well-formed frame can still carry.
+fn messenger_frame(bytes: Vec<u8>, max_message: usize) -> std::result::Result<Frame, RcError> {
+    let frame =
+        frames::parse(bytes).map_err(|e| RcError::new(errors::INVALID_OPTION, e.to_string()))?;
+    let len = frame.payload().len();
+    if len > max_message {
         return Err(RcError::new(
             errors::MESSAGE_TOO_LARGE,
             format!(
-                "a message of {} bytes for '{action}' exceeds maxMessageSize ({max_message} bytes)",
-                payload.len()
+                "a message of {len} bytes for '{}' exceeds maxMessageSize ({max_message} bytes)",
+                frame.header.action
             ),
         ));
     }
-    let byte = |v: u32, what: &str| {
-        u8::try_from(v).map_err(|_| RcError::new(errors::INVALID_OPTION, format!("bad {what}")))
-    };
-    let mut bytes = frames::encode(
-        &frames::Header {
-            kind: frames::Kind::Message,
-            target: frames::Target::Primary,
-            flags: byte(flags, "flags")?,
-            target_id,
-            source_id: 0,
-            source_pid: 0,
-            correlation,
-            action,
-        },
-        payload,
-    )
-    .map_err(|e| RcError::new(errors::INVALID_OPTION, e.to_string()))?;
-    // Kind and target go in as numbers and are checked by the one parser.
-    bytes[frames::PREFIX_LEN + 1] = byte(kind, "frame kind")?;
-    bytes[frames::PREFIX_LEN + 2] = byte(target, "frame target")?;
-    frames::parse(bytes).map_err(|e| RcError::new(errors::INVALID_OPTION, e.to_string()))
+    // A memory file comes only with a child's frames, attached by the link that read them.
+    if frame.header.flags & frames::FLAG_SHARED != 0 {
+        return Err(RcError::new(
+            errors::INVALID_OPTION,
+            "the primary's frames carry their payload",
+        ));
+    }
+    Ok(frame)
 }

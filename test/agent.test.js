@@ -1,12 +1,11 @@
 'use strict';
 
-// The agent: started first, app workers once it is ready, restarted, stopped last, and told
-// when the cluster is up.
+// The agent: started first, app workers once it is ready, restarted, stopped last, told when
+// the cluster is up, and replaced by reload({ agent: true }). (The CLI's --agent is cli.test.js.)
 
 const test = require('node:test');
 const assert = require('node:assert');
-const path = require('node:path');
-const { fixture, until, alive, startCluster, spawnNode } = require('./helpers');
+const { fixture, until, alive, startCluster } = require('./helpers');
 
 function agentCluster(t, agent, options = {}) {
   const cluster = startCluster(t, { exec: fixture('agent-app.js'), workers: 2, agent, ...options });
@@ -83,22 +82,6 @@ test('an agent that dies at startup: ready rejects with its exit code and last s
   // The cluster stops itself; stop() resolves once it has.
   await cluster.stop();
   assert.deepStrictEqual(events.filter((e) => e[0] === 'fork').map((e) => e[1]), ['agent'], 'no app worker was started');
-});
-
-test('the CLI: --agent, and an agent that fails at startup makes it exit 1 with the agent\'s words', async (t) => {
-  const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
-  const ok = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '-i', '1', '--agent', fixture('plain-agent.js')]);
-  await until(() => /1 workers ready/.test(ok.output), 10_000, 'the cluster');
-  assert.match(ok.output, /agent 1 started/);
-  ok.kill('SIGTERM');
-  assert.strictEqual((await ok.exited).code, 0, ok.output);
-
-  const failing = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '--agent', fixture('failing-agent.js')]);
-  const { code } = await failing.exited;
-  assert.strictEqual(code, 1, failing.output);
-  assert.match(failing.output, /ERR_RCLUSTER_AGENT_FAILED/);
-  assert.match(failing.output, /exited with code 2/);
-  assert.match(failing.output, /AGENT_SECRET is not set/);
 });
 
 test('reload({ agent: true }) replaces the agent first, then the app workers; the new agent gets what is sent to the agent', async (t) => {

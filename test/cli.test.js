@@ -54,6 +54,21 @@ test('SIGHUP reloads every worker; SIGTTIN and SIGTTOU add and remove one', asyn
   assert.strictEqual((await cli.exited).code, 0, cli.output);
 });
 
+test('--agent starts the agent; an agent that fails at startup makes the CLI exit 1 with the agent\'s words', async (t) => {
+  const ok = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '-i', '1', '--agent', fixture('plain-agent.js')]);
+  await until(() => /1 workers ready/.test(ok.output), 10_000, 'the cluster');
+  assert.match(ok.output, /agent 1 started/);
+  ok.kill('SIGTERM');
+  assert.strictEqual((await ok.exited).code, 0, ok.output);
+
+  const failing = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '--agent', fixture('failing-agent.js')]);
+  const { code } = await failing.exited;
+  assert.strictEqual(code, 1, failing.output);
+  assert.match(failing.output, /ERR_RCLUSTER_AGENT_FAILED/);
+  assert.match(failing.output, /exited with code 2/);
+  assert.match(failing.output, /AGENT_SECRET is not set/);
+});
+
 // [what, arguments, the flag the message must name]
 const badArguments = [
   ['no command', []],

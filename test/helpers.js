@@ -96,6 +96,30 @@ function startCluster(t, options) {
   return cluster;
 }
 
+/**
+ * A "release" on disk that test/fixtures/versioned-app.js reads at boot (its workers answer
+ * `version:pid`); `deploy(version)` changes it for the workers started after.
+ */
+function release(t, version) {
+  const file = path.join(tempDir(t, 'rcluster-release-'), 'VERSION');
+  const deploy = (v) => fs.writeFileSync(file, v);
+  deploy(version);
+  return { file, deploy };
+}
+
+/** A cluster of versioned-app.js at release 'v1', 2 workers unless told; resolves once ready. */
+async function startVersionedApp(t, options = {}) {
+  const { file, deploy } = release(t, 'v1');
+  const cluster = startCluster(t, { exec: fixture('versioned-app.js'), workers: 2, env: { VERSION_FILE: file }, killTimeout: 3000, ...options });
+  const port = await readyPort(cluster);
+  return { cluster, port, deploy };
+}
+
+/** The app workers that are not leaving. */
+function appWorkers(cluster) {
+  return Object.values(cluster.workers).filter((w) => w.kind === 'app' && !w.exitedAfterDisconnect);
+}
+
 /** The port the cluster's workers listen on, once the cluster is ready. */
 async function readyPort(cluster) {
   let port;
@@ -186,7 +210,6 @@ function steadyLoad(port, { connections, keepAlive, path: urlPath = '/' }) {
   };
 }
 
-/** Spawns a node script; the process is SIGKILLed (with its group) when the test ends. */
 /**
  * Starts `program` in its own process group, collecting its output in `child.output`; the whole
  * group is SIGKILLed when the test ends.
@@ -218,4 +241,23 @@ function waitForOutput(child, pattern, ms = 10_000) {
   return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
 }
 
-module.exports = { fixture, tempDir, once, until, alive, procStat, childrenOf, startCluster, readyPort, get, load, steadyLoad, spawnProgram, spawnNode, waitForOutput };
+module.exports = {
+  fixture,
+  tempDir,
+  once,
+  until,
+  alive,
+  procStat,
+  childrenOf,
+  startCluster,
+  readyPort,
+  release,
+  startVersionedApp,
+  appWorkers,
+  get,
+  load,
+  steadyLoad,
+  spawnProgram,
+  spawnNode,
+  waitForOutput,
+};

@@ -1,38 +1,15 @@
 'use strict';
 
-// Rolling reload and scaling: real HTTP load against real workers while they are replaced.
+// Rolling reload: real HTTP load against real workers while they are replaced. (Scaling is
+// scale.test.js; the agent's reload, agent.test.js; the CLI's SIGHUP, cli.test.js.)
 
 const test = require('node:test');
 const assert = require('node:assert');
-const fs = require('node:fs');
-const os = require('node:os');
-const path = require('node:path');
-const { fixture, once, until, startCluster, readyPort, get, steadyLoad } = require('./helpers');
-
-/** A "release" on disk that the app reads at boot; `deploy()` changes it. */
-function release(t, version) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-release-'));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const file = path.join(dir, 'VERSION');
-  const deploy = (v) => fs.writeFileSync(file, v);
-  deploy(version);
-  return { file, deploy };
-}
-
-function appWorkers(cluster) {
-  return Object.values(cluster.workers).filter((w) => w.kind === 'app' && !w.exitedAfterDisconnect);
-}
-
-async function startApp(t, options = {}) {
-  const { file, deploy } = release(t, 'v1');
-  const cluster = startCluster(t, { exec: fixture('versioned-app.js'), workers: 2, env: { VERSION_FILE: file }, killTimeout: 3000, ...options });
-  const port = await readyPort(cluster);
-  return { cluster, port, deploy };
-}
+const { fixture, once, until, startCluster, get, steadyLoad, release, startVersionedApp, appWorkers } = require('./helpers');
 
 for (const schedule of ['shared', 'reuseport']) {
   test(`a reload under load fails no request, with keep-alive and new-connection clients (${schedule})`, async (t) => {
-    const { cluster, port, deploy } = await startApp(t, { schedule });
+    const { cluster, port, deploy } = await startVersionedApp(t, { schedule });
     const before = appWorkers(cluster).map((w) => w.pid);
     const keepAlive = steadyLoad(port, { connections: 4, keepAlive: true });
     const fresh = steadyLoad(port, { connections: 4, keepAlive: false });
@@ -57,7 +34,7 @@ for (const schedule of ['shared', 'reuseport']) {
 }
 
 test('a reload to a version that crashes at boot is aborted and the old workers keep serving', async (t) => {
-  const { cluster, port, deploy } = await startApp(t);
+  const { cluster, port, deploy } = await startVersionedApp(t);
   const before = appWorkers(cluster).map((w) => w.pid).sort();
   const traffic = steadyLoad(port, { connections: 2, keepAlive: false });
   t.after(() => traffic.stop());
@@ -81,7 +58,7 @@ test('a reload to a version that crashes at boot is aborted and the old workers 
 });
 
 test('a reload to a version that never becomes ready is aborted after readyTimeout', async (t) => {
-  const { cluster, port, deploy } = await startApp(t, { readyTimeout: 1500 });
+  const { cluster, port, deploy } = await startVersionedApp(t, { readyTimeout: 1500 });
   const before = appWorkers(cluster).map((w) => w.pid).sort();
   deploy('hang');
   const exits = [];
@@ -103,7 +80,7 @@ test('a reload to a version that never becomes ready is aborted after readyTimeo
 });
 
 test('reload calls made while a reload runs join it', async (t) => {
-  const { cluster, deploy } = await startApp(t);
+  const { cluster, deploy } = await startVersionedApp(t);
   deploy('v2');
   let forks = 0;
   cluster.on('fork', () => (forks += 1));
@@ -113,7 +90,7 @@ test('reload calls made while a reload runs join it', async (t) => {
 });
 
 test('a worker asks for a reload: rcluster.reload() and ThinkJS\'s message', async (t) => {
-  const { cluster, port, deploy } = await startApp(t);
+  const { cluster, port, deploy } = await startVersionedApp(t);
   for (const [route, version] of [['/reload', 'v2'], ['/think-reload', 'v3']]) {
     deploy(version);
     const reloaded = once(cluster, 'reloaded');
@@ -133,28 +110,10 @@ test('reload() before the cluster is up, or with a bad option, is an error', asy
   await assert.rejects(cluster.reload(), { code: 'ERR_RCLUSTER_NOT_RUNNING' });
   await cluster.ready;
   await assert.rejects(cluster.reload({ parallel: 0 }), { code: 'ERR_RCLUSTER_INVALID_OPTION' });
-  await assert.rejects(cluster.scale(-1), { code: 'ERR_RCLUSTER_INVALID_OPTION' });
-});
-
-test('scale() adds and removes workers while traffic flows', async (t) => {
-  const { cluster, port } = await startApp(t, { workers: 1 });
-  // New connections, so that new workers get some.
-  const traffic = steadyLoad(port, { connections: 3, keepAlive: false });
-  t.after(() => traffic.stop());
-  assert.strictEqual(await cluster.scale(3), 3);
-  assert.strictEqual(appWorkers(cluster).length, 3);
-  const pids = appWorkers(cluster).map((w) => String(w.pid));
-  await until(() => pids.every((pid) => traffic.bodies.some((b) => b.endsWith(`:${pid}`))), 10_000, 'every worker to serve');
-  assert.strictEqual(await cluster.scale(1), 1);
-  assert.strictEqual(Object.values(cluster.workers).filter((w) => w.kind === 'app').length, 1, 'the removed workers have exited');
-  const served = traffic.bodies.length;
-  await until(() => traffic.bodies.length > served + 100, 10_000, 'traffic after scaling down');
-  const { failures } = await traffic.stop();
-  assert.deepStrictEqual(failures.map(String), []);
 });
 
 test('reload({ parallel: 2 }) starts both replacements before either old worker is asked to leave', async (t) => {
-  const { cluster, deploy } = await startApp(t);
+  const { cluster, deploy } = await startVersionedApp(t);
   deploy('v2');
   const old = appWorkers(cluster);
   const leavingAtFork = [];

@@ -181,7 +181,7 @@ impl ChildChannel {
         })
     }
 
-    /// Writes frames that JavaScript built (lib/frames.js), in order. The primary checks every
+    /// Writes frames that JavaScript built (lib/messenger/frames.js), in order. The primary checks every
     /// frame it reads, so a mistake here costs this child its channel, never the primary.
     /// JavaScript keeps to the bound on the queue (it knows what it batches); this never refuses.
     /// Like every write here, returns the bytes queued, doubled, plus 1 if frames were read
@@ -253,7 +253,7 @@ impl ChildChannel {
         Ok(())
     }
 
-    /// Writes a FLAG_SHARED frame (lib/frames.js built it) whose payload, `payload`'s bytes, goes
+    /// Writes a FLAG_SHARED frame (lib/messenger/frames.js built it) whose payload, `payload`'s bytes, goes
     /// in a sealed memory file. Throws ERR_RCLUSTER_QUEUE_FULL, and makes no file, when the
     /// queue is full.
     #[napi]

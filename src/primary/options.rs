@@ -135,7 +135,7 @@ pub struct ReloadPolicy {
 /// What the primary watches in a running child besides its exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watchdog {
-    /// Whether children get rcluster's child runtime (lib/child-runtime.js): heartbeats and the
+    /// Whether children get rcluster's child runtime (lib/child/child-runtime.js): heartbeats and the
     /// graceful handling of an uncaught exception.
     pub child_runtime: bool,
     pub heartbeat_interval: Duration,

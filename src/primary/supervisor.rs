@@ -43,7 +43,7 @@ pub const NODE_IPC_MAX_MESSAGE: usize = 64 << 20;
 const NODE_IPC_MIN_MESSAGE: usize = 64 << 10;
 /// How long the Node-compatible primary waits for a child that broke the protocol to exit.
 const MANUAL_KILL_TIMEOUT: Duration = Duration::from_secs(5);
-/// What the child runtime (lib/child-runtime.js) sends: the agent's main module has run; its
+/// What the child runtime (lib/child/child-runtime.js) sends: the agent's main module has run; its
 /// event loop turns; an exception nobody caught; a call for a rolling reload.
 const AGENT_STARTED: &str = "NODE_RCLUSTER_AGENT_STARTED";
 const HEARTBEAT: &str = "NODE_RCLUSTER_HEARTBEAT";
@@ -388,7 +388,7 @@ impl Supervisor {
         }
     }
 
-    /// What rcluster's child runtime (lib/child-runtime.js) reports.
+    /// What rcluster's child runtime (lib/child/child-runtime.js) reports.
     fn on_runtime_message(&mut self, id: WorkerId, message: serde_json::Map<String, Value>) {
         let c = &mut self.cluster;
         let cmd = message.get("cmd").and_then(Value::as_str);

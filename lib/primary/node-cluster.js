@@ -9,8 +9,9 @@
 const EventEmitter = require('node:events');
 const net = require('node:net');
 const { PrimaryCore } = require('./primary-core');
-const { Worker, WorkerProcess, listeningInfo } = require('./worker');
-const { rclusterError, typeError } = require('./errors');
+const { Worker, WorkerProcess } = require('./worker');
+const { onWorkerEvent, settle, announce, forwardMessages } = require('./worker-events');
+const { rclusterError, typeError } = require('../errors');
 
 const SCHED_NONE = 1;
 const SCHED_RR = 2;
@@ -184,23 +185,19 @@ cluster.fork = function fork(env) {
   cluster.setupPrimary();
   const { id, workerProcess } = createWorkerProcess(env);
   const worker = new NodeWorker({ id, process: workerProcess });
-  worker.on('message', function onMessage(message, handle) {
-    cluster.emit('message', this, message, handle);
-  });
+  forwardMessages(cluster, worker);
+  // As in Node, the worker is marked when its process tells of an exit or a disconnect (the
+  // supervised primary, cluster.js, marks it before).
   workerProcess.once('exit', (exitCode, signalCode) => {
     // Keep a worker that is still connected: its messages may still be wanted.
     if (!worker.isConnected()) removeWorker(worker);
-    worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
-    worker.state = 'dead';
-    worker.emit('exit', exitCode, signalCode);
-    cluster.emit('exit', worker, exitCode, signalCode);
+    settle(worker, 'dead');
+    announce(cluster, worker, 'exit', exitCode, signalCode);
   });
   workerProcess.once('disconnect', () => {
     if (worker.isDead()) removeWorker(worker);
-    worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
-    worker.state = 'disconnected';
-    worker.emit('disconnect');
-    cluster.emit('disconnect', worker);
+    settle(worker, 'disconnected');
+    announce(cluster, worker, 'disconnect');
   });
   live.set(id, worker);
   core.hold(true);
@@ -223,29 +220,9 @@ cluster.disconnect = function disconnect(cb) {
 
 function onEvent(event) {
   const worker = live.get(event.id);
-  if (!worker) return;
+  if (!worker || onWorkerEvent(cluster, worker, event)) return;
   switch (event.kind) {
-    case 'online':
-      worker.state = 'online';
-      worker.emit('online');
-      cluster.emit('online', worker);
-      break;
-    case 'listening': {
-      const info = listeningInfo(event);
-      worker.state = 'listening';
-      worker.emit('listening', info);
-      cluster.emit('listening', worker, info);
-      break;
-    }
-    case 'message':
-      worker.process._deliver(event);
-      break;
-    case 'internalMessage':
-      worker.process._onInternal(JSON.parse(event.json));
-      break;
-    case 'exitedAfterDisconnect':
-      worker.exitedAfterDisconnect = true;
-      break;
+    // The worker's process tells of these; the listeners fork() put on it do the rest.
     case 'disconnect':
       worker.process._onDisconnect();
       break;

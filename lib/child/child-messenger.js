@@ -3,9 +3,10 @@
 // The messenger of a child (an app worker or the agent): a Messenger over the child's end of
 // rcluster's channel. Null where there is no channel (not an rcluster child).
 
-const { Messenger, KIND, TARGET } = require('./messenger');
-const { forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('./frames');
-const { rclusterError } = require('./errors');
+const { Messenger, KIND, TARGET } = require('../messenger/messenger');
+const { forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('../messenger/frames');
+const { rclusterError } = require('../errors');
+const { worker } = require('./identity');
 
 let messenger;
 /** Whether the channel is open: the messenger has been used, not only looked at. */
@@ -32,7 +33,7 @@ function channelFd() {
 /** Opens the channel: the transport of `owner`, which receives what arrives on it. */
 function open(fd, owner) {
   const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
-  const { ChildChannel } = require('./addon');
+  const { ChildChannel } = require('../addon');
   const limit = queueLimit(maxMessage);
   let channel;
   const drain = () => {
@@ -108,10 +109,7 @@ function open(fd, owner) {
           `a message of ${payloadLen} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
         );
       }
-      const actionLen = Buffer.byteLength(action);
-      if (actionLen > MAX_ACTION_LEN) {
-        throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
-      }
+      const actionLen = actionLength(action);
       let frameFlags = flags | asciiFlag(payload, payloadLen);
       if (payloadLen >= SHARED_PAYLOAD_BYTES) frameFlags |= FLAG_SHARED;
       const size = frameLength(actionLen, payloadLen, frameFlags);
@@ -190,13 +188,16 @@ function create(fd) {
     }
     return transport;
   };
-  const result = new Messenger({
-    send: (...args) => channel().send(...args),
-    handler: (action, on) => channel().handler(action, on),
-    flush: () => channel().flush(),
-    drained: () => (transport === null ? Promise.resolve() : transport.drained()),
-    hold: (yes) => channel().hold(yes),
-  });
+  const result = new Messenger(
+    {
+      send: (...args) => channel().send(...args),
+      handler: (action, on) => channel().handler(action, on),
+      flush: () => channel().flush(),
+      drained: () => (transport === null ? Promise.resolve() : transport.drained()),
+      hold: (yes) => channel().hold(yes),
+    },
+    { workerId: worker && worker.id },
+  );
   return result;
 }
 

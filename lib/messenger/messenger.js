@@ -4,7 +4,7 @@
 // sends frames on rcluster's own channel (docs/messenger-frames.md); the Rust primary routes
 // them on their header. This module only shapes data into payloads and payloads into calls.
 
-const { rclusterError } = require('./errors');
+const { rclusterError } = require('../errors');
 
 const KIND = { message: 1, request: 2, reply: 3, subscribe: 4, unsubscribe: 5, undeliverable: 6, received: 7, expect: 8 };
 const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one: 5, anyApp: 6, pid: 7 };
@@ -32,7 +32,7 @@ function encodePayload(data) {
   return { flags: 0, payload: json === undefined ? EMPTY : json };
 }
 
-/** The data a ReceivedFrame (lib/frames.js) carries. */
+/** The data a ReceivedFrame (lib/messenger/frames.js) carries. */
 function decodePayload(frame) {
   const { flags } = frame;
   if (flags & FLAG_BINARY) return frame.payload;
@@ -90,9 +90,12 @@ class Messenger {
    *                     handler(action, on): void, hold(yes): void, drained?(): Promise<void> }}
    *   `bounded` false: a frame the messenger itself must send (a receipt, an error answer),
    *   never refused for a full queue.
+   * @param self {{ workerId?: number | null }} this process's worker id, named in the errors it
+   *   answers with; none in the primary.
    */
-  constructor(transport) {
+  constructor(transport, { workerId = null } = {}) {
     this._transport = transport;
+    this._workerId = workerId;
     this._handlers = new Map();
     this._errorListeners = new Set();
     this._nextCorrelation = 1;
@@ -309,8 +312,8 @@ class Messenger {
       }
     };
     if (!list || list.length === 0) {
-      const me = require('./child').worker;
-      reply(rclusterError('ERR_RCLUSTER_NO_HANDLER', `no handler for '${frame.action}' in worker ${me ? me.id : '?'} (pid ${process.pid})`));
+      const me = this._workerId === null ? '?' : this._workerId;
+      reply(rclusterError('ERR_RCLUSTER_NO_HANDLER', `no handler for '${frame.action}' in worker ${me} (pid ${process.pid})`));
       return;
     }
     const [entry] = list;

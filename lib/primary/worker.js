@@ -7,7 +7,7 @@
 const EventEmitter = require('node:events');
 const { serializationFor } = require('./serialization');
 const { describeHandle, adoptHandle } = require('./handles');
-const { rclusterError, typeError } = require('./errors');
+const { rclusterError, typeError } = require('../errors');
 
 /** Node's `cluster.Worker`, callable with or without `new`, as Node's own is. */
 function Worker(options) {
@@ -213,15 +213,4 @@ class WorkerProcess extends EventEmitter {
   }
 }
 
-/** A native `listening` event as Node's cluster reports it: these four keys, `fd` undefined if unset. */
-function listeningInfo(event) {
-  const message = JSON.parse(event.json);
-  return {
-    addressType: message.addressType,
-    address: message.address,
-    port: message.port,
-    fd: message.fd === null ? undefined : message.fd,
-  };
-}
-
-module.exports = { Worker, WorkerProcess, listeningInfo };
+module.exports = { Worker, WorkerProcess };

@@ -1,20 +1,9 @@
 'use strict';
 
-// What `require('rcluster')` means inside a child: who am I, and how to talk to the primary.
-// The primary tells a child its role through RCLUSTER_WORKER_KIND and RCLUSTER_WORKER_ID.
+// What `require('rcluster')` means inside a child: who am I (identity.js), and how to talk to the
+// primary.
 
-const kind = process.env.RCLUSTER_WORKER_KIND;
-const isAgent = kind === 'agent';
-const isWorker = kind === 'app' || (!isAgent && process.env.NODE_UNIQUE_ID !== undefined);
-const isPrimary = !isWorker && !isAgent;
-
-const worker = isPrimary
-  ? null
-  : Object.freeze({
-      id: Number(process.env.RCLUSTER_WORKER_ID || process.env.NODE_UNIQUE_ID),
-      pid: process.pid,
-      kind: isAgent ? 'agent' : 'app',
-    });
+const { isPrimary, isWorker, isAgent, worker } = require('./identity');
 
 /**
  * Tells the primary this process is ready (readiness: 'message'). When this process uses the

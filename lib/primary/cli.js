@@ -130,7 +130,7 @@ function logError(line) {
 }
 
 function run(options) {
-  const rcluster = require('../index');
+  const rcluster = require('../../index');
   let cluster;
   try {
     cluster = rcluster.start(options);
@@ -218,7 +218,7 @@ function main(argv) {
     return;
   }
   if (command.command === 'version') {
-    process.stdout.write(`${require('../package.json').version}\n`);
+    process.stdout.write(`${require('../../package.json').version}\n`);
     return;
   }
   run(command.options);

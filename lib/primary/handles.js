@@ -6,7 +6,7 @@
 
 const net = require('node:net');
 const dgram = require('node:dgram');
-const { typeError } = require('./errors');
+const { typeError } = require('../errors');
 
 function dgramHandle(socket) {
   // dgram keeps its libuv handle behind a private symbol; `_handle` is a deprecated alias.

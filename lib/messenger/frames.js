@@ -1,10 +1,14 @@
 'use strict';
 
-// The messenger frames as a child reads and writes them (docs/messenger-frames.md). The primary
-// side, which must survive anything a child sends, is src/wire/frames.rs: it validates every
-// frame a child writes. Here a child reads the frames its channel hands over in one batch (checked
-// by the Rust decoder of the child's channel) at their fixed offsets, and builds the frames it
-// sends in JavaScript, so that many sends in one tick become one native call and one write.
+// The messenger frames as JavaScript reads and writes them (docs/messenger-frames.md). The
+// primary side, which must survive anything a child sends, is src/wire/frames.rs: it validates
+// every frame a child writes, and every frame the primary's own JavaScript writes, with the same
+// parser. Here a child reads the frames its channel hands over in one batch (checked by the Rust
+// decoder of the child's channel) at their fixed offsets; a child, and the primary, build the
+// frames they send in JavaScript: in a child, many sends in one tick become one native call and
+// one write.
+
+const { rclusterError } = require('../errors');
 
 const PREFIX_LEN = 4;
 const HEADER_LEN = 22;
@@ -16,6 +20,8 @@ const FLAG_ASCII = 16;
 /** The payload is in a sealed memory file sent with the frame; the frame carries its length. */
 const FLAG_SHARED = 32;
 const SHARED_LEN_BYTES = 4;
+/** The longest action name, in UTF-8 bytes (src/channel/frames.rs refuses longer ones). */
+const MAX_ACTION_LEN = 1024;
 
 /**
  * A received frame. Its payload stays in the batch it came in until it is asked for: a string
@@ -110,6 +116,15 @@ function asciiFlag(payload, payloadLen) {
   return typeof payload === 'string' && payloadLen === payload.length ? FLAG_ASCII : 0;
 }
 
+/** An action name's length in UTF-8 bytes; ERR_RCLUSTER_INVALID_OPTION if it is too long. */
+function actionLength(action) {
+  const len = Buffer.byteLength(action);
+  if (len > MAX_ACTION_LEN) {
+    throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
+  }
+  return len;
+}
+
 /** The bytes a frame takes on the wire: a FLAG_SHARED frame carries only its payload's length. */
 function frameLength(actionLen, payloadLen, flags = 0) {
   return PREFIX_LEN + HEADER_LEN + actionLen + (flags & FLAG_SHARED ? SHARED_LEN_BYTES : payloadLen);
@@ -144,4 +159,4 @@ function writeFrame(out, at, kind, target, targetId, correlation, action, action
   return payloadAt + payloadLen;
 }
 
-module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN: 1024 };
+module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN };

@@ -2,10 +2,10 @@
 
 // The one owner of a native primary (src/binding.rs): it forwards commands, drains the
 // supervisor's events in batches, and matches send completions to their callbacks. Both public
-// primaries (lib/cluster.js and lib/node-cluster.js) sit on top of this.
+// primaries (cluster.js and node-cluster.js, beside it) sit on top of this.
 
-const { NativeCluster } = require('./addon');
-const { fromNative, rclusterError } = require('./errors');
+const { NativeCluster } = require('../addon');
+const { fromNative, rclusterError } = require('../errors');
 
 /**
  * Throws ERR_RCLUSTER_INVALID_OPTION, naming the option (`agent.env.PORT`, `args[1]`), for a

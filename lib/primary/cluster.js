@@ -6,10 +6,10 @@
 
 const EventEmitter = require('node:events');
 const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
-const { Worker, WorkerProcess, listeningInfo } = require('./worker');
-const { rclusterError } = require('./errors');
-const { Messenger } = require('./messenger');
-const { asciiFlag, ReceivedFrame } = require('./frames');
+const { Worker, WorkerProcess } = require('./worker');
+const { onWorkerEvent, settle, announce, forwardMessages } = require('./worker-events');
+const { rclusterError } = require('../errors');
+const { primaryMessenger, receivedFrame } = require('./primary-messenger');
 
 function noop() {}
 
@@ -40,14 +40,15 @@ const REPLACEMENTS = new Set([
   'ERR_RCLUSTER_UNCAUGHT_EXCEPTION',
   'ERR_RCLUSTER_MEMORY_LIMIT',
 ]);
-const RUNTIME = ['--require', require.resolve('./child-runtime.js')];
+const RUNTIME = ['--require', require.resolve('../child/child-runtime.js')];
 /** The largest ms count an option takes (src/primary/options.rs): about 24 days. */
 const MAX_MS = 2 ** 31 - 1;
 
 /**
- * The options as Rust takes them: every child preloads the child runtime (lib/child-runtime.js),
- * unless `childRuntime` is false; an agent whose readiness is 'started' preloads it anyway, for
- * its report that the main module has run. Bad values are left for Rust to report.
+ * The options as Rust takes them: every child preloads the child runtime
+ * (lib/child/child-runtime.js), unless `childRuntime` is false; an agent whose readiness is
+ * 'started' preloads it anyway, for its report that the main module has run. Bad values are left
+ * for Rust to report.
  */
 function withChildRuntime(options) {
   const runtime = options.childRuntime !== false;
@@ -122,21 +123,7 @@ class Cluster extends EventEmitter {
 
   /** The messenger, used from the primary (README, The messenger). */
   get messenger() {
-    if (!this._messenger) {
-      const core = this._core;
-      this._messenger = new Messenger({
-        send: (kind, target, targetId, correlation, action, flags, payload) => {
-          if (typeof payload !== 'string') return core.call('sendFrame', kind, target, targetId, correlation, action, flags, payload);
-          const ascii = asciiFlag(payload, Buffer.byteLength(payload));
-          return core.call('sendFrame', kind, target, targetId, correlation, action, flags | ascii, Buffer.from(payload, ascii ? 'latin1' : 'utf8'));
-        },
-        handler: (action, on) => core.call('handler', action, on),
-        // The cluster holds the event loop while it runs.
-        hold: () => {},
-        // The primary sends each frame at once.
-        flush: () => {},
-      });
-    }
+    if (!this._messenger) this._messenger = primaryMessenger(this._core);
     return this._messenger;
   }
 
@@ -195,61 +182,33 @@ class Cluster extends EventEmitter {
 
   _onEvent(event) {
     const worker = event.id === undefined || event.id === null ? undefined : this.workers[event.id];
+    if (worker && onWorkerEvent(this, worker, event)) return;
     switch (event.kind) {
       case 'fork': {
         const created = new ClusterWorker(this, event);
-        created.on('message', (message, handle) => this.emit('message', created, message, handle));
+        forwardMessages(this, created);
         this.workers[created.id] = created;
         this.emit('fork', created);
         break;
       }
-      case 'online':
-        if (!worker) break;
-        worker.state = 'online';
-        worker.emit('online');
-        this.emit('online', worker);
-        break;
-      case 'listening': {
-        if (!worker) break;
-        const info = listeningInfo(event);
-        worker.state = 'listening';
-        worker.emit('listening', info);
-        this.emit('listening', worker, info);
-        break;
-      }
-      case 'message':
-        if (worker) worker.process._deliver(event);
-        break;
       case 'frame':
-        this.messenger._receive(
-          new ReceivedFrame(event.frameKind, 0, event.flags, event.id, event.pid, event.correlation, event.action, event.buffer, 0, event.buffer.length),
-        );
+        this.messenger._receive(receivedFrame(event));
         break;
-      case 'internalMessage':
-        if (worker) worker.process._onInternal(JSON.parse(event.json));
-        break;
-      case 'exitedAfterDisconnect':
-        if (worker) worker.exitedAfterDisconnect = true;
-        break;
+      // Here a worker is marked before its `process` tells of it, and leaves `workers` at its
+      // exit; node-cluster.js marks it from its process's events, as Node's cluster does.
       case 'disconnect':
         if (!worker) break;
-        worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
-        worker.state = 'disconnected';
+        settle(worker, 'disconnected');
         worker.process._onDisconnect();
-        worker.emit('disconnect');
-        this.emit('disconnect', worker);
+        announce(this, worker, 'disconnect');
         break;
-      case 'exit': {
+      case 'exit':
         if (!worker) break;
         delete this.workers[worker.id];
-        worker.exitedAfterDisconnect = !!worker.exitedAfterDisconnect;
-        worker.state = 'dead';
+        settle(worker, 'dead');
         worker.process._onExit(event);
-        const { exitCode, signalCode } = worker.process;
-        worker.emit('exit', exitCode, signalCode);
-        this.emit('exit', worker, exitCode, signalCode);
+        announce(this, worker, 'exit', worker.process.exitCode, worker.process.signalCode);
         break;
-      }
       case 'workerReady':
         if (worker) worker.emit('ready');
         break;
