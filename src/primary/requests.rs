@@ -157,25 +157,13 @@ impl<F: Clone> Requests<F> {
         let Some(received) = self.take_outstanding(key, id) else {
             return Decision::Nothing;
         };
-        if let Some(moved) = self
-            .open
-            .get_mut(&key)
-            .and_then(|r| r.move_on(key, another))
-        {
-            return moved;
-        }
-        let Some(action) = self.open.get(&key).map(|r| &r.header.action) else {
+        let Some(request) = self.open.get_mut(&key) else {
             return Decision::Nothing;
         };
-        let message = if received {
-            format!("worker {id} (pid {pid}) died while it ran '{action}'")
-        } else {
-            format!("worker {id} (pid {pid}) died before it received '{action}', and no other worker handles it")
-        };
-        let why = Undeliverable {
-            code: errors::WORKER_DIED,
-            message,
-        };
+        if let Some(moved) = request.move_on(key, another) {
+            return moved;
+        }
+        let why = died((id, pid), &request.header.action, received);
         self.answer_in_name_of(key, (id, pid), why)
     }
 
@@ -240,6 +228,19 @@ impl<F: Clone> Requests<F> {
             .filter(|(_, r)| r.outstanding.contains_key(&id))
             .map(|(k, _)| *k)
             .collect()
+    }
+}
+
+/// The answer of a process that died owing one.
+fn died((id, pid): Source, action: &str, received: bool) -> Undeliverable {
+    let message = if received {
+        format!("worker {id} (pid {pid}) died while it ran '{action}'")
+    } else {
+        format!("worker {id} (pid {pid}) died before it received '{action}', and no other worker handles it")
+    };
+    Undeliverable {
+        code: errors::WORKER_DIED,
+        message,
     }
 }
 
