@@ -1,15 +1,17 @@
 //! The primary's side of the messenger: children join, frames are routed on their header
 //! (src/primary/router.rs decides where), and consume/map requests are followed until every
-//! process asked has answered or died, so that a request never hangs and never runs twice.
+//! process asked has answered or died, so that a request never hangs and never runs twice
+//! (src/primary/requests.rs decides how; this module writes what it decides).
 //! See docs/messenger-frames.md.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::child_command::WorkerKind;
 use super::events::{Event, EventQueue};
+use super::requests::{Decision, RequestKey, Requests, Source};
 use super::router::{Dest, Router, Undeliverable};
 use super::timers::{Timer, Timers};
 use super::workers::Workers;
@@ -23,73 +25,6 @@ const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A child's messenger queue may hold this many bytes, or two of the largest frames.
 const MIN_FRAME_QUEUE: usize = 64 << 20;
-
-/// Who asked, and the number they gave the request.
-type RequestKey = (Option<WorkerId>, u32);
-
-struct Request {
-    /// consume: one process runs it, and it moves on if that one dies before receiving it.
-    consume: bool,
-    /// The request as sent (its header and frame). The frame is kept only for a consume that
-    /// may have to move elsewhere: until a worker has received it.
-    header: Header,
-    frame: Option<Outgoing>,
-    /// The processes that have not answered yet, and whether each has received the request.
-    outstanding: BTreeMap<WorkerId, bool>,
-}
-
-/// The requests the primary follows, and how many of them each requester has open.
-#[derive(Default)]
-pub struct Requests {
-    open: HashMap<RequestKey, Request>,
-    per_requester: HashMap<Option<WorkerId>, usize>,
-}
-
-/// The most requests one process may have open: a request nobody answers (a handler that never
-/// settles) is followed until the worker that has it dies, so without a bound a process that
-/// keeps asking would grow the primary without end.
-const MAX_OPEN_REQUESTS: usize = 8192;
-
-impl Requests {
-    fn insert(&mut self, key: RequestKey, request: Request) {
-        if self.open.insert(key, request).is_none() {
-            *self.per_requester.entry(key.0).or_default() += 1;
-        }
-    }
-
-    fn remove(&mut self, key: &RequestKey) -> Option<Request> {
-        let request = self.open.remove(key)?;
-        if let Some(count) = self.per_requester.get_mut(&key.0) {
-            *count -= 1;
-            if *count == 0 {
-                self.per_requester.remove(&key.0);
-            }
-        }
-        Some(request)
-    }
-
-    fn get_mut(&mut self, key: &RequestKey) -> Option<&mut Request> {
-        self.open.get_mut(key)
-    }
-
-    fn open_for(&self, requester: Option<WorkerId>) -> usize {
-        self.per_requester.get(&requester).copied().unwrap_or(0)
-    }
-
-    /// A requester has gone: nobody waits for its answers.
-    fn forget_requester(&mut self, requester: Option<WorkerId>) {
-        self.open.retain(|(r, _), _| *r != requester);
-        self.per_requester.remove(&requester);
-    }
-
-    fn waiting_for(&self, id: WorkerId) -> Vec<RequestKey> {
-        self.open
-            .iter()
-            .filter(|(_, r)| r.outstanding.contains_key(&id))
-            .map(|(k, _)| *k)
-            .collect()
-    }
-}
 
 /// What was sent to children while the cluster was starting, delivered once it is up.
 #[derive(Default)]
@@ -172,6 +107,14 @@ fn requester_of(header: &Header) -> Option<WorkerId> {
     }
 }
 
+/// The worker a destination names, if it is one.
+fn worker(dest: Dest) -> Option<WorkerId> {
+    match dest {
+        Dest::Worker(id) => Some(id),
+        Dest::Primary => None,
+    }
+}
+
 /// The messenger's state: who is a member and handles what, what is held or followed.
 pub struct Messenger {
     router: Router,
@@ -179,7 +122,9 @@ pub struct Messenger {
     held: Held,
     /// Children that exited while their messenger channel may still hold frames: pid and kind.
     departing: HashMap<WorkerId, (u32, WorkerKind)>,
-    requests: Requests,
+    /// The consume and map requests followed until answered, with the frame of a consume that
+    /// may still move.
+    requests: Requests<Outgoing>,
     /// Messages that did not fit their receivers' queues, to report.
     reports: Reports,
     /// The largest frame a child may send.
@@ -299,13 +244,9 @@ impl Messenger {
             // Only the primary writes these.
             Kind::Undeliverable | Kind::Expect => {}
             Kind::Received => {
-                let key = (requester_of(&frame.header), frame.header.correlation);
-                if let (Some(id), Some(request)) = (from, self.requests.get_mut(&key)) {
-                    if let Some(received) = request.outstanding.get_mut(&id) {
-                        *received = true;
-                        // It will not move elsewhere now.
-                        request.frame = None;
-                    }
+                if let Some(id) = from {
+                    let key = (requester_of(&frame.header), frame.header.correlation);
+                    self.requests.received(key, id);
                 }
             }
             Kind::Reply => self.forward_reply(cx, from, frame),
@@ -399,14 +340,7 @@ impl Messenger {
 
     /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered.
     fn start_request(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
-        let consume = frame.header.target == Target::AnyApp;
-        if self.requests.open_for(from) >= MAX_OPEN_REQUESTS {
-            let why = Undeliverable {
-                code: errors::QUEUE_FULL,
-                message: format!(
-                    "this process has {MAX_OPEN_REQUESTS} requests that are not answered yet"
-                ),
-            };
+        if let Err(why) = self.requests.room_for(from) {
             return self.undeliverable(cx, from, &frame.header, why);
         }
         let dests = match self.router.route(&frame.header) {
@@ -414,44 +348,35 @@ impl Messenger {
             Err(why) => return self.undeliverable(cx, from, &frame.header, why),
         };
         let header = frame.header.clone();
-        let key = (from, header.correlation);
         let out = Outgoing::new(frame);
-        let targets: Vec<WorkerId> = dests
-            .iter()
-            .filter_map(|d| match d {
-                Dest::Worker(id) => Some(*id),
-                Dest::Primary => None,
-            })
-            .collect();
-        if !consume {
-            // The requester learns whose answers to wait for before any answer arrives.
-            let expected: Vec<_> = targets
-                .iter()
-                .map(|id| json!([id, self.router.source(*id).map_or(0, |(pid, _)| pid)]))
-                .collect();
-            self.send_from_primary(
-                cx,
-                from,
-                Kind::Expect,
-                0,
-                &header,
-                json!(expected).to_string(),
-            );
+        let targets: Vec<WorkerId> = dests.into_iter().filter_map(worker).collect();
+        if header.target == Target::Apps {
+            self.expect(cx, from, &header, &targets);
         }
-        self.requests.insert(
-            key,
-            Request {
-                consume,
-                header: header.clone(),
-                frame: consume.then(|| out.clone()),
-                outstanding: targets.iter().map(|id| (*id, false)).collect(),
-            },
-        );
+        let key = (from, header.correlation);
+        self.requests
+            .open(from, header.clone(), out.clone(), &targets);
         for id in targets {
             if let Err(why) = self.deliver(cx, Dest::Worker(id), &out, &header, Bound::Applies) {
-                self.answer_for(cx, key, id, why);
+                self.undelivered(cx, key, id, why);
             }
         }
+    }
+
+    /// A map's requester learns whose answers to wait for before any answer arrives.
+    fn expect(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: Option<WorkerId>,
+        header: &Header,
+        targets: &[WorkerId],
+    ) {
+        let expected: Vec<_> = targets
+            .iter()
+            .map(|id| json!([id, self.pid_of(*id)]))
+            .collect();
+        let payload = json!(expected).to_string();
+        self.send_from_primary(cx, from, Kind::Expect, 0, header, payload);
     }
 
     fn forward_reply(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
@@ -460,23 +385,16 @@ impl Messenger {
         let Some(id) = from else {
             return;
         };
-        let Some(request) = self.requests.get_mut(&key) else {
-            // Nobody waits for it any more (the requester died, or it answered twice).
+        let Decision::Forward { to } = self.requests.answered(key, id) else {
             return;
         };
-        if request.outstanding.remove(&id).is_none() {
-            return;
-        }
-        if request.outstanding.is_empty() {
-            self.requests.remove(&key);
-        }
-        let dest = requester.map_or(Dest::Primary, Dest::Worker);
+        let dest = to.map_or(Dest::Primary, Dest::Worker);
         let header = frame.header.clone();
         // A requester that has gone needs no answer. One that does not read what it is sent
         // gets, past its bound, a short error in place of the answer that did not fit.
         if let Err(why) = self.deliver(cx, dest, &Outgoing::new(frame), &header, Bound::Applies) {
             if why.code == errors::QUEUE_FULL {
-                let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
+                let pid = self.pid_of(id);
                 let why = Undeliverable {
                     code: why.code,
                     message: format!(
@@ -522,83 +440,46 @@ impl Messenger {
             .router
             .source(id)
             .or_else(|| self.departing.remove(&id))
-            .map(|(pid, _)| pid);
+            .map_or(0, |(pid, _)| pid);
         self.router.leave(id);
-        self.requests.forget_requester(Some(id));
-        for key in self.requests.waiting_for(id) {
-            self.request_target_gone(cx, key, id, pid.unwrap_or(0));
+        let router = &mut self.router;
+        let decisions = self.requests.gone((id, pid), |header| {
+            router.route(header).ok()?.into_iter().find_map(worker)
+        });
+        for decision in decisions {
+            self.carry_out(cx, decision);
         }
-    }
-
-    /// A process asked by a request died. A consume it never received moves, once, to another
-    /// worker; otherwise the requester gets ERR_RCLUSTER_WORKER_DIED in that process's name.
-    fn request_target_gone(&mut self, cx: &mut Cx<'_>, key: RequestKey, id: WorkerId, pid: u32) {
-        let Some((received, request)) = self.take_outstanding(key, id) else {
-            return;
-        };
-        let action = request.header.action.clone();
-        if let (true, false, Some(out)) = (request.consume, received, request.frame.clone()) {
-            // It never reached that worker: it may still run, once, somewhere else.
-            let next = self.router.route(&request.header).ok().and_then(|dests| {
-                dests.into_iter().find_map(|d| match d {
-                    Dest::Worker(next) => Some(next),
-                    Dest::Primary => None,
-                })
-            });
-            if let Some(next) = next {
-                let header = request.header.clone();
-                self.requests.insert(
-                    key,
-                    Request {
-                        outstanding: BTreeMap::from([(next, false)]),
-                        ..request
-                    },
-                );
-                // No further move if this fails too: it is answered with why, and a worker
-                // whose queue is full is never picked again and again.
-                if let Err(why) =
-                    self.deliver(cx, Dest::Worker(next), &out, &header, Bound::Applies)
-                {
-                    self.answer_for(cx, key, next, why);
-                }
-                return;
-            }
-        }
-        let message = if received {
-            format!("worker {id} (pid {pid}) died while it ran '{action}'")
-        } else {
-            format!("worker {id} (pid {pid}) died before it received '{action}', and no other worker handles it")
-        };
-        let why = Undeliverable {
-            code: errors::WORKER_DIED,
-            message,
-        };
-        self.answer_in_name_of(cx, key, (id, pid), &action, why);
     }
 
     /// The request could not be written to `id`: the requester gets why, in `id`'s name.
-    fn answer_for(&mut self, cx: &mut Cx<'_>, key: RequestKey, id: WorkerId, why: Undeliverable) {
-        let pid = self.router.source(id).map_or(0, |(pid, _)| pid);
-        if let Some((_, request)) = self.take_outstanding(key, id) {
-            self.answer_in_name_of(cx, key, (id, pid), &request.header.action, why);
-        }
+    fn undelivered(&mut self, cx: &mut Cx<'_>, key: RequestKey, id: WorkerId, why: Undeliverable) {
+        let decision = self.requests.undelivered(key, (id, self.pid_of(id)), why);
+        self.carry_out(cx, decision);
     }
 
-    /// Removes `id` from what the request waits for. Returns whether `id` had received it, and
-    /// the request (which stays followed while others still owe an answer).
-    fn take_outstanding(&mut self, key: RequestKey, id: WorkerId) -> Option<(bool, Request)> {
-        let request = self.requests.get_mut(&key)?;
-        let received = request.outstanding.remove(&id)?;
-        if request.outstanding.is_empty() {
-            return self.requests.remove(&key).map(|r| (received, r));
+    /// Writes what the requests' bookkeeping decided about a worker gone or not written to.
+    fn carry_out(&mut self, cx: &mut Cx<'_>, decision: Decision<Outgoing>) {
+        match decision {
+            Decision::MoveTo {
+                worker,
+                request,
+                header,
+                frame,
+            } => {
+                let to = Dest::Worker(worker);
+                if let Err(why) = self.deliver(cx, to, &frame, &header, Bound::Applies) {
+                    self.undelivered(cx, request, worker, why);
+                }
+            }
+            Decision::AnswerInNameOf {
+                request,
+                source,
+                action,
+                why,
+            } => self.answer_in_name_of(cx, request, source, &action, why),
+            // Answers are forwarded by forward_reply, which has their frame.
+            Decision::Forward { .. } | Decision::Nothing => {}
         }
-        let copy = Request {
-            consume: request.consume,
-            header: request.header.clone(),
-            frame: request.frame.clone(),
-            outstanding: BTreeMap::new(),
-        };
-        Some((received, copy))
     }
 
     /// An error answer to a request, written as if `source` had sent it.
@@ -606,7 +487,7 @@ impl Messenger {
         &mut self,
         cx: &mut Cx<'_>,
         key: RequestKey,
-        source: (WorkerId, u32),
+        source: Source,
         action: &str,
         why: Undeliverable,
     ) {
@@ -621,6 +502,10 @@ impl Messenger {
             action,
             payload,
         );
+    }
+
+    fn pid_of(&self, id: WorkerId) -> u32 {
+        self.router.source(id).map_or(0, |(pid, _)| pid)
     }
 
     /// Writes a frame to one process: a child's queue, or the primary's JavaScript.
@@ -896,31 +781,6 @@ mod tests {
                 (None, Dest::Primary, "a", 1),
             ]
         );
-    }
-
-    #[test]
-    fn open_requests_are_counted_per_requester() {
-        let request = || Request {
-            consume: false,
-            header: about("a"),
-            frame: None,
-            outstanding: BTreeMap::from([(3, false)]),
-        };
-        let mut requests = Requests::default();
-        requests.insert((Some(1), 1), request());
-        requests.insert((Some(1), 2), request());
-        // The same key again (a correlation id reused) replaces, and counts once.
-        requests.insert((Some(1), 2), request());
-        requests.insert((None, 1), request());
-        assert_eq!(requests.open_for(Some(1)), 2);
-        assert_eq!(requests.open_for(None), 1);
-        assert!(requests.remove(&(Some(1), 1)).is_some());
-        assert!(requests.remove(&(Some(1), 1)).is_none());
-        assert_eq!(requests.open_for(Some(1)), 1);
-        assert_eq!(requests.waiting_for(3).len(), 2);
-        requests.forget_requester(Some(1));
-        assert_eq!(requests.open_for(Some(1)), 0);
-        assert_eq!(requests.waiting_for(3), vec![(None, 1)]);
     }
 
     #[test]

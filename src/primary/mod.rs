@@ -25,6 +25,7 @@ mod messenger;
 pub mod options;
 mod orphans;
 mod reload;
+mod requests;
 pub mod restart;
 pub mod round_robin;
 pub mod router;
