@@ -64,83 +64,118 @@ pub struct NativeCluster {
     max_message: Option<usize>,
 }
 
-/// One event for JavaScript; which fields are set depends on `kind`.
-#[napi(object)]
-pub struct JsEvent {
-    pub kind: String,
-    pub id: Option<u32>,
-    pub pid: Option<u32>,
-    pub slot: Option<u32>,
-    pub worker_kind: Option<String>,
-    pub exit_code: Option<i32>,
-    pub signal: Option<String>,
-    /// JSON text: a message, a listening address, error details.
-    pub json: Option<String>,
-    /// A message in V8 serialization (`serialization: 'advanced'`).
-    pub buffer: Option<Buffer>,
-    pub handle_type: Option<String>,
-    /// The server a received socket came from (Node's `NODE_HANDLE` `key`).
-    pub handle_key: Option<String>,
-    /// A descriptor that now belongs to JavaScript.
-    pub fd: Option<i32>,
-    pub ticket: Option<i64>,
-    /// The `reload()` / `scale()` calls an outcome settles.
-    pub tickets: Option<Vec<i64>>,
-    /// A number of app workers (reload, scale).
-    pub workers: Option<u32>,
-    pub code: Option<String>,
-    pub message: Option<String>,
-    /// Messenger frames: the header fields JavaScript needs; `buffer` is the payload.
-    pub frame_kind: Option<u32>,
-    pub flags: Option<u32>,
-    pub correlation: Option<u32>,
-    pub action: Option<String>,
+/// One event for JavaScript: an object whose `kind` ('fork', 'exit', ...) says which fields it
+/// has. The field names are the ones the JavaScript facades read.
+#[napi(
+    discriminant = "kind",
+    discriminant_case = "camelCase",
+    object_from_js = false
+)]
+pub enum JsEvent {
+    Fork {
+        id: u32,
+        pid: u32,
+        worker_kind: String,
+        slot: Option<u32>,
+    },
+    Online {
+        id: u32,
+    },
+    /// `json`: `{ addressType, address, port, fd }`.
+    Listening {
+        id: u32,
+        json: String,
+    },
+    /// A message in JSON (`json`) or V8 serialization (`buffer`), maybe with a descriptor that
+    /// now belongs to JavaScript; `handle_key` names the server a received socket came from
+    /// (Node's `NODE_HANDLE` `key`).
+    Message {
+        id: u32,
+        json: Option<String>,
+        buffer: Option<Buffer>,
+        handle_type: Option<String>,
+        handle_key: Option<String>,
+        fd: Option<i32>,
+    },
+    /// A messenger frame for the primary's JavaScript: the header fields it needs, and the
+    /// payload in `buffer`. `id` and `pid` name its sender.
+    Frame {
+        id: u32,
+        pid: u32,
+        frame_kind: u32,
+        flags: u32,
+        correlation: u32,
+        action: String,
+        buffer: Buffer,
+    },
+    InternalMessage {
+        id: u32,
+        json: String,
+    },
+    ExitedAfterDisconnect {
+        id: u32,
+    },
+    Disconnect {
+        id: u32,
+    },
+    Exit {
+        id: u32,
+        exit_code: Option<i32>,
+        signal: Option<String>,
+    },
+    /// A message with a `ticket` was written, or `code` says why not.
+    Sent {
+        ticket: i64,
+        code: Option<String>,
+    },
+    WorkerReady {
+        id: u32,
+    },
+    Ready,
+    /// `json`: the error's details.
+    Error {
+        code: String,
+        message: String,
+        json: String,
+    },
+    Warning {
+        id: Option<u32>,
+        code: String,
+        message: String,
+        json: Option<String>,
+    },
+    /// `message`: who asked; `workers`: how many slots it replaces.
+    ReloadStarted {
+        message: String,
+        workers: u32,
+    },
+    /// The `reload()` calls it settles; `code` and `message` if it failed; `json`: its figures.
+    Reloaded {
+        tickets: Vec<i64>,
+        code: Option<String>,
+        message: Option<String>,
+        json: String,
+    },
+    Scaled {
+        tickets: Vec<i64>,
+        workers: u32,
+        code: Option<String>,
+        message: Option<String>,
+    },
+    Stopped,
 }
 
-impl JsEvent {
-    fn new(kind: &str) -> Self {
-        JsEvent {
-            kind: kind.to_owned(),
-            id: None,
-            pid: None,
-            slot: None,
-            worker_kind: None,
-            exit_code: None,
-            signal: None,
-            json: None,
-            buffer: None,
-            handle_type: None,
-            handle_key: None,
-            fd: None,
-            ticket: None,
-            tickets: None,
-            workers: None,
-            code: None,
-            message: None,
-            frame_kind: None,
-            flags: None,
-            correlation: None,
-            action: None,
-        }
-    }
-
-    /// How a `reload()` or `scale()` ended, for the calls waiting on it.
-    fn outcome(kind: &str, tickets: Vec<u64>, error: Option<(&'static str, String)>) -> Self {
-        let (code, message) = error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
-        JsEvent {
-            tickets: Some(tickets.into_iter().map(|t| t as i64).collect()),
-            code,
-            message,
-            ..JsEvent::new(kind)
-        }
-    }
-
-    fn of(kind: &str, id: u32) -> Self {
-        JsEvent {
-            id: Some(id),
-            ..JsEvent::new(kind)
-        }
-    }
+/// The calls an outcome settles, and its failure.
+fn outcome(
+    tickets: Vec<u64>,
+    error: Option<(&'static str, String)>,
+) -> (Vec<i64>, Option<String>, Option<String>) {
+    let (code, message) = error.map_or((None, None), |(c, m)| (Some(c.into()), Some(m)));
+    (
+        tickets.into_iter().map(|t| t as i64).collect(),
+        code,
+        message,
+    )
 }
 
 impl From<Event> for JsEvent {
@@ -151,16 +186,16 @@ impl From<Event> for JsEvent {
                 pid,
                 kind,
                 slot,
-            } => JsEvent {
-                pid: Some(pid),
-                worker_kind: Some(kind.as_str().into()),
+            } => JsEvent::Fork {
+                id,
+                pid,
+                worker_kind: kind.as_str().into(),
                 slot: slot.map(|s| s as u32),
-                ..JsEvent::of("fork", id)
             },
-            Event::Online { id } => JsEvent::of("online", id),
-            Event::Listening { id, address } => JsEvent {
-                json: Some(address.to_string()),
-                ..JsEvent::of("listening", id)
+            Event::Online { id } => JsEvent::Online { id },
+            Event::Listening { id, address } => JsEvent::Listening {
+                id,
+                json: address.to_string(),
             },
             Event::Message {
                 id,
@@ -175,86 +210,92 @@ impl From<Event> for JsEvent {
                     Some(h) => (Some(h.handle_type), h.key, Some(OwnedFd::into_raw_fd(h.fd))),
                     None => (None, None, None),
                 };
-                JsEvent {
+                JsEvent::Message {
+                    id,
                     json,
                     buffer,
                     handle_type,
                     handle_key,
                     fd,
-                    ..JsEvent::of("message", id)
                 }
             }
-            Event::Frame(frame) => JsEvent {
-                pid: Some(frame.header.source_pid),
-                frame_kind: Some(frame.header.kind as u32),
-                flags: Some(u32::from(frame.header.flags)),
-                correlation: Some(frame.header.correlation),
-                buffer: Some(frame.payload().to_vec().into()),
-                action: Some(frame.header.action),
-                ..JsEvent::of("frame", frame.header.source_id)
+            Event::Frame(frame) => JsEvent::Frame {
+                id: frame.header.source_id,
+                pid: frame.header.source_pid,
+                frame_kind: frame.header.kind as u32,
+                flags: u32::from(frame.header.flags),
+                correlation: frame.header.correlation,
+                buffer: frame.payload().to_vec().into(),
+                action: frame.header.action,
             },
-            Event::Internal { id, message } => JsEvent {
-                json: Some(message.to_string()),
-                ..JsEvent::of("internalMessage", id)
+            Event::Internal { id, message } => JsEvent::InternalMessage {
+                id,
+                json: message.to_string(),
             },
-            Event::ExitedAfterDisconnect { id } => JsEvent::of("exitedAfterDisconnect", id),
-            Event::Disconnect { id } => JsEvent::of("disconnect", id),
-            Event::Exit { id, status } => JsEvent {
+            Event::ExitedAfterDisconnect { id } => JsEvent::ExitedAfterDisconnect { id },
+            Event::Disconnect { id } => JsEvent::Disconnect { id },
+            Event::Exit { id, status } => JsEvent::Exit {
+                id,
                 exit_code: status.code,
                 signal: status.signal.map(|s| s.as_str().to_owned()),
-                ..JsEvent::of("exit", id)
             },
-            Event::Sent { ticket, error } => JsEvent {
-                ticket: Some(ticket as i64),
+            Event::Sent { ticket, error } => JsEvent::Sent {
+                ticket: ticket as i64,
                 code: error,
-                ..JsEvent::new("sent")
             },
-            Event::WorkerReady { id } => JsEvent::of("workerReady", id),
-            Event::Ready => JsEvent::new("ready"),
+            Event::WorkerReady { id } => JsEvent::WorkerReady { id },
+            Event::Ready => JsEvent::Ready,
             Event::Error {
                 code,
                 message,
                 details,
-            } => JsEvent {
-                code: Some(code.into()),
-                message: Some(message),
-                json: Some(details.to_string()),
-                ..JsEvent::new("error")
+            } => JsEvent::Error {
+                code: code.into(),
+                message,
+                json: details.to_string(),
             },
             Event::Warning {
                 code,
                 message,
                 id,
                 details,
-            } => JsEvent {
+            } => JsEvent::Warning {
                 id,
-                code: Some(code.into()),
-                message: Some(message),
+                code: code.into(),
+                message,
                 json: (!details.is_null()).then(|| details.to_string()),
-                ..JsEvent::new("warning")
             },
-            Event::ReloadStarted { trigger, workers } => JsEvent {
-                message: Some(trigger),
-                workers: Some(workers as u32),
-                ..JsEvent::new("reloadStarted")
+            Event::ReloadStarted { trigger, workers } => JsEvent::ReloadStarted {
+                message: trigger,
+                workers: workers as u32,
             },
             Event::Reloaded {
                 tickets,
                 error,
                 details,
-            } => JsEvent {
-                json: Some(details.to_string()),
-                ..JsEvent::outcome("reloaded", tickets, error)
-            },
+            } => {
+                let (tickets, code, message) = outcome(tickets, error);
+                JsEvent::Reloaded {
+                    tickets,
+                    code,
+                    message,
+                    json: details.to_string(),
+                }
+            }
             Event::Scaled {
                 tickets,
                 workers,
                 error,
-            } => JsEvent {
-                workers: Some(workers as u32),
-                ..JsEvent::outcome("scaled", tickets, error)
-            },
-            Event::Stopped => JsEvent::new("stopped"),
+            } => {
+                let (tickets, code, message) = outcome(tickets, error);
+                JsEvent::Scaled {
+                    tickets,
+                    workers: workers as u32,
+                    code,
+                    message,
+                }
+            }
+            Event::Stopped => JsEvent::Stopped,
         }
     }
 }

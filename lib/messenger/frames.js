@@ -20,7 +20,7 @@ const FLAG_ASCII = 16;
 /** The payload is in a sealed memory file sent with the frame; the frame carries its length. */
 const FLAG_SHARED = 32;
 const SHARED_LEN_BYTES = 4;
-/** The longest action name, in UTF-8 bytes (src/channel/frames.rs refuses longer ones). */
+/** The longest action name, in UTF-8 bytes (src/wire/frames.rs refuses longer ones). */
 const MAX_ACTION_LEN = 1024;
 
 /**

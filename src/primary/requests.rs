@@ -90,6 +90,11 @@ impl<F: Clone> Requests<F> {
 
     /// `requester` sent the request `frame` (with `header`) to `targets`: follow it.
     pub fn open(&mut self, requester: Requester, header: Header, frame: F, targets: &[WorkerId]) {
+        // A map of no workers (none handles it) is answered by its empty list of whom to wait
+        // for; kept, it would count against its requester for good.
+        if targets.is_empty() {
+            return;
+        }
         let key = (requester, header.correlation);
         // A map is never sent again, so it keeps no copy.
         let consume = header.target == Target::AnyApp;
@@ -464,6 +469,12 @@ mod tests {
         assert!(requests.room_for(None).is_ok());
         let _ = requests.answered((REQUESTER, 0), 2);
         assert!(requests.room_for(REQUESTER).is_ok());
+    }
+
+    #[test]
+    fn a_map_of_no_workers_is_not_kept() {
+        let requests = map(&[]);
+        assert_eq!(requests.open_for(REQUESTER), 0);
     }
 
     #[test]
