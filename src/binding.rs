@@ -359,7 +359,7 @@ impl NativeCluster {
         let ids = Arc::new(AtomicU32::new(1));
         let rt = runtime()?;
         let _guard = rt.enter();
-        let inputs = supervisor::launch(plan, events.clone(), processes.clone(), ids.clone());
+        let inputs = supervisor::start(plan, events.clone(), processes.clone(), ids.clone());
         Ok(NativeCluster {
             inputs,
             events,

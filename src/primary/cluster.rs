@@ -123,7 +123,18 @@ impl Cluster {
             before_hello: Some((Vec::new(), 0)),
             stderr_tail: attached.stderr_tail,
         };
-        Ok(self.workers.entry(id).or_insert(worker))
+        // Ids are unique for the life of the primary (`next_id`).
+        debug_assert!(!self.workers.contains_key(&id), "worker {id} twice");
+        self.workers.insert(id, worker);
+        self.workers
+            .get(&id)
+            .ok_or_else(|| format!("worker {id} was not kept"))
+    }
+
+    /// A child spawned for nothing any more (the cluster stopped, its slot went meanwhile): it
+    /// has not been told anything or given anything, so it is killed, and reaped.
+    pub fn discard(&self, launched: Launched) {
+        reap_after_kill(launched.process);
     }
 
     /// A worker has exited: it leaves the messenger (whose requests settle once its channel is
@@ -168,6 +179,16 @@ impl Cluster {
         self.ask_to_leave(id);
         self.timers
             .after(self.kill_timeout, Timer::KillIfAlive { id });
+    }
+
+    /// A worker that leaves on its own (after an exception nobody caught it closes its servers
+    /// itself): its exit is no failure, and it is killed if it is still there after `killTimeout`.
+    pub fn let_go(&mut self, id: WorkerId) {
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.state = WorkerState::Leaving;
+            self.timers
+                .after(self.kill_timeout, Timer::KillIfAlive { id });
+        }
     }
 
     pub fn kill(&self, id: WorkerId) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::child_command::{self, Role, WorkerKind};
-use super::options::ChildSpec;
+use super::options::{ChildSpec, ClusterOptions, StdioEntry};
 use super::stderr_tail::StderrTail;
 use super::workers::Process;
 use super::WorkerId;
@@ -24,12 +24,70 @@ use crate::wire::node_ipc::Serialization;
 pub struct LaunchRequest {
     pub id: WorkerId,
     pub kind: WorkerKind,
-    /// What to run, with the cluster's adjustments (stdio, environment) made.
+    /// What to run, with the cluster's adjustments made (`supervised_spec`).
     pub spec: ChildSpec,
 }
 
-/// Where a launch's outcome goes: back to the loop, as `Input::Spawned`.
-pub type Done = Box<dyn FnOnce(Result<Launched, String>) + Send>;
+/// What a supervised child runs: the app's (or the agent's) settings, and what the cluster tells
+/// every child through its stdio and environment.
+pub fn supervised_spec(options: &ClusterOptions, kind: WorkerKind) -> ChildSpec {
+    let mut spec = match (&options.agent, kind) {
+        (Some(agent), WorkerKind::Agent) => agent.child.clone(),
+        _ => options.child.clone(),
+    };
+    // A cluster's workers do not share the terminal's input.
+    if let Some(stdin) = spec.stdio.first_mut() {
+        *stdin = StdioEntry::Ignore;
+    }
+    // The agent's stderr passes through the primary, so that its last words can be quoted if
+    // it dies at startup (src/primary/stderr_tail.rs).
+    if kind == WorkerKind::Agent {
+        if let Some(stderr) = spec.stdio.get_mut(2) {
+            *stderr = StdioEntry::Pipe;
+        }
+    }
+    // The child's messenger refuses, at the sender, what the primary would refuse.
+    let max_message = options.max_message.to_string();
+    spec.env
+        .push(("RCLUSTER_MAX_MESSAGE_SIZE".into(), max_message.into()));
+    if !options.watchdog.child_runtime {
+        // An agent may preload the runtime for its 'started' report alone.
+        spec.env.push(("RCLUSTER_CHILD_RUNTIME".into(), "0".into()));
+    }
+    if options.watchdog.heartbeat_timeout.is_some() {
+        let interval = options.watchdog.heartbeat_interval.as_millis().to_string();
+        spec.env
+            .push(("RCLUSTER_HEARTBEAT_INTERVAL".into(), interval.into()));
+    }
+    spec
+}
+
+/// Where a launch's outcome goes: back to the loop, as `Input::Spawned`. A launch that ends
+/// without an answer (a panic in its task) answers with an error as it is dropped: the loop never
+/// waits for good on a slot.
+pub struct Done(Option<Answer>);
+
+type Answer = Box<dyn FnOnce(Result<Launched, String>) + Send>;
+
+impl Done {
+    pub fn new(answer: impl FnOnce(Result<Launched, String>) + Send + 'static) -> Self {
+        Done(Some(Box::new(answer)))
+    }
+
+    pub fn finish(mut self, result: Result<Launched, String>) {
+        if let Some(answer) = self.0.take() {
+            answer(result);
+        }
+    }
+}
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(Err("its launch ended without an answer".into()));
+        }
+    }
+}
 
 pub trait Launcher: Send {
     /// Starts the child, and calls `done` with the outcome.
@@ -121,11 +179,8 @@ pub struct ProcessLauncher;
 impl Launcher for ProcessLauncher {
     fn launch(&mut self, request: LaunchRequest, done: Done) {
         tokio::spawn(async move {
-            let id = request.id;
-            let result = spawn_child(request)
-                .await
-                .map_err(|e| format!("could not start worker {id}: {e}"));
-            done(result);
+            let result = spawn_child(request).await.map_err(|e| e.to_string());
+            done.finish(result);
         });
     }
 }

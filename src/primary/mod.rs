@@ -6,9 +6,13 @@
 //! - the supervised cluster's policy: `supervision`, using `reload`, `scale`, `watchdog`,
 //!   `restart`, `slots`, `housekeeping`, `orphans`;
 //! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
-//!   cluster messages), `messenger` (with `router`), `listeners` (with `round_robin`,
-//!   `sockets`), `launcher` (with `child_command`, `spawner`);
-//! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`, `process`.
+//!   cluster messages), `messenger` (with `router` and `requests`), `listeners` (with
+//!   `round_robin`), `launcher` (with `child_command`);
+//! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`.
+//!
+//! `Supervisor` is the loop, whichever the plan; `Supervision` is the policy only a supervised
+//! cluster (`rcluster.start()`) has. The Node-compatible primary (`require('rcluster/cluster')`,
+//! `Plan::Manual`) runs the same loop without it: its JavaScript forks, nothing is restarted.
 //!
 //! It imports `errors`, `os`, `wire` and `channel`, never `binding`, `child` or `js_error`: the
 //! napi class in `binding` drives it.
@@ -25,6 +29,7 @@ mod messenger;
 pub mod options;
 mod orphans;
 mod reload;
+mod reports;
 mod requests;
 pub mod restart;
 pub mod round_robin;

@@ -82,8 +82,7 @@ impl Reload {
             }
             return Step::Replace(slot);
         }
-        let old_listen = self.replaced_workers.iter().any(|id| listening(*id));
-        if self.pending.is_empty() && self.incoming.is_empty() && !old_listen {
+        if self.replaced_all() && !self.replaced_workers.iter().any(|id| listening(*id)) {
             Step::Done
         } else {
             Step::Wait
@@ -97,6 +96,28 @@ impl Reload {
 
     pub fn is_replacement(&self, id: WorkerId) -> bool {
         self.incoming.contains_key(&id)
+    }
+
+    /// Every slot has its new worker; the old ones may still be finishing.
+    pub fn replaced_all(&self) -> bool {
+        self.pending.is_empty() && self.incoming.is_empty()
+    }
+
+    /// A slot was scaled away: it is not replaced; its replacement, if it has one on its way,
+    /// is returned, to be sent away.
+    pub fn slot_removed(&mut self, slot: usize) -> Option<WorkerId> {
+        if let Some(at) = self.pending.iter().position(|s| *s == slot) {
+            self.pending.remove(at);
+            self.total -= 1;
+            return None;
+        }
+        let id = self
+            .incoming
+            .iter()
+            .find_map(|(id, s)| (*s == slot).then_some(*id))?;
+        self.incoming.remove(&id);
+        self.total -= 1;
+        Some(id)
     }
 
     /// A replacement is ready: the slot it takes.

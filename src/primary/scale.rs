@@ -35,21 +35,25 @@ impl Scale {
     }
 
     /// Settles the waiting calls if the workers match the slots; the event to send, if any.
-    pub fn progress(&mut self, slots: &Slots, workers: &Workers) -> Option<Event> {
+    /// `launching_for_removed`: a child is being spawned for a removed slot.
+    pub fn progress(
+        &mut self,
+        slots: &Slots,
+        workers: &Workers,
+        launching_for_removed: bool,
+    ) -> Option<Event> {
         if self.tickets.is_empty() {
             return None;
         }
-        let filled = slots.apps().iter().all(|s| {
-            slots
-                .get(*s)
-                .and_then(|s| s.current)
-                .and_then(|id| workers.get(&id))
-                .is_some_and(|w| w.is_ready())
-        });
-        let removed_gone = !workers.values().any(|w| {
-            w.slot
-                .is_some_and(|s| slots.get(s).is_some_and(|s| s.retired))
-        });
+        let filled = slots
+            .apps()
+            .iter()
+            .all(|s| slots.has_ready_worker(*s, workers));
+        let removed_gone = !launching_for_removed
+            && !workers.values().any(|w| {
+                w.slot
+                    .is_some_and(|s| slots.get(s).is_some_and(|s| s.retired))
+            });
         (filled && removed_gone).then(|| self.end(slots, None))
     }
 

@@ -16,7 +16,7 @@ use super::events::{Event, EventQueue};
 use super::inputs::{Command, Input, ReloadRequest};
 use super::launcher::{Attached, Done, LaunchRequest, Launched, Launcher};
 use super::options::parse_cluster_options;
-use super::supervisor::{launch_with, Plan};
+use super::supervisor::{start_with, Plan};
 use super::workers::{Process, ProcessTable};
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound};
@@ -55,6 +55,9 @@ struct Children {
     outboxes: HashMap<WorkerId, mpsc::UnboundedReceiver<Outbound>>,
     /// The next launches whose channels cannot be watched.
     failing_attaches: usize,
+    /// Launches are answered when the test says so (`release`), not at once.
+    hold: bool,
+    held: HashMap<WorkerId, Done>,
 }
 
 #[derive(Clone, Default)]
@@ -63,80 +66,106 @@ struct FakeLauncher(Arc<Mutex<Children>>);
 impl Launcher for FakeLauncher {
     fn launch(&mut self, request: LaunchRequest, done: Done) {
         let id = request.id;
-        let process = Arc::new(FakeProcess {
-            pid: 10_000 + id,
-            signals: Mutex::new(Vec::new()),
-        });
-        let children = self.0.clone();
-        let fail = {
+        let hold = {
             let mut c = lock(&self.0);
             c.launched.push(id);
-            c.processes.insert(id, process.clone());
-            let fail = c.failing_attaches > 0;
-            c.failing_attaches = c.failing_attaches.saturating_sub(1);
-            fail
+            c.processes.insert(
+                id,
+                Arc::new(FakeProcess {
+                    pid: 10_000 + id,
+                    signals: Mutex::new(Vec::new()),
+                }),
+            );
+            c.hold
         };
-        done(Ok(Launched::new(
-            process,
-            Box::new(move |_sinks| {
-                if fail {
-                    return Err(io::Error::other("injected: cannot watch the channel"));
-                }
-                let (conn, outbox) = mpsc::unbounded_channel();
-                lock(&children).outboxes.insert(id, outbox);
-                Ok(Attached {
-                    conn,
-                    backlog: Default::default(),
-                    frames: Ok(None),
-                    stderr_tail: None,
-                })
-            }),
-        )));
+        if hold {
+            lock(&self.0).held.insert(id, done);
+        } else {
+            answer(&self.0, id, done, true);
+        }
     }
+}
+
+/// Answers a launch: the child runs (`spawned`), or could not be started.
+fn answer(children: &Arc<Mutex<Children>>, id: WorkerId, done: Done, spawned: bool) {
+    if !spawned {
+        return done.finish(Err("injected: no such file".into()));
+    }
+    let (process, fail) = {
+        let mut c = lock(children);
+        let fail = c.failing_attaches > 0;
+        c.failing_attaches = c.failing_attaches.saturating_sub(1);
+        (c.processes.get(&id).cloned(), fail)
+    };
+    let Some(process) = process else {
+        return done.finish(Err("no process".into()));
+    };
+    let children = children.clone();
+    done.finish(Ok(Launched::new(
+        process,
+        Box::new(move |_sinks| {
+            if fail {
+                return Err(io::Error::other("injected: cannot watch the channel"));
+            }
+            let (conn, outbox) = mpsc::unbounded_channel();
+            lock(&children).outboxes.insert(id, outbox);
+            Ok(Attached {
+                conn,
+                backlog: Default::default(),
+                frames: Ok(None),
+                stderr_tail: None,
+            })
+        }),
+    )));
 }
 
 fn lock(children: &Arc<Mutex<Children>>) -> std::sync::MutexGuard<'_, Children> {
     children.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Cluster {
+/// A cluster driven by a test.
+struct Scenario {
     inputs: mpsc::UnboundedSender<Input>,
     events: EventQueue,
     children: Arc<Mutex<Children>>,
     /// Everything JavaScript was told, in order.
     seen: Vec<Event>,
-    _script: tempfile_like::TempScript,
+    _script: TempScript,
 }
 
 /// A script path that exists, for the options' check.
-mod tempfile_like {
-    pub struct TempScript(pub std::path::PathBuf);
-    impl TempScript {
-        pub fn new() -> Self {
-            let n = std::sync::atomic::AtomicU32::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "rcluster-scenario-{}-{:?}-{}.js",
-                std::process::id(),
-                std::thread::current().id(),
-                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            ));
-            let _ = std::fs::write(&path, "");
-            TempScript(path)
-        }
-    }
-    impl Drop for TempScript {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
+struct TempScript(std::path::PathBuf);
+
+impl TempScript {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "rcluster-scenario-{}-{}.js",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::write(&path, "");
+        TempScript(path)
     }
 }
 
-impl Cluster {
-    /// A supervised cluster with these options (besides `exec`), started.
-    fn start(options: Value) -> Cluster {
-        let script = tempfile_like::TempScript::new();
+impl Drop for TempScript {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+impl Scenario {
+    /// A supervised cluster with these options (besides `exec`; `agent: true` for an agent),
+    /// started.
+    fn start(options: Value) -> Scenario {
+        let script = TempScript::new();
         let mut options = options;
-        options["exec"] = json!(script.0.display().to_string());
+        let path = json!(script.0.display().to_string());
+        if options["agent"] == json!(true) {
+            options["agent"] = path.clone();
+        }
+        options["exec"] = path;
         let options = match parse_cluster_options(&options, Vec::new()) {
             Ok(o) => o,
             Err(e) => panic!("{}", e.message),
@@ -144,14 +173,14 @@ impl Cluster {
         let events = EventQueue::new(Arc::new(|| {}));
         let launcher = FakeLauncher::default();
         let children = launcher.0.clone();
-        let inputs = launch_with(
+        let inputs = start_with(
             Plan::Supervised(Box::new(options)),
             events.clone(),
             ProcessTable::default(),
             Arc::new(AtomicU32::new(1)),
             Box::new(launcher),
         );
-        let cluster = Cluster {
+        let cluster = Scenario {
             inputs,
             events,
             children,
@@ -191,6 +220,36 @@ impl Cluster {
     async fn run_for(&mut self, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         self.seen.extend(self.events.take());
+    }
+
+    /// From now on, launches wait for `release`.
+    fn hold_launches(&self) {
+        lock(&self.children).hold = true;
+    }
+
+    /// Answers a held launch: spawned, or not.
+    fn release(&self, id: WorkerId, spawned: bool) {
+        let done = lock(&self.children).held.remove(&id);
+        match done {
+            Some(done) => answer(&self.children, id, done, spawned),
+            None => panic!("launch {id} is not held"),
+        }
+    }
+
+    fn forks(&self) -> Vec<WorkerId> {
+        self.seen
+            .iter()
+            .filter_map(|e| match e {
+                Event::Fork { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reloads_aborted(&self) -> usize {
+        self.count(|e| {
+            matches!(e, Event::Reloaded { error: Some((code, _)), .. } if *code == crate::errors::RELOAD_ABORTED)
+        })
     }
 
     fn launched(&self) -> Vec<WorkerId> {
@@ -252,12 +311,12 @@ fn is_stopped(e: &Event) -> bool {
 }
 
 /// The cluster is up with `n` app workers (ids 1..=n), online being the readiness.
-async fn running(n: usize, extra: Value) -> Cluster {
+async fn running(n: usize, extra: Value) -> Scenario {
     let mut options = json!({ "workers": n, "readiness": "online" });
     if let (Value::Object(o), Value::Object(e)) = (&mut options, extra) {
         o.extend(e);
     }
-    let mut cluster = Cluster::start(options);
+    let mut cluster = Scenario::start(options);
     cluster.run_for(1).await;
     for id in cluster.launched() {
         cluster.online(id);
@@ -269,7 +328,7 @@ async fn running(n: usize, extra: Value) -> Cluster {
 
 #[tokio::test(start_paused = true)]
 async fn a_crash_loop_at_boot_spends_the_budget_then_the_cluster_fails() {
-    let mut cluster = Cluster::start(json!({
+    let mut cluster = Scenario::start(json!({
         "workers": 1, "readiness": "online", "maxRestarts": 2, "restartDelay": 100,
     }));
     cluster.run_for(1).await;
@@ -314,7 +373,7 @@ async fn a_worker_that_crashes_after_it_was_ready_is_always_replaced() {
 
 #[tokio::test(start_paused = true)]
 async fn a_worker_not_ready_in_time_fails_the_start_and_is_killed() {
-    let mut cluster = Cluster::start(json!({
+    let mut cluster = Scenario::start(json!({
         "workers": 2, "readiness": "online", "readyTimeout": 1000, "killTimeout": 500,
     }));
     cluster.run_for(1).await;
@@ -397,7 +456,7 @@ async fn scaling_down_during_a_reload_settles_both() {
 
 #[tokio::test(start_paused = true)]
 async fn a_stop_while_starting_starts_nothing_more_and_ends() {
-    let mut cluster = Cluster::start(json!({ "workers": 2, "readiness": "online" }));
+    let mut cluster = Scenario::start(json!({ "workers": 2, "readiness": "online" }));
     cluster.run_for(1).await;
     cluster.online(1);
     cluster.command(Command::Stop { timeout: None });
@@ -413,7 +472,7 @@ async fn a_stop_while_starting_starts_nothing_more_and_ends() {
 #[tokio::test(start_paused = true)]
 async fn a_child_whose_channel_cannot_be_watched_is_killed_and_its_slot_filled_again() {
     let mut cluster = {
-        let cluster = Cluster::start(json!({ "workers": 1, "readiness": "online" }));
+        let cluster = Scenario::start(json!({ "workers": 1, "readiness": "online" }));
         // The first launch was asked for by Start already; fail the one that answers it.
         lock(&cluster.children).failing_attaches = 1;
         cluster
@@ -422,16 +481,150 @@ async fn a_child_whose_channel_cannot_be_watched_is_killed_and_its_slot_filled_a
     assert_eq!(cluster.signals(1), vec![Signal::SIGKILL]);
     assert!(cluster.warnings().contains(&crate::errors::SPAWN_FAILED));
     // No fork event for it: JavaScript never heard of worker 1.
-    let forks: Vec<WorkerId> = cluster
-        .seen
-        .iter()
-        .filter_map(|e| match e {
-            Event::Fork { id, .. } => Some(*id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(forks, vec![2]);
+    assert_eq!(cluster.forks(), vec![2]);
     cluster.online(2);
     cluster.run_for(1).await;
     assert_eq!(cluster.count(is_ready), 1);
+}
+
+fn reload(ticket: u64, parallel: usize) -> Command {
+    Command::Reload(ReloadRequest {
+        ticket: Some(ticket),
+        parallel: Some(parallel),
+        agent: None,
+        trigger: "test".into(),
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_whose_replacement_was_on_its_way_when_a_reload_aborted_is_filled_again() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.hold_launches();
+    cluster.command(reload(1, 2));
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
+    cluster.release(3, true);
+    cluster.run_for(1).await;
+    // Slot 1's old worker crashes while its replacement (4) is still being spawned, then the
+    // other replacement dies at boot: the reload aborts.
+    cluster.exit(2, 1);
+    cluster.run_for(1).await;
+    cluster.exit(3, 1);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.reloads_aborted(), 1);
+    // 4 arrives for nothing: killed, never announced; slot 1 gets a worker of its own.
+    cluster.release(4, true);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(4), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4, 5]);
+    cluster.release(5, true);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.forks(), vec![1, 2, 3, 5]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_app_workers_are_being_spawned_stops_the_agent_last() {
+    let mut cluster =
+        Scenario::start(json!({ "workers": 2, "readiness": "online", "agent": true }));
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1]);
+    cluster.hold_launches();
+    let started = json!({ "cmd": "NODE_RCLUSTER_AGENT_STARTED" });
+    if let Value::Object(map) = started {
+        cluster.channel(1, ChannelEvent::Message(Incoming::OtherInternal(map)));
+    }
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    cluster.command(Command::Stop { timeout: None });
+    cluster.run_for(1).await;
+    assert!(cluster.signals(1).is_empty(), "the agent went first");
+    cluster.release(2, true);
+    cluster.release(3, true);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(2), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
+    cluster.exit(1, 0);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_stopped), 1);
+    assert_eq!(cluster.forks(), vec![1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_launch_of_an_aborted_reload_does_not_abort_the_next_one() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.hold_launches();
+    cluster.command(reload(1, 2));
+    cluster.run_for(1).await;
+    cluster.release(3, true);
+    cluster.run_for(1).await;
+    cluster.exit(3, 1);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.reloads_aborted(), 1);
+    cluster.command(reload(2, 1));
+    cluster.run_for(1).await;
+    cluster.release(4, false);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.reloads_aborted(), 1, "{:?}", cluster.seen);
+    assert!(!cluster.warnings().contains(&crate::errors::SPAWN_FAILED));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_for_a_slot_scaled_away_neither_spends_the_budget_nor_settles_the_scale_early() {
+    let mut cluster = running(2, json!({ "maxRestarts": 0 })).await;
+    cluster.hold_launches();
+    // Worker 2 crashes at work; its replacement (3) is on its way when its slot is scaled away.
+    cluster.exit(2, 1);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    cluster.command(Command::Scale {
+        workers: 1,
+        ticket: 5,
+    });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(|e| matches!(e, Event::Scaled { .. })), 0);
+    cluster.release(3, false);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.error_code(), None);
+    assert!(!cluster.warnings().contains(&crate::errors::SPAWN_FAILED));
+    let scaled = cluster.seen.iter().any(
+        |e| matches!(e, Event::Scaled { tickets, workers: 1, error: None } if tickets == &vec![5]),
+    );
+    assert!(scaled, "{:?}", cluster.seen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_that_ends_without_an_answer_counts_as_a_failed_spawn() {
+    let mut cluster = Scenario::start(json!({ "workers": 1, "readiness": "online" }));
+    cluster.hold_launches();
+    cluster.run_for(1).await;
+    // The launch's task is gone (a panic, say): its answer is dropped.
+    drop(lock(&cluster.children).held.remove(&1));
+    cluster.run_for(1).await;
+    assert!(cluster.warnings().contains(&crate::errors::SPAWN_FAILED));
+    assert_eq!(cluster.launched(), vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn scaling_away_the_slot_being_replaced_does_not_abort_the_reload() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.command(reload(1, 1));
+    cluster.run_for(1).await;
+    cluster.online(3);
+    cluster.run_for(1).await;
+    // Slot 1's replacement (4) is starting when slot 1 is scaled away.
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
+    cluster.command(Command::Scale {
+        workers: 1,
+        ticket: 2,
+    });
+    cluster.run_for(1).await;
+    cluster.exit(4, 0);
+    cluster.exit(2, 0);
+    cluster.exit(1, 0);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.reloads_aborted(), 0, "{:?}", cluster.seen);
+    let reloaded = cluster.seen.iter().any(|e| {
+        matches!(e, Event::Reloaded { error: None, details, .. } if details["workers"] == 1 && details["replaced"] == 1)
+    });
+    assert!(reloaded, "{:?}", cluster.seen);
 }

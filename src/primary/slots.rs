@@ -3,6 +3,7 @@
 //! each slot keeps its own restart budget (src/primary/restart.rs).
 
 use super::restart::RestartHistory;
+use super::workers::Workers;
 use super::WorkerId;
 
 #[derive(Default)]
@@ -10,9 +11,8 @@ pub struct Slot {
     pub current: Option<WorkerId>,
     /// Its replacement during a rolling reload, until that is ready (src/primary/reload.rs).
     pub incoming: Option<WorkerId>,
-    /// A child for it is being spawned: the slot waits for `Input::Spawned`.
-    pub launching: Option<WorkerId>,
-    /// Its restart backoff is over (or it was never filled): the loop fills it when it settles.
+    /// It wants a worker: its restart backoff is over, or it was never filled. The loop fills it
+    /// when it settles and the slot is free.
     pub due: bool,
     /// Removed by scaling down; a later scale-up may use it again (src/primary/scale.rs).
     pub retired: bool,
@@ -22,9 +22,9 @@ pub struct Slot {
 }
 
 impl Slot {
-    /// Nothing runs in it or is on its way to it.
+    /// No worker serves in it or is about to take it over (a child being spawned for it aside).
     pub fn is_empty(&self) -> bool {
-        self.current.is_none() && self.incoming.is_none() && self.launching.is_none()
+        self.current.is_none() && self.incoming.is_none()
     }
 }
 
@@ -74,6 +74,14 @@ impl Slots {
             .filter(|(i, _)| !self.is_agent(*i))
             .map(|(i, _)| i)
             .collect()
+    }
+
+    /// Whether the worker serving in `slot` is ready.
+    pub fn has_ready_worker(&self, slot: usize, workers: &Workers) -> bool {
+        self.get(slot)
+            .and_then(|s| s.current)
+            .and_then(|id| workers.get(&id))
+            .is_some_and(|w| w.is_ready())
     }
 
     /// Whether `id` is the worker serving in `slot`.

@@ -17,19 +17,21 @@ use super::child_command::WorkerKind;
 use super::cluster::Cluster;
 use super::events::Event;
 use super::housekeeping::{self, Housekeeping};
-use super::launcher::{LaunchRequest, Launched};
-use super::options::{AgentReadiness, ClusterOptions, Readiness, StdioEntry};
+use super::launcher::{self, LaunchRequest, Launched};
+use super::options::{AgentReadiness, ClusterOptions, Readiness};
 use super::orphans::OrphanGroups;
 use super::reload::{Reload, Step};
+use super::reports;
 use super::restart::Decision;
 use super::scale::{self, Change, Scale};
 use super::slots::Slots;
-use super::timers::{now, Timer};
+use super::timers::{now, Due, Timer};
 use super::watchdog::{self, Finding};
 use super::workers::{Worker, WorkerState};
 use super::WorkerId;
 use crate::errors;
 use crate::os::process::ExitStatus;
+use crate::wire::node_ipc::Serialization;
 
 /// How long a failed agent's last words may take to come out of its stderr pipe.
 const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);
@@ -41,6 +43,13 @@ pub enum Phase {
     Running,
     Stopping,
     Stopped,
+}
+
+/// A child being spawned: for which slot, to do what, speaking which serialization.
+struct Launching {
+    slot: usize,
+    purpose: Purpose,
+    mode: Serialization,
 }
 
 /// What a child being spawned is for.
@@ -58,8 +67,8 @@ pub struct Supervision {
     slots: Slots,
     /// App workers are started once the agent is ready.
     apps_started: bool,
-    /// Children asked for and not spawned yet: their slot and purpose.
-    launching: HashMap<WorkerId, (usize, Purpose)>,
+    /// Children asked for and not spawned yet.
+    launching: HashMap<WorkerId, Launching>,
     /// Children to spawn, for the loop to take.
     launches: Vec<LaunchRequest>,
     reload: Option<Reload>,
@@ -101,9 +110,11 @@ impl Supervision {
         }
         self.phase = Phase::Starting;
         if watchdog::is_on(&self.options.watchdog) {
-            c.timers.after(watchdog::TICK, Timer::Watchdog);
+            c.timers
+                .after(watchdog::TICK, Timer::Supervision(Due::Watchdog));
         }
-        c.timers.after(housekeeping::TICK, Timer::Housekeeping);
+        c.timers
+            .after(housekeeping::TICK, Timer::Supervision(Due::Housekeeping));
         self.orphans.guard_worker_trees(&c.events);
         match self.slots.agent() {
             // The agent first; the app workers once it is ready (see settle).
@@ -130,81 +141,90 @@ impl Supervision {
         matches!(self.phase, Phase::Starting | Phase::Running)
     }
 
-    /// Asks for a child for `slot`.
-    fn launch(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
-        let kind = if self.slots.is_agent(slot) {
+    fn kind_of(&self, slot: usize) -> WorkerKind {
+        if self.slots.is_agent(slot) {
             WorkerKind::Agent
         } else {
             WorkerKind::App
-        };
-        let options = &self.options;
-        let mut spec = match (&options.agent, kind) {
-            (Some(agent), WorkerKind::Agent) => agent.child.clone(),
-            _ => options.child.clone(),
-        };
-        // A cluster's workers do not share the terminal's input.
-        if let Some(stdin) = spec.stdio.first_mut() {
-            *stdin = StdioEntry::Ignore;
         }
-        // The agent's stderr passes through us, so that its last words can be quoted if it
-        // dies at startup.
-        if kind == WorkerKind::Agent {
-            if let Some(stderr) = spec.stdio.get_mut(2) {
-                *stderr = StdioEntry::Pipe;
-            }
-        }
-        // The child's messenger refuses, at the sender, what the primary would refuse.
-        spec.env.push((
-            "RCLUSTER_MAX_MESSAGE_SIZE".into(),
-            options.max_message.to_string().into(),
-        ));
-        if !options.watchdog.child_runtime {
-            // An agent may preload the runtime for its 'started' report alone.
-            spec.env.push(("RCLUSTER_CHILD_RUNTIME".into(), "0".into()));
-        }
-        if options.watchdog.heartbeat_timeout.is_some() {
-            let interval = options.watchdog.heartbeat_interval.as_millis();
-            spec.env.push((
-                "RCLUSTER_HEARTBEAT_INTERVAL".into(),
-                interval.to_string().into(),
-            ));
-        }
+    }
+
+    /// A child is being spawned for the slot.
+    fn is_launching(&self, slot: usize) -> bool {
+        self.launching.values().any(|l| l.slot == slot)
+    }
+
+    /// Asks for a child for `slot`.
+    fn ask_for_child(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
+        let kind = self.kind_of(slot);
+        let spec = launcher::supervised_spec(&self.options, kind);
         let id = c.next_id();
-        if let Some(s) = self.slots.get_mut(slot) {
-            s.launching = Some(id);
-        }
-        self.launching.insert(id, (slot, purpose));
+        let mode = spec.serialization;
+        self.launching.insert(
+            id,
+            Launching {
+                slot,
+                purpose,
+                mode,
+            },
+        );
         self.launches.push(LaunchRequest { id, kind, spec });
         id
     }
 
+    /// Whether a child spawned for `slot` is still wanted there.
+    fn still_wanted(&self, id: WorkerId, slot: usize, purpose: Purpose) -> bool {
+        let Some(s) = self.slots.get(slot) else {
+            return false;
+        };
+        self.is_up()
+            && !s.retired
+            && match purpose {
+                Purpose::Fill => s.current.is_none(),
+                Purpose::Replace => self.reload.as_ref().is_some_and(|r| r.is_replacement(id)),
+            }
+    }
+
     /// A child asked for has been spawned, or could not be.
     pub fn on_spawned(&mut self, c: &mut Cluster, id: WorkerId, result: Result<Launched, String>) {
-        let Some((slot, purpose)) = self.launching.remove(&id) else {
+        let Some(Launching {
+            slot,
+            purpose,
+            mode,
+        }) = self.launching.remove(&id)
+        else {
+            // Not ours to place (it cannot happen; if it did, the child must not linger).
+            if let Ok(launched) = result {
+                c.discard(launched);
+            }
             return;
         };
-        if let Some(s) = self.slots.get_mut(slot) {
-            s.launching = None;
+        if !self.still_wanted(id, slot, purpose) {
+            // Stopped, scaled away or aborted while it was being spawned: JavaScript never hears
+            // of it. Its slot, if it still wants a worker, is filled when the loop settles.
+            if let Ok(launched) = result {
+                self.orphans
+                    .worker_group_left(launched.process.pid(), now(), c.kill_timeout);
+                c.discard(launched);
+            }
+            return;
         }
-        let kind = if self.slots.is_agent(slot) {
-            WorkerKind::Agent
-        } else {
-            WorkerKind::App
-        };
+        let kind = self.kind_of(slot);
         let attached = result.and_then(|launched| {
             let pid = launched.process.pid();
-            let mode = self.options.child.serialization;
             c.attach(id, Some(slot), kind, launched, mode)
                 .map(|w| w.pid())
-                .map_err(|e| {
+                .inspect_err(|_| {
                     // Whatever it started goes with it.
                     self.orphans.worker_group_left(pid, now(), c.kill_timeout);
-                    format!("could not start worker {id} for slot {slot}: {e}")
                 })
         });
         let pid = match attached {
             Ok(pid) => pid,
-            Err(e) => return self.spawn_failed(c, slot, purpose, e),
+            Err(e) => {
+                let why = format!("could not start a worker for slot {slot}: {e}");
+                return self.spawn_failed(c, slot, purpose, why);
+            }
         };
         if let Some(guard) = self.orphans.guard() {
             guard.watch(pid as i32);
@@ -215,27 +235,21 @@ impl Supervision {
             kind,
             slot: Some(slot),
         });
+        let deadline = Due::ReadyDeadline { id };
         c.timers
-            .after(self.options.ready_timeout, Timer::ReadyDeadline { id });
-        let wanted = self.is_up()
-            && self.slots.get(slot).is_some_and(|s| !s.retired)
-            && match purpose {
-                Purpose::Fill => self.slots.get(slot).is_some_and(|s| s.current.is_none()),
-                Purpose::Replace => self.reload.as_ref().is_some_and(|r| r.is_replacement(id)),
-            };
-        if !wanted {
-            // Stopped, scaled away or aborted while it was being spawned.
-            c.retire(id);
-            return;
-        }
+            .after(self.options.ready_timeout, Timer::Supervision(deadline));
         if let Some(s) = self.slots.get_mut(slot) {
             match purpose {
-                Purpose::Fill => s.current = Some(id),
+                Purpose::Fill => {
+                    s.current = Some(id);
+                    s.due = false;
+                }
                 Purpose::Replace => s.incoming = Some(id),
             }
         }
     }
 
+    /// A wanted child could not be started (or its channels not watched).
     fn spawn_failed(&mut self, c: &mut Cluster, slot: usize, purpose: Purpose, error: String) {
         match purpose {
             Purpose::Replace => self.abort_reload(c, &error),
@@ -248,13 +262,10 @@ impl Supervision {
 
     // ---- readiness ----
 
-    /// Whether a 'ready' message makes this worker ready. An agent may always say it is ready.
+    /// A worker said 'ready' (`rcluster.ready()`, `process.send('ready')`). It counts with
+    /// readiness 'message'; an agent may always say it.
     pub fn on_ready_message(&mut self, c: &mut Cluster, id: WorkerId) {
-        let agent = c
-            .workers
-            .get(&id)
-            .is_some_and(|w| w.kind == WorkerKind::Agent);
-        if agent || self.options.readiness == Readiness::Message {
+        if is_agent(c, id) || self.options.readiness == Readiness::Message {
             self.mark_ready(c, id);
         }
     }
@@ -266,11 +277,7 @@ impl Supervision {
             .agent
             .as_ref()
             .is_some_and(|a| a.readiness == AgentReadiness::Started);
-        let agent = c
-            .workers
-            .get(&id)
-            .is_some_and(|w| w.kind == WorkerKind::Agent);
-        if started && agent {
+        if started && is_agent(c, id) {
             self.mark_ready(c, id);
         }
     }
@@ -307,6 +314,7 @@ impl Supervision {
                 .and_then(|slot| self.slots.get_mut(slot))
             {
                 s.incoming = None;
+                s.due = false;
                 if let Some(old) = s.current.replace(id) {
                     reload.replaced_worker(old);
                     c.retire(old);
@@ -324,27 +332,15 @@ impl Supervision {
         let Some(w) = c.workers.get(&id) else {
             return;
         };
-        if w.state != WorkerState::Starting {
+        // One that JavaScript asked to disconnect is still held to it; one sent away is not.
+        if w.is_ready() || w.is_leaving() {
             return;
         }
-        let options = &self.options;
-        let what = match options.readiness {
-            _ if w.kind == WorkerKind::Agent => "the agent never reported ready (readiness 'started': its main module never finished loading; 'message': it never called rcluster.ready())",
-            Readiness::Listening => "it never listened on a port (readiness: 'listening'; use 'online' for workers that do not serve)",
-            Readiness::Online => "it never came online",
-            Readiness::Message => "it never sent 'ready' (readiness: 'message')",
-        };
-        let pid = w.pid();
-        let message = format!(
-            "worker {id} (pid {pid}) of {} was not ready {} ms after it started: {what}",
-            options.child.script_name(),
-            options.ready_timeout.as_millis()
-        );
+        let (message, details) = reports::not_ready(&self.options, id, w.pid(), w.kind);
         if self.reload.as_ref().is_some_and(|r| r.is_replacement(id)) {
             // The reload stops here; the worker it would have replaced keeps serving.
             self.abort_reload(c, &message);
         } else if self.phase == Phase::Starting {
-            let details = json!({ "id": id, "pid": pid, "readyTimeout": options.ready_timeout.as_millis() as u64 });
             self.fail(c, errors::READY_TIMEOUT, message, details);
         } else {
             // A replacement that hangs at boot: kill it; its exit counts against the budget.
@@ -407,25 +403,15 @@ impl Supervision {
         worker: &Worker,
         status: ExitStatus,
     ) {
-        let was_ready = worker.was_ready();
+        let was_ready = worker.is_ready();
         self.on_slot_vacated(c, slot, status.describe(), was_ready);
         if !was_ready || !self.is_up() {
             return;
         }
         let restarts = self.slots.get(slot).map_or(0, |s| s.history.total());
-        let message = format!(
-            "worker {id} (pid {}) of {} exited with {} after it was ready; a replacement is starting (restart {restarts} of slot {slot})",
-            worker.pid(),
-            self.options.child.script_name(),
-            status.describe_long(),
-        );
-        let details = json!({
-            "slot": slot,
-            "pid": worker.pid(),
-            "exitCode": status.code,
-            "signal": status.signal.map(|s| s.as_str()),
-            "restarts": restarts,
-        });
+        let who = (id, worker.pid());
+        let (message, details) =
+            reports::worker_crashed(&self.options, who, status, slot, restarts);
         c.events.push(Event::Warning {
             code: errors::WORKER_CRASHED,
             message,
@@ -458,33 +444,16 @@ impl Supervision {
         if let Some(s) = self.slots.get_mut(slot) {
             s.generation += 1;
             let generation = s.generation;
-            c.timers.after(delay, Timer::Restart { slot, generation });
+            let due = Due::Restart { slot, generation };
+            c.timers.after(delay, Timer::Supervision(due));
         }
     }
 
     fn give_up(&mut self, c: &mut Cluster, slot: usize) {
-        let options = &self.options;
         let Some(history) = self.slots.get(slot).map(|s| &s.history) else {
             return;
         };
-        let exits = history.recent_exits();
-        let message = format!(
-            "{} keeps exiting: worker slot {slot} exited {} times within {} s (last exit codes, oldest first: {}); \
-             not restarting it again (restart budget: {} restarts per {} s)",
-            options.child.script_name(),
-            history.exits_in_window(),
-            options.restart.window.as_secs_f64(),
-            exits.join(", "),
-            options.restart.max_restarts,
-            options.restart.window.as_secs_f64(),
-        );
-        let details = json!({
-            "script": options.child.exec.display().to_string(),
-            "slot": slot,
-            "exitCodes": exits.iter().map(|e| e.parse::<i64>().map_or(json!(e), |n| json!(n))).collect::<Vec<_>>(),
-            "maxRestarts": options.restart.max_restarts,
-            "restartWindow": options.restart.window.as_millis() as u64,
-        });
+        let (message, details) = reports::budget_spent(&self.options, slot, history);
         self.fail(c, errors::RESTART_BUDGET, message, details);
     }
 
@@ -501,31 +470,13 @@ impl Supervision {
     /// The agent died before it was ready: the cluster cannot start. The error quotes its exit
     /// and the last lines it wrote to stderr.
     fn agent_failed(&mut self, c: &mut Cluster, id: WorkerId, worker: &Worker, status: ExitStatus) {
-        let script = self
-            .options
-            .agent
-            .as_ref()
-            .map_or_else(String::new, |a| a.child.script_name());
-        let lines = worker
+        let stderr = worker
             .stderr_tail
             .as_ref()
             .map(|t| t.lines_after_end(AGENT_STDERR_WAIT))
             .unwrap_or_default();
-        let mut message = format!(
-            "the agent {script} (worker {id}, pid {}) exited with {} before it was ready",
-            worker.pid(),
-            status.describe_long(),
-        );
-        if !lines.is_empty() {
-            message.push_str("; its last lines of stderr:\n");
-            message.push_str(&lines.join("\n"));
-        }
-        let details = json!({
-            "script": script,
-            "exitCode": status.code,
-            "signal": status.signal.map(|s| s.as_str()),
-            "stderr": lines,
-        });
+        let who = (id, worker.pid());
+        let (message, details) = reports::agent_failed(&self.options, who, status, stderr);
         self.fail(c, errors::AGENT_FAILED, message, details);
     }
 
@@ -556,7 +507,8 @@ impl Supervision {
                 }
             }
         }
-        c.timers.after(watchdog::TICK, Timer::Watchdog);
+        c.timers
+            .after(watchdog::TICK, Timer::Supervision(Due::Watchdog));
     }
 
     /// The child runtime reported an exception nobody caught. The worker has stopped accepting
@@ -614,10 +566,8 @@ impl Supervision {
         );
         if ask {
             c.retire(id);
-        } else if let Some(w) = c.workers.get_mut(&id) {
-            // It closes its servers on its own.
-            w.state = WorkerState::Leaving;
-            c.timers.after(c.kill_timeout, Timer::KillIfAlive { id });
+        } else {
+            c.let_go(id);
         }
         self.on_slot_vacated(c, slot, exit.into(), was_ready);
     }
@@ -635,7 +585,7 @@ impl Supervision {
             return None;
         }
         s.current = None;
-        Some((slot, w.was_ready()))
+        Some((slot, w.is_ready()))
     }
 
     // ---- reload and scale ----
@@ -735,8 +685,12 @@ impl Supervision {
         s.due = false;
         // A restart it was waiting for will not happen.
         s.generation += 1;
-        // A child still being spawned for it is sent away once it is (see on_spawned).
+        // A child still being spawned for it is discarded once it is (see on_spawned).
         let leaving = [s.current.take(), s.incoming.take()];
+        // A reload under way does not wait for this slot's replacement.
+        if let Some(reload) = &mut self.reload {
+            reload.slot_removed(slot);
+        }
         for id in leaving.into_iter().flatten() {
             c.retire(id);
         }
@@ -746,8 +700,7 @@ impl Supervision {
     /// A retired slot whose workers are gone gives up its own listening sockets (reuseport).
     fn close_if_retired(&mut self, c: &mut Cluster, slot: usize) {
         let retired = self.slots.get(slot).is_some_and(|s| s.retired);
-        let occupied = c.workers.values().any(|w| w.slot == Some(slot))
-            || self.launching.values().any(|(s, _)| *s == slot);
+        let occupied = c.workers.values().any(|w| w.slot == Some(slot)) || self.is_launching(slot);
         if retired && !occupied {
             c.listeners.close_slot(slot);
         }
@@ -768,7 +721,8 @@ impl Supervision {
         match self.phase {
             // A second, more urgent stop: its deadline applies too.
             Phase::Stopping => {
-                c.timers.after(timeout, Timer::StopDeadline);
+                c.timers
+                    .after(timeout, Timer::Supervision(Due::StopDeadline));
                 return;
             }
             Phase::Stopped => {
@@ -776,6 +730,13 @@ impl Supervision {
                 return;
             }
             _ => {}
+        }
+        // A reload that has replaced every worker and waits for the old ones to let go of their
+        // sockets is done; any other is aborted.
+        if self.reload.as_ref().is_some_and(Reload::replaced_all) {
+            if let Some(reload) = self.reload.take() {
+                c.events.push(reload.finish(now()));
+            }
         }
         self.abort_reload(c, "the cluster is stopping");
         self.phase = Phase::Stopping;
@@ -793,32 +754,34 @@ impl Supervision {
         for id in apps {
             c.ask_to_leave(id);
         }
-        c.timers.after(timeout, Timer::StopDeadline);
+        c.timers
+            .after(timeout, Timer::Supervision(Due::StopDeadline));
     }
 
     // ---- timers ----
 
-    /// A timer of the supervised cluster's; false if it is none of its.
-    pub fn on_timer(&mut self, c: &mut Cluster, timer: &Timer) -> bool {
-        match *timer {
-            Timer::Restart { slot, generation } => {
+    pub fn on_timer(&mut self, c: &mut Cluster, due: Due) {
+        match due {
+            Due::Restart { slot, generation } => {
                 let up = self.is_up();
+                // The slot wants a worker; if one is still on its way out or in, it gets one when
+                // that has settled (see settle).
                 if let Some(s) = self.slots.get_mut(slot) {
-                    if up && s.generation == generation && s.is_empty() && !s.retired {
+                    if up && s.generation == generation && !s.retired {
                         s.due = true;
                     }
                 }
             }
-            Timer::ReadyDeadline { id } => self.on_ready_deadline(c, id),
-            Timer::StopDeadline => {
+            Due::ReadyDeadline { id } => self.on_ready_deadline(c, id),
+            Due::StopDeadline => {
                 if self.phase == Phase::Stopping {
                     for w in c.workers.values() {
                         let _ = w.process.signal(Signal::SIGKILL);
                     }
                 }
             }
-            Timer::Watchdog => self.on_watchdog(c),
-            Timer::Housekeeping => {
+            Due::Watchdog => self.on_watchdog(c),
+            Due::Housekeeping => {
                 let settled = self.settled(c);
                 self.housekeeping.tick(
                     now(),
@@ -829,84 +792,55 @@ impl Supervision {
                 );
                 // After a stop, only until what the workers left behind has been reaped.
                 if self.phase != Phase::Stopped || self.orphans.pending() {
-                    c.timers.after(housekeeping::TICK, Timer::Housekeeping);
+                    c.timers
+                        .after(housekeeping::TICK, Timer::Supervision(Due::Housekeeping));
                 }
             }
-            Timer::KillIfAlive { .. } | Timer::MessengerDrained { .. } => return false,
         }
-        true
     }
 
     /// Every slot has its worker, ready, and nothing is being replaced.
     fn settled(&self, c: &Cluster) -> bool {
         self.phase == Phase::Running
             && self.reload.is_none()
-            && self.slots.active().all(|(_, s)| {
+            && self.launching.is_empty()
+            && self.slots.active().all(|(i, s)| {
                 s.incoming.is_none()
-                    && s.launching.is_none()
+                    && self.slots.has_ready_worker(i, &c.workers)
                     && s.current
                         .and_then(|id| c.workers.get(&id))
-                        .is_some_and(|w| w.is_ready())
+                        .is_some_and(|w| !w.is_leaving())
             })
     }
 
     fn all_ready(&self, c: &Cluster) -> bool {
-        self.slots.active().all(|(_, s)| {
-            s.current
-                .and_then(|id| c.workers.get(&id))
-                .is_some_and(|w| w.is_ready())
-        })
+        self.slots
+            .active()
+            .all(|(i, _)| self.slots.has_ready_worker(i, &c.workers))
     }
 
     // ---- what should be against what is ----
 
     pub fn settle(&mut self, c: &mut Cluster) {
-        if self.phase == Phase::Starting && !self.apps_started {
-            let agent_ready = self
-                .slots
-                .agent()
-                .and_then(|slot| self.slots.get(slot))
-                .and_then(|s| s.current)
-                .and_then(|id| c.workers.get(&id))
-                .is_some_and(|w| w.is_ready());
-            if agent_ready {
-                self.start_apps();
-            }
+        let agent_ready = self
+            .slots
+            .agent()
+            .is_some_and(|slot| self.slots.has_ready_worker(slot, &c.workers));
+        if self.phase == Phase::Starting && !self.apps_started && agent_ready {
+            self.start_apps();
         }
         if self.is_up() {
-            let due: Vec<usize> = self
-                .slots
-                .active()
-                .filter(|(_, s)| s.due)
-                .map(|(i, _)| i)
-                .collect();
-            for slot in due {
-                if let Some(s) = self.slots.get_mut(slot) {
-                    s.due = false;
-                    if s.is_empty() {
-                        self.launch(c, slot, Purpose::Fill);
-                    }
-                }
-            }
+            self.fill_due_slots(c);
         }
-        while let Some(reload) = &mut self.reload {
-            let listening = |id| c.workers.contains_key(&id) && c.listeners.held_by(id);
-            match reload.next_step(&self.slots, listening) {
-                Step::Replace(slot) => {
-                    let id = self.launch(c, slot, Purpose::Replace);
-                    if let Some(reload) = &mut self.reload {
-                        reload.replacing(id, slot);
-                    }
-                }
-                Step::Wait => break,
-                Step::Done => {
-                    if let Some(reload) = self.reload.take() {
-                        c.events.push(reload.finish(now()));
-                    }
-                }
-            }
-        }
-        if let Some(event) = self.scale.progress(&self.slots, &c.workers) {
+        self.step_reload(c);
+        let launching_for_removed = self
+            .launching
+            .values()
+            .any(|l| self.slots.get(l.slot).is_some_and(|s| s.retired));
+        if let Some(event) = self
+            .scale
+            .progress(&self.slots, &c.workers, launching_for_removed)
+        {
             c.events.push(event);
         }
         if self.phase == Phase::Starting && self.all_ready(c) {
@@ -921,8 +855,49 @@ impl Supervision {
         }
     }
 
+    /// Slots that want a worker get one, once nothing else is on its way to them.
+    fn fill_due_slots(&mut self, c: &Cluster) {
+        let free: Vec<usize> = self
+            .slots
+            .active()
+            .filter(|(i, s)| s.due && s.is_empty() && !self.is_launching(*i))
+            .map(|(i, _)| i)
+            .collect();
+        for slot in free {
+            if let Some(s) = self.slots.get_mut(slot) {
+                s.due = false;
+            }
+            self.ask_for_child(c, slot, Purpose::Fill);
+        }
+    }
+
+    fn step_reload(&mut self, c: &mut Cluster) {
+        while let Some(reload) = &mut self.reload {
+            let listening = |id| c.workers.contains_key(&id) && c.listeners.held_by(id);
+            match reload.next_step(&self.slots, listening) {
+                Step::Replace(slot) => {
+                    let id = self.ask_for_child(c, slot, Purpose::Replace);
+                    if let Some(reload) = &mut self.reload {
+                        reload.replacing(id, slot);
+                    }
+                }
+                Step::Wait => break,
+                Step::Done => {
+                    if let Some(reload) = self.reload.take() {
+                        c.events.push(reload.finish(now()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// App workers go first; the agent once none is left or on its way.
     fn settle_stop(&mut self, c: &mut Cluster) {
-        if c.workers.values().all(|w| w.kind == WorkerKind::Agent) {
+        let apps_launching = self
+            .launching
+            .values()
+            .any(|l| !self.slots.is_agent(l.slot));
+        if !apps_launching && c.workers.values().all(|w| w.kind == WorkerKind::Agent) {
             let agents: Vec<WorkerId> = c.workers.keys().copied().collect();
             for id in agents {
                 c.ask_to_leave(id);
@@ -935,4 +910,10 @@ impl Supervision {
             c.events.push(Event::Stopped);
         }
     }
+}
+
+fn is_agent(c: &Cluster, id: WorkerId) -> bool {
+    c.workers
+        .get(&id)
+        .is_some_and(|w| w.kind == WorkerKind::Agent)
 }

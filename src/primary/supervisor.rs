@@ -20,14 +20,14 @@ use tokio::sync::mpsc;
 use super::child_command::WorkerKind;
 use super::cluster::Cluster;
 use super::events::{Event, EventQueue};
-use super::inputs::{Command, Input, NewChild, ReloadRequest};
-use super::launcher::{Launcher, ProcessLauncher};
+use super::inputs::{Command, Input, InputSender, NewChild, ReloadRequest};
+use super::launcher::{Done, Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
 use super::options::{ClusterOptions, Schedule};
 use super::supervision::{Phase, Supervision};
 use super::timers::{now, Timer, Timers};
-use super::worker_protocol::{NodeCluster, Progress};
+use super::worker_protocol::{Progress, WorkerProtocol};
 use super::workers::{ProcessTable, WorkerState};
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound, ReceivedHandle};
@@ -65,23 +65,23 @@ pub struct Supervisor {
 }
 
 /// Starts the loop on the current runtime; returns the queue that feeds it.
-pub fn launch(
+pub fn start(
     plan: Plan,
     events: EventQueue,
     processes: ProcessTable,
     ids: Arc<AtomicU32>,
-) -> mpsc::UnboundedSender<Input> {
-    launch_with(plan, events, processes, ids, Box::new(ProcessLauncher))
+) -> InputSender {
+    start_with(plan, events, processes, ids, Box::new(ProcessLauncher))
 }
 
-/// `launch` with a launcher of the caller's (tests start no processes).
-pub fn launch_with(
+/// `start` with a launcher of the caller's (tests start no processes).
+pub fn start_with(
     plan: Plan,
     events: EventQueue,
     processes: ProcessTable,
     ids: Arc<AtomicU32>,
     launcher: Box<dyn Launcher>,
-) -> mpsc::UnboundedSender<Input> {
+) -> InputSender {
     let (tx, rx) = mpsc::unbounded_channel();
     let accept_tx = tx.clone();
     let (distribution, retention) = match &plan {
@@ -186,22 +186,21 @@ impl Supervisor {
                 conn,
             } => {
                 if let Some(h) = self.cluster.listeners.rr_accepted(generation, &key, conn) {
-                    self.node_cluster().send_newconn(h.worker, key, h.conn);
+                    self.worker_protocol().send_newconn(h.worker, key, h.conn);
                 }
             }
-            Input::Spawned { id, result } => {
-                if let Some(s) = &mut self.supervision {
-                    s.on_spawned(&mut self.cluster, id, result);
-                }
-            }
+            Input::Spawned { id, result } => match (&mut self.supervision, result) {
+                (Some(s), result) => s.on_spawned(&mut self.cluster, id, result),
+                // Only the supervision asks for children; none may linger.
+                (None, Ok(launched)) => self.cluster.discard(launched),
+                (None, Err(_)) => {}
+            },
         }
     }
 
     fn settle(&mut self) {
         if let Some(s) = &mut self.supervision {
             s.settle(&mut self.cluster);
-            // Settling may route the frames held at startup, and they may say 'ready'.
-            self.take_ready_signals();
         }
     }
 
@@ -209,7 +208,7 @@ impl Supervisor {
         if let Some(s) = &mut self.supervision {
             for request in s.take_launches() {
                 let (id, inputs) = (request.id, self.cluster.inputs.clone());
-                let done = Box::new(move |result| {
+                let done = Done::new(move |result| {
                     let _ = inputs.send(Input::Spawned { id, result });
                 });
                 self.launcher.launch(request, done);
@@ -223,8 +222,8 @@ impl Supervisor {
             .is_some_and(|s| s.phase() == Phase::Starting)
     }
 
-    fn node_cluster(&mut self) -> NodeCluster<'_> {
-        NodeCluster {
+    fn worker_protocol(&mut self) -> WorkerProtocol<'_> {
+        WorkerProtocol {
             workers: &mut self.cluster.workers,
             listeners: &mut self.cluster.listeners,
             events: &self.cluster.events,
@@ -280,7 +279,7 @@ impl Supervisor {
                     w.state = match w.state {
                         WorkerState::Leaving => WorkerState::Leaving,
                         _ => WorkerState::Disconnecting {
-                            was_ready: w.was_ready(),
+                            was_ready: w.is_ready(),
                         },
                     };
                 }
@@ -326,7 +325,7 @@ impl Supervisor {
     fn on_channel(&mut self, id: WorkerId, event: ChannelEvent) {
         match event {
             ChannelEvent::Message(Incoming::Cluster(msg)) => {
-                let progress = self.node_cluster().on_message(id, msg);
+                let progress = self.worker_protocol().on_message(id, msg);
                 self.on_progress(id, progress);
             }
             ChannelEvent::Message(Incoming::User(payload)) => {
@@ -443,18 +442,17 @@ impl Supervisor {
 
     fn on_timer(&mut self, timer: Timer) {
         let c = &mut self.cluster;
-        if let Some(s) = &mut self.supervision {
-            if s.on_timer(c, &timer) {
-                return;
-            }
-        }
         match timer {
             Timer::KillIfAlive { id } => c.kill(id),
             Timer::MessengerDrained { id } => {
                 let (messenger, mut cx) = c.messenger_cx(false);
                 messenger.drained(&mut cx, id);
             }
-            _ => {}
+            Timer::Supervision(due) => {
+                if let Some(s) = &mut self.supervision {
+                    s.on_timer(c, due);
+                }
+            }
         }
     }
 }

@@ -9,6 +9,16 @@ use super::WorkerId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Timer {
+    /// A worker asked to leave has had `killTimeout`.
+    KillIfAlive { id: WorkerId },
+    /// An exited child's messenger channel had time to drain (src/primary/messenger.rs).
+    MessengerDrained { id: WorkerId },
+    /// The supervised cluster's (src/primary/supervision.rs).
+    Supervision(Due),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
     /// A slot's restart backoff is over; `generation` tells a stale one from the current one.
     Restart {
         slot: usize,
@@ -18,13 +28,6 @@ pub enum Timer {
         id: WorkerId,
     },
     StopDeadline,
-    KillIfAlive {
-        id: WorkerId,
-    },
-    /// An exited child's messenger channel had time to drain (src/primary/messenger.rs).
-    MessengerDrained {
-        id: WorkerId,
-    },
     /// Check heartbeats and memory (src/primary/watchdog.rs).
     Watchdog,
     /// Close unused sockets, reap orphans (src/primary/housekeeping.rs).
@@ -72,17 +75,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn timers_fire_in_due_order_then_in_the_order_they_were_set() {
         let mut timers = Timers::default();
-        timers.after(Duration::from_millis(20), Timer::Watchdog);
-        timers.after(Duration::from_millis(10), Timer::StopDeadline);
-        timers.after(Duration::from_millis(10), Timer::Housekeeping);
+        let kill = |id| Timer::KillIfAlive { id };
+        timers.after(Duration::from_millis(20), kill(1));
+        timers.after(Duration::from_millis(10), kill(2));
+        timers.after(Duration::from_millis(10), kill(3));
         assert_eq!(timers.pop_due(now()), None);
         tokio::time::advance(Duration::from_millis(10)).await;
-        assert_eq!(timers.pop_due(now()), Some(Timer::StopDeadline));
-        assert_eq!(timers.pop_due(now()), Some(Timer::Housekeeping));
+        assert_eq!(timers.pop_due(now()), Some(kill(2)));
+        assert_eq!(timers.pop_due(now()), Some(kill(3)));
         assert_eq!(timers.pop_due(now()), None);
         assert!(timers.next_due().is_some_and(|at| at > now()));
         tokio::time::advance(Duration::from_millis(10)).await;
-        assert_eq!(timers.pop_due(now()), Some(Timer::Watchdog));
+        assert_eq!(timers.pop_due(now()), Some(kill(1)));
         assert_eq!(timers.next_due(), None);
     }
 }

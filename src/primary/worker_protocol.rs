@@ -24,13 +24,13 @@ pub enum Progress {
 }
 
 /// The workers' Node channels and the listening sockets, lent by the loop for one message.
-pub struct NodeCluster<'a> {
+pub struct WorkerProtocol<'a> {
     pub workers: &'a mut Workers,
     pub listeners: &'a mut Listeners,
     pub events: &'a EventQueue,
 }
 
-impl NodeCluster<'_> {
+impl WorkerProtocol<'_> {
     pub fn on_message(&mut self, id: WorkerId, msg: Map<String, Value>) -> Option<Progress> {
         let seq = msg.get("seq").cloned().unwrap_or(Value::Null);
         match msg.get("act").and_then(Value::as_str) {
@@ -72,7 +72,7 @@ impl NodeCluster<'_> {
 
     fn on_query_server(&mut self, id: WorkerId, msg: &Map<String, Value>, seq: Value) {
         // Node's primary ignores a disconnecting worker's query; the worker exits without an answer.
-        if self.workers.get(&id).is_none_or(|w| w.is_disconnecting()) {
+        if self.workers.get(&id).is_none_or(|w| w.is_closing()) {
             return;
         }
         let request = match listeners::parse_query(msg) {

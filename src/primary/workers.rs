@@ -98,27 +98,24 @@ pub enum NotSent {
 }
 
 impl Worker {
+    /// It met the readiness condition and the primary has not sent it away.
     pub fn is_ready(&self) -> bool {
-        self.state == WorkerState::Ready
+        matches!(
+            self.state,
+            WorkerState::Ready | WorkerState::Disconnecting { was_ready: true }
+        )
     }
 
     pub fn is_leaving(&self) -> bool {
         self.state == WorkerState::Leaving
     }
 
-    /// Asked to close its servers, by JavaScript or by the primary.
-    pub fn is_disconnecting(&self) -> bool {
+    /// Asked to close its servers, by JavaScript or by the primary: as under Node, its later
+    /// `queryServer`s go unanswered.
+    pub fn is_closing(&self) -> bool {
         matches!(
             self.state,
             WorkerState::Disconnecting { .. } | WorkerState::Leaving
-        )
-    }
-
-    /// Had it become ready before it started to go?
-    pub fn was_ready(&self) -> bool {
-        matches!(
-            self.state,
-            WorkerState::Ready | WorkerState::Disconnecting { was_ready: true }
         )
     }
 
