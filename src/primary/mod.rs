@@ -3,8 +3,8 @@
 //!
 //! Its layers, each using only those below it:
 //! - the loop: `supervisor` (one task, one queue: handle, settle, flush);
-//! - the supervised cluster's policy: `supervision`, using `reload`, `scale`, `watchdog`,
-//!   `restart`, `slots`, `housekeeping`, `orphans`;
+//! - the supervised cluster's policy: `supervision`, using `readiness`, `reload`, `scale`,
+//!   `watchdog`, `restart`, `slots`, `housekeeping`, `orphans`, `reports`;
 //! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
 //!   cluster messages), `messenger` (with `router` and `requests`), `listeners` (with
 //!   `round_robin`), `launcher` (with `child_command`);
@@ -28,6 +28,7 @@ pub mod listeners;
 mod messenger;
 pub mod options;
 mod orphans;
+mod readiness;
 mod reload;
 mod reports;
 mod requests;

@@ -18,8 +18,9 @@ use super::cluster::Cluster;
 use super::events::Event;
 use super::housekeeping::{self, Housekeeping};
 use super::launcher::{self, LaunchRequest, Launched};
-use super::options::{AgentReadiness, ClusterOptions, Readiness};
+use super::options::ClusterOptions;
 use super::orphans::OrphanGroups;
+use super::readiness::{self, Sign};
 use super::reload::{Reload, Step};
 use super::reports;
 use super::restart::Decision;
@@ -262,34 +263,13 @@ impl Supervision {
 
     // ---- readiness ----
 
-    /// A worker said 'ready' (`rcluster.ready()`, `process.send('ready')`). It counts with
-    /// readiness 'message'; an agent may always say it.
-    pub fn on_ready_message(&mut self, c: &mut Cluster, id: WorkerId) {
-        if is_agent(c, id) || self.options.readiness == Readiness::Message {
-            self.mark_ready(c, id);
-        }
-    }
-
-    /// The agent's preload reports that its main module has run.
-    pub fn on_agent_started(&mut self, c: &mut Cluster, id: WorkerId) {
-        let started = self
-            .options
-            .agent
-            .as_ref()
-            .is_some_and(|a| a.readiness == AgentReadiness::Started);
-        if started && is_agent(c, id) {
-            self.mark_ready(c, id);
-        }
-    }
-
-    pub fn on_online(&mut self, c: &mut Cluster, id: WorkerId) {
-        if self.options.readiness == Readiness::Online {
-            self.mark_ready(c, id);
-        }
-    }
-
-    pub fn on_listening(&mut self, c: &mut Cluster, id: WorkerId) {
-        if self.options.readiness == Readiness::Listening {
+    /// A worker did something that may make it ready (src/primary/readiness.rs).
+    pub fn on_sign(&mut self, c: &mut Cluster, id: WorkerId, sign: Sign) {
+        let Some(kind) = c.workers.get(&id).map(|w| w.kind) else {
+            return;
+        };
+        let agent = self.options.agent.as_ref().map(|a| a.readiness);
+        if readiness::is_ready_by(sign, kind, self.options.readiness, agent) {
             self.mark_ready(c, id);
         }
     }
@@ -910,10 +890,4 @@ impl Supervision {
             c.events.push(Event::Stopped);
         }
     }
-}
-
-fn is_agent(c: &Cluster, id: WorkerId) -> bool {
-    c.workers
-        .get(&id)
-        .is_some_and(|w| w.kind == WorkerKind::Agent)
 }

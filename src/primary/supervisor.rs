@@ -25,6 +25,7 @@ use super::launcher::{Done, Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
 use super::options::{ClusterOptions, Schedule};
+use super::readiness::Sign;
 use super::supervision::{Phase, Supervision};
 use super::timers::{now, Timer, Timers};
 use super::worker_protocol::{Progress, WorkerProtocol};
@@ -234,7 +235,7 @@ impl Supervisor {
     fn take_ready_signals(&mut self) {
         for id in self.cluster.messenger.take_ready_signals() {
             if let Some(s) = &mut self.supervision {
-                s.on_ready_message(&mut self.cluster, id);
+                s.on_sign(&mut self.cluster, id, Sign::SaidReady);
             }
         }
     }
@@ -374,13 +375,13 @@ impl Supervisor {
             Some(Progress::Online) => {
                 c.events.push(Event::Online { id });
                 if let Some(s) = &mut self.supervision {
-                    s.on_online(c, id);
+                    s.on_sign(c, id, Sign::Online);
                 }
             }
             Some(Progress::Listening(address)) => {
                 c.events.push(Event::Listening { id, address });
                 if let Some(s) = &mut self.supervision {
-                    s.on_listening(c, id);
+                    s.on_sign(c, id, Sign::Listening);
                 }
             }
             None => {}
@@ -397,7 +398,7 @@ impl Supervisor {
                     w.last_beat = Some(now());
                 }
             }
-            (Some(AGENT_STARTED), Some(s)) => s.on_agent_started(c, id),
+            (Some(AGENT_STARTED), Some(s)) => s.on_sign(c, id, Sign::AgentStarted),
             (Some(UNCAUGHT), Some(s)) => {
                 let error = message.get("error").and_then(Value::as_str).unwrap_or("");
                 s.on_uncaught_exception(c, id, error);
@@ -416,7 +417,7 @@ impl Supervisor {
         let c = &mut self.cluster;
         if let Some(s) = &mut self.supervision {
             if is_ready_message(&payload) {
-                s.on_ready_message(c, id);
+                s.on_sign(c, id, Sign::SaidReady);
             }
             if matches!(&payload, Payload::Json(text) if text == THINK_RELOAD) {
                 s.reload(c, None, None, None, format!("worker {id}"));
