@@ -147,10 +147,17 @@ impl ChildChannel {
             .map_err(|e| io_error("wake", e))?;
         let (outbox, rx) = std_mpsc::channel::<Outgoing>();
         let (writer_queued, waker) = (queued.clone(), drained.waker());
+        // Open means running: the writer has started (and is named, which a thread does itself
+        // as it starts) before this returns.
+        let (started, running) = std_mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("rcluster-channel-write".into())
-            .spawn(move || write_loop(writer, rx, writer_queued, waker))
+            .spawn(move || {
+                let _ = started.send(());
+                write_loop(writer, rx, writer_queued, waker)
+            })
             .map_err(|e| io_error("thread", e))?;
+        let _ = running.recv();
         let reader = Rc::new(RefCell::new(Reader::new(reader)));
         let callback =
             LoopCallback::new(env.raw(), on_wake.raw()).map_err(|e| io_error("callback", e))?;
