@@ -88,10 +88,20 @@ test('without the preload, the same primary is Node\'s own (the comparison the t
   assert.ok(!runsRclusterPrimary(Number(pid)), 'no addon in Node\'s primary');
 });
 
+test('an ES-module primary (import cluster from \'node:cluster\') runs on rcluster\'s primary', async (t) => {
+  const primary = spawnNode(t, ['-r', register, fixture('register-primary.mjs')]);
+  const [, pid] = await waitForOutput(primary, /^primary (\d+)$/m);
+  const [, port] = await waitForOutput(primary, /^listening (\d+) /m, 15_000);
+  const served = await answers(Number(port), 2);
+  for (const answer of served.values()) assert.strictEqual(answer.isWorker, true, JSON.stringify(answer));
+  assert.ok(runsRclusterPrimary(Number(pid)), 'the addon is loaded in the primary');
+  await assertSteady(Number(pid), 2);
+});
+
 test('a program that is no cluster primary runs unchanged under the preload', async (t) => {
-  for (const args of [['one', 'two'], ['cluster']]) {
-    const plain = spawnNode(t, [fixture('register-plain.js'), ...args]);
-    const preloaded = spawnNode(t, ['-r', register, fixture('register-plain.js'), ...args]);
+  for (const [script, args] of [['register-plain.js', ['one', 'two']], ['register-plain.js', ['cluster']], ['register-plain.mjs', ['one']], ['register-plain.mjs', ['cluster']]]) {
+    const plain = spawnNode(t, [fixture(script), ...args]);
+    const preloaded = spawnNode(t, ['-r', register, fixture(script), ...args]);
     const [without, withPreload] = await Promise.all([plain.exited, preloaded.exited]);
     assert.deepStrictEqual(withPreload, without);
     assert.deepStrictEqual(withPreload, { code: 3, signal: null });

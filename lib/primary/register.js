@@ -1,8 +1,9 @@
 'use strict';
 
-// `rcluster/register` in a primary: `require('cluster')` and `require('node:cluster')` give
-// rcluster's Node-compatible cluster module (node-cluster.js), which is loaded only when the app
-// asks for it, so a program that never asks runs as it would without the preload.
+// `rcluster/register` in a primary: `require('cluster')` and `require('node:cluster')`, and
+// `import ... from 'node:cluster'`, give rcluster's Node-compatible cluster module
+// (node-cluster.js; `import` gets it through cluster.mjs). It is loaded only when the app asks
+// for it, so a program that never asks runs as it would without the preload.
 //
 // It is installed in a primary only (register.js): in a worker, `rcluster/cluster` (cluster.js at
 // the package root) and the child runtime (lib/child/) must get Node's worker side, or the worker
@@ -10,30 +11,29 @@
 // module in the primary too: they ask it which side they run on, and must hear the truth.
 
 const Module = require('node:module');
-const path = require('node:path');
-
-const ROOT = path.join(__dirname, '..', '..');
-const OWN_DIR = path.join(ROOT, 'lib') + path.sep;
-const OWN_FILES = new Set(['index.js', 'cluster.js', 'register.js'].map((file) => path.join(ROOT, file)));
-const REQUESTS = new Set(['cluster', 'node:cluster']);
-
-/** Whether `parent` (the module that calls require) is one of rcluster's own. */
-function isOwn(parent) {
-  const filename = parent && parent.filename;
-  return typeof filename === 'string' && (filename.startsWith(OWN_DIR) || OWN_FILES.has(filename));
-}
+const { pathToFileURL } = require('node:url');
+const { redirects, resolve } = require('./register-resolve');
 
 let installed = false;
 
-/** Redirects `require('cluster')` of every module but rcluster's own; once per process. */
+/** Redirects `cluster` for every module but rcluster's own; once per process. */
 function install() {
   if (installed) return;
   installed = true;
+  // require: Node's CommonJS loader, through which every require passes (Node 20 has no hook
+  // for the requires of built-in modules).
   const load = Module._load;
   Module._load = function _load(request, parent, isMain) {
-    if (REQUESTS.has(request) && !isOwn(parent)) return require('./node-cluster');
+    if (redirects(request, parent && parent.filename)) return require('./node-cluster');
     return load.apply(this, arguments);
   };
+  // import: module hooks. Node 22.15 and later run them in this thread; before, module.register
+  // runs them on a thread of their own.
+  if (typeof Module.registerHooks === 'function') {
+    Module.registerHooks({ resolve });
+  } else if (typeof Module.register === 'function') {
+    Module.register('./register-hooks.mjs', pathToFileURL(__filename));
+  }
 }
 
-module.exports = { install, isOwn };
+module.exports = { install };
