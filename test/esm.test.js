@@ -12,9 +12,12 @@ const pkg = require('../package.json');
 
 const root = path.join(__dirname, '..');
 
-/** The package's entry points, from its `exports`: 'rcluster', 'rcluster/cluster'. */
+/** Entry points loaded for what they do, with no names to import: `rcluster/register`. */
+const PRELOADS = ['./register'];
+
+/** The package's entry points with names, from its `exports`: 'rcluster', 'rcluster/cluster'. */
 const entries = Object.entries(pkg.exports)
-  .filter(([subpath]) => subpath !== './package.json')
+  .filter(([subpath]) => subpath !== './package.json' && !PRELOADS.includes(subpath))
   .map(([subpath, targets]) => ({ specifier: path.posix.join(pkg.name, subpath), targets }));
 const specifiers = entries.map((entry) => entry.specifier).sort();
 
@@ -76,6 +79,12 @@ test('each entry point: types first, an ES module for import, and both in the pa
     assert.strictEqual(Object.keys(targets)[0], 'types', `${specifier}: TypeScript takes the first condition it knows`);
     assert.match(targets.import, /\.mjs$/, specifier);
     for (const file of Object.values(targets)) assert.ok(packed.includes(path.posix.normalize(file)), `${specifier}: ${file} is not packed`);
+  }
+  // A preload is required (`node -r`) or imported (`--import`) as one CommonJS file, typed too.
+  for (const subpath of PRELOADS) {
+    const targets = pkg.exports[subpath];
+    assert.deepStrictEqual(Object.keys(targets), ['types', 'default'], subpath);
+    for (const file of Object.values(targets)) assert.ok(packed.includes(path.posix.normalize(file)), `${subpath}: ${file} is not packed`);
   }
 });
 
