@@ -55,9 +55,13 @@ test('a hand-written primary runs on rcluster\'s primary: workers share a port, 
   const [, port] = await waitForOutput(primary, /^listening (\d+) /m, 15_000);
   await waitForOutput(primary, /listening \d+ pid \d+\n[^]*listening \d+ pid \d+/, 15_000);
 
-  // Both workers serve, and in them `require('cluster')` is Node's worker side.
+  // Both workers serve. They were given the preload too (Node's fork passes the primary's
+  // execArgv), and in them `require('cluster')` is Node's worker side.
   const served = await answers(Number(port), 2);
-  for (const answer of served.values()) assert.strictEqual(answer.isWorker, true, JSON.stringify(answer));
+  for (const answer of served.values()) {
+    assert.deepStrictEqual(answer.execArgv, ['-r', 'rcluster/register'], JSON.stringify(answer));
+    assert.strictEqual(answer.isWorker, true, JSON.stringify(answer));
+  }
   assert.deepStrictEqual([...served.values()].map((answer) => answer.id).sort(), [1, 2]);
 
   // The primary's greeting (worker.send) reached each worker, whose answer (process.send) came back.
