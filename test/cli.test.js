@@ -57,7 +57,8 @@ test('SIGHUP reloads every worker; SIGTTIN and SIGTTOU add and remove one', asyn
 test('--agent starts the agent; an agent that fails at startup makes the CLI exit 1 with the agent\'s words', async (t) => {
   const ok = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '-i', '1', '--agent', fixture('plain-agent.js')]);
   await until(() => /1 workers ready/.test(ok.output), 10_000, 'the cluster');
-  assert.match(ok.output, /agent 1 started/);
+  assert.match(ok.output, /agent 2 started/);
+  assert.match(ok.output, /worker 1 started/);
   ok.kill('SIGTERM');
   assert.strictEqual((await ok.exited).code, 0, ok.output);
 

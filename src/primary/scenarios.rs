@@ -527,26 +527,51 @@ async fn a_stop_while_app_workers_are_being_spawned_stops_the_agent_last() {
     let mut cluster =
         Scenario::start(json!({ "workers": 2, "readiness": "online", "agent": true }));
     cluster.run_for(1).await;
-    assert_eq!(cluster.launched(), vec![1]);
+    // The agent starts first, with the id after the app workers'.
+    assert_eq!(cluster.launched(), vec![3]);
     cluster.hold_launches();
     let started = json!({ "cmd": "NODE_RCLUSTER_AGENT_STARTED" });
     if let Value::Object(map) = started {
-        cluster.channel(1, ChannelEvent::Message(Incoming::OtherInternal(map)));
+        cluster.channel(3, ChannelEvent::Message(Incoming::OtherInternal(map)));
     }
     cluster.run_for(1).await;
-    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    assert_eq!(cluster.launched(), vec![3, 1, 2]);
     cluster.command(Command::Stop { timeout: None });
     cluster.run_for(1).await;
-    assert!(cluster.signals(1).is_empty(), "the agent went first");
+    assert!(cluster.signals(3).is_empty(), "the agent went first");
+    cluster.release(1, true);
     cluster.release(2, true);
-    cluster.release(3, true);
     cluster.run_for(1).await;
-    assert_eq!(cluster.signals(2), vec![Signal::SIGKILL]);
-    assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
-    cluster.exit(1, 0);
+    assert_eq!(cluster.signals(1), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.signals(3), vec![Signal::SIGTERM]);
+    cluster.exit(3, 0);
     cluster.run_for(1).await;
     assert_eq!(cluster.count(is_stopped), 1);
-    assert_eq!(cluster.forks(), vec![1]);
+    assert_eq!(cluster.forks(), vec![3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn app_workers_are_numbered_from_1_with_an_agent_too_and_replacements_take_new_ids() {
+    let mut cluster =
+        Scenario::start(json!({ "workers": 2, "readiness": "online", "agent": true }));
+    cluster.run_for(1).await;
+    let started = json!({ "cmd": "NODE_RCLUSTER_AGENT_STARTED" });
+    if let Value::Object(map) = started {
+        cluster.channel(3, ChannelEvent::Message(Incoming::OtherInternal(map)));
+    }
+    cluster.run_for(1).await;
+    cluster.online(1);
+    cluster.online(2);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_ready), 1, "{:?}", cluster.seen);
+    assert_eq!(cluster.forks(), vec![3, 1, 2]);
+    // A crashed worker's replacement and the agent's take ids never used before.
+    cluster.exit(1, 1);
+    cluster.exit(3, 1);
+    cluster.run_for(1).await;
+    let mut forks = cluster.forks();
+    forks.sort_unstable();
+    assert_eq!(forks, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(start_paused = true)]

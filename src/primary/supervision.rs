@@ -76,6 +76,9 @@ pub struct Supervision {
     scale: Scale,
     orphans: OrphanGroups,
     housekeeping: Housekeeping,
+    /// Ids taken at start for the first worker of each slot: app workers are 1..N whether or
+    /// not there is an agent (which is started first and has N+1).
+    first_ids: HashMap<usize, WorkerId>,
 }
 
 impl Supervision {
@@ -92,6 +95,7 @@ impl Supervision {
             scale: Scale::default(),
             orphans: OrphanGroups::default(),
             housekeeping: Housekeeping::default(),
+            first_ids: HashMap::new(),
         }
     }
 
@@ -117,6 +121,11 @@ impl Supervision {
         c.timers
             .after(housekeeping::TICK, Timer::Supervision(Due::Housekeeping));
         self.orphans.guard_worker_trees(&c.events);
+        // `cluster.worker.id === 1` is the app's first worker, as under Node's cluster.
+        let order = self.slots.apps().into_iter().chain(self.slots.agent());
+        for slot in order {
+            self.first_ids.insert(slot, c.next_id());
+        }
         match self.slots.agent() {
             // The agent first; the app workers once it is ready (see settle).
             Some(agent) => self.fill_later(agent),
@@ -159,7 +168,15 @@ impl Supervision {
     fn ask_for_child(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
         let kind = self.kind_of(slot);
         let spec = launcher::supervised_spec(&self.options, kind);
-        let id = c.next_id();
+        let id = match (purpose, self.first_ids.remove(&slot)) {
+            (Purpose::Fill, Some(id)) => id,
+            (_, reserved) => {
+                if let Some(id) = reserved {
+                    self.first_ids.insert(slot, id);
+                }
+                c.next_id()
+            }
+        };
         let mode = spec.serialization;
         self.launching.insert(
             id,
