@@ -39,6 +39,7 @@ const REPLACEMENTS = new Set([
   'ERR_RCLUSTER_UNRESPONSIVE',
   'ERR_RCLUSTER_UNCAUGHT_EXCEPTION',
   'ERR_RCLUSTER_MEMORY_LIMIT',
+  'ERR_RCLUSTER_WORKER_DISCONNECTED',
 ]);
 const RUNTIME = ['--require', require.resolve('../child/child-runtime.js')];
 /** The largest ms count an option takes (src/primary/options.rs): about 24 days. */

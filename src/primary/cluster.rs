@@ -116,6 +116,7 @@ impl Cluster {
             mode,
             seq: 0,
             connected: true,
+            closed_by_primary: false,
             listen_refused: false,
             rr_in_flight: Default::default(),
             last_beat: None,

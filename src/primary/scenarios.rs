@@ -653,3 +653,65 @@ async fn scaling_away_the_slot_being_replaced_does_not_abort_the_reload() {
     });
     assert!(reloaded, "{:?}", cluster.seen);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_disconnects_itself_is_replaced_at_once_let_go_and_never_called_unresponsive()
+{
+    let mut cluster = running(
+        2,
+        json!({ "killTimeout": 3000, "heartbeatTimeout": 2000, "heartbeatInterval": 100 }),
+    )
+    .await;
+    let beat = json!({ "cmd": "NODE_RCLUSTER_HEARTBEAT" });
+    let Value::Object(beat) = beat else {
+        unreachable!()
+    };
+    let heartbeats = |cluster: &Scenario, ids: &[WorkerId]| {
+        for id in ids {
+            let message = Incoming::OtherInternal(beat.clone());
+            cluster.channel(*id, ChannelEvent::Message(message));
+        }
+    };
+    heartbeats(&cluster, &[1, 2]);
+    cluster.channel(1, ChannelEvent::Disconnected);
+    cluster.run_for(500).await;
+    assert_eq!(
+        cluster.launched(),
+        vec![1, 2, 3],
+        "its replacement starts now"
+    );
+    assert_eq!(
+        cluster.warnings(),
+        vec![crate::errors::WORKER_DISCONNECTED],
+        "{:?}",
+        cluster.seen
+    );
+    assert!(
+        cluster.signals(1).is_empty(),
+        "it may finish what it serves"
+    );
+    cluster.online(3);
+    for _ in 0..6 {
+        heartbeats(&cluster, &[2, 3]);
+        cluster.run_for(500).await;
+    }
+    // killTimeout after it was let go, and no heartbeat from it for 3.5 s: killed, not as
+    // unresponsive.
+    assert_eq!(cluster.signals(1), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.warnings(), vec![crate::errors::WORKER_DISCONNECTED]);
+    cluster.exit(1, 0);
+    cluster.run_for(1000).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3], "its exit was no failure");
+    assert_eq!(cluster.error_code(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_channel_closes_as_it_dies_is_a_crash() {
+    let mut cluster = running(1, json!({})).await;
+    cluster.channel(1, ChannelEvent::Disconnected);
+    cluster.run_for(5).await;
+    cluster.exit(1, 1);
+    cluster.run_for(1000).await;
+    assert_eq!(cluster.warnings(), vec![crate::errors::WORKER_CRASHED]);
+    assert_eq!(cluster.launched(), vec![1, 2]);
+}

@@ -34,6 +34,10 @@ use crate::errors;
 use crate::os::process::ExitStatus;
 use crate::wire::node_ipc::Serialization;
 
+/// How long after a worker's channel closed unasked its exit is waited for, before the worker is
+/// taken to have disconnected itself: a process that dies closes its channel a moment before its
+/// exit is seen.
+const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
 /// How long a failed agent's last words may take to come out of its stderr pipe.
 const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);
 
@@ -524,6 +528,41 @@ impl Supervision {
         );
     }
 
+    /// A worker's Node channel closed. Unless the primary or JavaScript asked it to leave, it
+    /// may have disconnected itself (Egg's and ThinkJS's graceful exit, often after an
+    /// exception): that is decided once its exit had a moment to show.
+    pub fn on_channel_closed(&mut self, c: &mut Cluster, id: WorkerId) {
+        let unasked = |w: &Worker| !w.is_closing() && !w.closed_by_primary;
+        if c.workers.get(&id).is_some_and(unasked) && self.is_up() {
+            let due = Due::ChannelClosed { id };
+            c.timers
+                .after(CHANNEL_CLOSED_GRACE, Timer::Supervision(due));
+        }
+    }
+
+    /// A worker that closed its own channel serves on for a while, but can no longer be told
+    /// anything nor heard (no heartbeats): its replacement starts now and it is let go.
+    fn on_disconnected_itself(&mut self, c: &mut Cluster, id: WorkerId) {
+        let Some(w) = c.workers.get(&id) else {
+            return;
+        };
+        if w.connected || w.is_closing() {
+            return;
+        }
+        let message = format!(
+            "worker {id} (pid {}) disconnected itself (closed its IPC channel)",
+            w.pid()
+        );
+        self.replace_gracefully(
+            c,
+            id,
+            errors::WORKER_DISCONNECTED,
+            message,
+            "disconnected itself",
+            false,
+        );
+    }
+
     /// A blocked event loop cannot finish anything: the worker is killed at once.
     fn replace_unresponsive(&mut self, c: &mut Cluster, id: WorkerId, quiet: Duration) {
         let Some((slot, was_ready)) = self.detach(c, id) else {
@@ -770,6 +809,7 @@ impl Supervision {
                 }
             }
             Due::ReadyDeadline { id } => self.on_ready_deadline(c, id),
+            Due::ChannelClosed { id } => self.on_disconnected_itself(c, id),
             Due::StopDeadline => {
                 if self.phase == Phase::Stopping {
                     for w in c.workers.values() {

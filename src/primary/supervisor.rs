@@ -288,7 +288,8 @@ impl Supervisor {
                 c.listeners.release_all(id);
             }
             Command::CloseChannel { id } => {
-                if let Some(w) = c.workers.get(&id) {
+                if let Some(w) = c.workers.get_mut(&id) {
+                    w.closed_by_primary = true;
                     let _ = w.conn.send(Outbound::Close);
                 }
             }
@@ -346,7 +347,10 @@ impl Supervisor {
             }
             ChannelEvent::ProtocolError(why) => {
                 let c = &mut self.cluster;
-                let pid = c.workers.get(&id).map_or(0, |w| w.pid());
+                let pid = c.workers.get_mut(&id).map_or(0, |w| {
+                    w.closed_by_primary = true;
+                    w.pid()
+                });
                 c.events.warn(
                     Some(id),
                     errors::PROTOCOL,
@@ -363,6 +367,9 @@ impl Supervisor {
                 }
                 c.listeners.release_all(id);
                 c.events.push(Event::Disconnect { id });
+                if let Some(s) = &mut self.supervision {
+                    s.on_channel_closed(c, id);
+                }
             }
             ChannelEvent::Exited(status) => self.on_exit(id, status),
         }
