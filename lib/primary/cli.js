@@ -13,6 +13,11 @@ Runs <script> as a cluster of Node processes sharing its ports, in the foregroun
 Options:
   -i, --instances N|max     number of app workers (default: max = one per CPU)
       --agent FILE          start FILE as the agent first, the app workers once it is ready
+      --agent-arg ARG       an argument for the agent's script (repeatable; --agent-arg=-x)
+      --agent-exec-arg FLAG a Node flag for the agent (repeatable; --agent-exec-arg=--inspect)
+      --agent-readiness R   when the agent is ready: started (its main module has run, the
+                            default) | message (it calls rcluster.ready(): an ES-module or
+                            async agent)
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)
       --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
       --max-memory SIZE     replace a worker whose RSS passes SIZE (bytes, or 300M, 1G)
@@ -62,6 +67,19 @@ function parseMemory(value) {
   return value;
 }
 
+/** The agent's options: its script, and its own arguments, Node flags and readiness if given. */
+function parseAgent(values) {
+  const readiness = values['agent-readiness'];
+  if (readiness !== undefined && !['started', 'message'].includes(readiness)) {
+    throw new UsageError(`--agent-readiness must be started or message, got '${readiness}'`);
+  }
+  const agent = { exec: path.resolve(values.agent) };
+  if (values['agent-arg'] !== undefined) agent.args = values['agent-arg'];
+  if (values['agent-exec-arg'] !== undefined) agent.execArgv = values['agent-exec-arg'];
+  if (readiness !== undefined) agent.readiness = readiness;
+  return agent;
+}
+
 /** Turns argv (without node and the bin) into a command, or throws UsageError. */
 function parseCommandLine(argv) {
   const split = argv.indexOf('--');
@@ -76,6 +94,9 @@ function parseCommandLine(argv) {
       options: {
         instances: { type: 'string', short: 'i' },
         agent: { type: 'string' },
+        'agent-arg': { type: 'string', multiple: true },
+        'agent-exec-arg': { type: 'string', multiple: true },
+        'agent-readiness': { type: 'string' },
         schedule: { type: 'string' },
         'kill-timeout': { type: 'string' },
         'max-memory': { type: 'string' },
@@ -103,7 +124,10 @@ function parseCommandLine(argv) {
     }
     options.schedule = values.schedule;
   }
-  if (values.agent !== undefined) options.agent = path.resolve(values.agent);
+  if (values.agent !== undefined) options.agent = parseAgent(values);
+  for (const flag of ['agent-arg', 'agent-exec-arg', 'agent-readiness']) {
+    if (values[flag] !== undefined && values.agent === undefined) throw new UsageError(`--${flag} needs --agent`);
+  }
   if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
   if (values['max-memory'] !== undefined) options.maxMemory = parseMemory(values['max-memory']);
   if (values['max-restarts'] !== undefined) {
