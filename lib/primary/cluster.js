@@ -8,6 +8,7 @@ const EventEmitter = require('node:events');
 const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
 const { Worker, WorkerProcess } = require('./worker');
 const { onWorkerEvent, settle, announce, forwardMessages } = require('./worker-events');
+const { isLog4jsMessage, writeLog4jsMessage } = require('./log4js');
 const { rclusterError } = require('../errors');
 const { primaryMessenger, receivedFrame } = require('./primary-messenger');
 
@@ -188,6 +189,8 @@ class Cluster extends EventEmitter {
       case 'fork': {
         const created = new ClusterWorker(this, event);
         forwardMessages(this, created);
+        // log4js in a worker sends its logging events to the master, which writes them.
+        created.on('message', (message) => isLog4jsMessage(message) && writeLog4jsMessage(message));
         this.workers[created.id] = created;
         this.emit('fork', created);
         break;
