@@ -31,6 +31,10 @@ export interface ClusterOptions {
   schedule?: 'shared' | 'reuseport';
   /** ms a stopping worker gets before SIGKILL. Default 5000. */
   killTimeout?: number;
+  /** A signal sent to each app worker the cluster sends away (stop, reload, scale), right after
+   *  its disconnect: for apps that leave on SIGTERM, as Egg's workers do. Not SIGKILL or SIGSTOP.
+   *  Default: none. */
+  stopSignal?: Exclude<NodeJS.Signals, 'SIGKILL' | 'SIGSTOP'>;
   /** Default `'listening'`: a worker is ready at its first `listening`. */
   readiness?: Readiness;
   /** ms (at least 1) a new worker has to become ready. Default 30000. */

@@ -65,6 +65,20 @@ test('--agent-arg, --agent-exec-arg and --agent-readiness message: an ES-module 
   assert.strictEqual((await cli.exited).code, 0, cli.output);
 });
 
+test('--stop-signal is passed on as stopSignal; a bad one is a usage error', async (t) => {
+  const cli = spawnNode(t, [bin, 'start', fixture('stubborn-worker.js'), '-i', '1', '--kill-timeout', '60000', '--stop-signal', 'SIGTERM']);
+  await until(() => /1 workers ready/.test(cli.output), 10_000, 'the cluster');
+  const asked = Date.now();
+  cli.kill('SIGTERM');
+  assert.strictEqual((await cli.exited).code, 0, cli.output);
+  assert.ok(Date.now() - asked < 10_000, 'the worker left on the signal, long before killTimeout');
+  for (const bad of ['SIGKILL', 'TERM', 'SIGNOPE']) {
+    const refused = spawnNode(t, [bin, 'start', fixture('stubborn-worker.js'), '--stop-signal', bad]);
+    assert.strictEqual((await refused.exited).code, 2, refused.output);
+    assert.match(refused.output, /--stop-signal must be a signal name/);
+  }
+});
+
 test('the agent flags are checked: a bad --agent-readiness, or one without --agent, is a usage error', async (t) => {
   for (const args of [['--agent', fixture('plain-agent.js'), '--agent-readiness', 'listening'], ['--agent-arg', 'x']]) {
     const cli = spawnNode(t, [bin, 'start', fixture('agent-app.js'), ...args]);

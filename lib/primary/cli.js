@@ -20,6 +20,7 @@ Options:
                             async agent)
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)
       --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
+      --stop-signal SIG     send SIG (e.g. SIGTERM) to each leaving worker after its disconnect
       --max-memory SIZE     replace a worker whose RSS passes SIZE (bytes, or 300M, 1G)
       --max-restarts N      restart budget: restarts of one worker slot within the window
                             before the cluster gives up and exits 1 (default 5)
@@ -99,6 +100,7 @@ function parseCommandLine(argv) {
         'agent-readiness': { type: 'string' },
         schedule: { type: 'string' },
         'kill-timeout': { type: 'string' },
+        'stop-signal': { type: 'string' },
         'max-memory': { type: 'string' },
         'max-restarts': { type: 'string' },
         'restart-window': { type: 'string' },
@@ -129,6 +131,13 @@ function parseCommandLine(argv) {
     if (values[flag] !== undefined && values.agent === undefined) throw new UsageError(`--${flag} needs --agent`);
   }
   if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
+  if (values['stop-signal'] !== undefined) {
+    const signal = values['stop-signal'];
+    if (!/^SIG[A-Z0-9]+$/.test(signal) || !(signal in require('node:os').constants.signals) || ['SIGKILL', 'SIGSTOP'].includes(signal)) {
+      throw new UsageError(`--stop-signal must be a signal name such as SIGTERM (not SIGKILL or SIGSTOP), got '${signal}'`);
+    }
+    options.stopSignal = signal;
+  }
   if (values['max-memory'] !== undefined) options.maxMemory = parseMemory(values['max-memory']);
   if (values['max-restarts'] !== undefined) {
     options.maxRestarts = parseWhole('max-restarts', values['max-restarts'], 0, 2 ** 32 - 1, 'restarts');

@@ -715,3 +715,24 @@ async fn a_worker_whose_channel_closes_as_it_dies_is_a_crash() {
     assert_eq!(cluster.warnings(), vec![crate::errors::WORKER_CRASHED]);
     assert_eq!(cluster.launched(), vec![1, 2]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn stop_signal_follows_the_disconnect_of_each_worker_sent_away() {
+    let mut plain = running(1, json!({})).await;
+    plain.command(Command::Stop { timeout: None });
+    plain.run_for(1).await;
+    assert_eq!(plain.acts(1), vec!["disconnect"]);
+    assert!(plain.signals(1).is_empty());
+
+    let mut cluster = running(2, json!({ "stopSignal": "SIGTERM" })).await;
+    cluster.command(Command::Scale {
+        workers: 1,
+        ticket: 1,
+    });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.acts(2), vec!["disconnect"]);
+    assert_eq!(cluster.signals(2), vec![Signal::SIGTERM]);
+    cluster.command(Command::Stop { timeout: None });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
+}

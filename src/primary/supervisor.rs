@@ -110,6 +110,10 @@ pub fn start_with(
         Plan::Supervised(o) => o.listen_fds.clone(),
         Plan::Manual { .. } => Vec::new(),
     });
+    let stop_signal = match &plan {
+        Plan::Supervised(o) => o.stop_signal,
+        Plan::Manual { .. } => None,
+    };
     let (max_message, kill_timeout, max_ipc_message) = match &plan {
         Plan::Supervised(o) => (
             o.max_message,
@@ -128,6 +132,7 @@ pub fn start_with(
         processes,
         ids,
         kill_timeout,
+        stop_signal,
         max_ipc_message,
     };
     let supervision = match plan {
