@@ -736,3 +736,61 @@ async fn stop_signal_follows_the_disconnect_of_each_worker_sent_away() {
     cluster.run_for(1).await;
     assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
 }
+
+/// The outcome of the `reloaded` event that settles `ticket`: its error code, or its figures.
+fn settled(cluster: &Scenario, ticket: u64) -> Option<Result<Value, &'static str>> {
+    cluster.seen.iter().find_map(|e| match e {
+        Event::Reloaded {
+            tickets,
+            error,
+            details,
+        } if tickets.contains(&ticket) => Some(match error {
+            Some((code, _)) => Err(*code),
+            None => Ok(details.clone()),
+        }),
+        _ => None,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn replace_starts_a_worker_in_the_slot_and_sends_the_old_one_away_once_it_is_ready() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.command(Command::Replace { ticket: 1, id: 9 });
+    cluster.command(Command::Replace { ticket: 2, id: 1 });
+    cluster.command(Command::Replace { ticket: 3, id: 2 });
+    cluster.run_for(1).await;
+    assert_eq!(
+        settled(&cluster, 1),
+        Some(Err(crate::errors::UNKNOWN_WORKER))
+    );
+    assert_eq!(settled(&cluster, 3), Some(Err(crate::errors::NOT_RUNNING)));
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    assert!(
+        cluster.acts(1).is_empty(),
+        "the old one serves until the new one is ready"
+    );
+    cluster.online(3);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.acts(1), vec!["disconnect"]);
+    // (It holds no socket here: it is done at once.)
+    cluster.exit(1, 0);
+    cluster.run_for(1).await;
+    let details = settled(&cluster, 2)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    assert_eq!(details["newWorkers"], json!([3]));
+    assert_eq!(details["replacedWorker"], json!(1));
+    assert_eq!(cluster.warnings(), Vec::<&str>::new());
+
+    // A replacement that dies aborts it; the worker keeps serving.
+    cluster.command(Command::Replace { ticket: 4, id: 2 });
+    cluster.run_for(1).await;
+    cluster.exit(4, 3);
+    cluster.run_for(1).await;
+    assert_eq!(
+        settled(&cluster, 4),
+        Some(Err(crate::errors::RELOAD_ABORTED))
+    );
+    assert!(cluster.acts(2).is_empty());
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
+}

@@ -643,6 +643,15 @@ impl Supervision {
             return;
         }
         if let Some(reload) = &mut self.reload {
+            if reload.is_replace() {
+                let why = "a replace() is under way";
+                c.events.push(Event::Reloaded {
+                    tickets: ticket.into_iter().collect(),
+                    error: Some((errors::NOT_RUNNING, format!("cannot reload: {why}"))),
+                    details: json!({}),
+                });
+                return;
+            }
             reload.join(ticket);
             return;
         }
@@ -662,6 +671,44 @@ impl Supervision {
         });
         let parallel = parallel.unwrap_or(policy.parallel);
         self.reload = Some(Reload::new(order, parallel, ticket, now()));
+    }
+
+    /// `cluster.replace(id)`: a new worker starts in the slot of worker `id`, which leaves once
+    /// that one is ready, as in one step of a rolling reload.
+    pub fn replace(&mut self, c: &mut Cluster, ticket: u64, id: WorkerId) {
+        let refuse = |c: &mut Cluster, code, message: String| {
+            c.events.push(Event::Reloaded {
+                tickets: vec![ticket],
+                error: Some((code, message)),
+                details: json!({}),
+            });
+        };
+        if let Some(why) = self.not_running() {
+            return refuse(
+                c,
+                errors::NOT_RUNNING,
+                format!("cannot replace worker {id}: {why}"),
+            );
+        }
+        if self.reload.is_some() {
+            let why = "a reload or another replace() is under way";
+            return refuse(
+                c,
+                errors::NOT_RUNNING,
+                format!("cannot replace worker {id}: {why}"),
+            );
+        }
+        let slot = c
+            .workers
+            .get(&id)
+            .filter(|w| !w.is_leaving())
+            .and_then(|w| w.slot)
+            .filter(|slot| self.slots.get(*slot).is_some_and(|s| s.current == Some(id)));
+        let Some(slot) = slot else {
+            let message = format!("worker {id} is not a current worker of the cluster");
+            return refuse(c, errors::UNKNOWN_WORKER, message);
+        };
+        self.reload = Some(Reload::replace(slot, id, ticket, now()));
     }
 
     /// Ends the reload where it stands. Replacements on their way are sent away; every slot keeps

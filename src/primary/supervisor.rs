@@ -319,6 +319,11 @@ impl Supervisor {
                     s.reload(c, ticket, parallel, agent, trigger);
                 }
             }
+            Command::Replace { ticket, id } => {
+                if let Some(s) = &mut self.supervision {
+                    s.replace(c, ticket, id);
+                }
+            }
             Command::Scale { workers, ticket } => {
                 if let Some(s) = &mut self.supervision {
                     s.scale(c, workers, ticket);
