@@ -31,6 +31,10 @@ export interface ClusterOptions {
   schedule?: 'shared' | 'reuseport';
   /** ms a stopping worker gets before SIGKILL. Default 5000. */
   killTimeout?: number;
+  /** A signal sent to each app worker the cluster sends away (stop, reload, scale), right after
+   *  its disconnect: for apps that leave on SIGTERM, as Egg's workers do. Not SIGKILL or SIGSTOP.
+   *  Default: none. */
+  stopSignal?: Exclude<NodeJS.Signals, 'SIGKILL' | 'SIGSTOP'>;
   /** Default `'listening'`: a worker is ready at its first `listening`. */
   readiness?: Readiness;
   /** ms (at least 1) a new worker has to become ready. Default 30000. */
@@ -196,6 +200,13 @@ export type SettledEntry<T> =
   | { id: number; pid: number; status: 'fulfilled'; value: T }
   | { id: number; pid: number; status: 'rejected'; reason: RclusterError & { workerId?: number } };
 
+export interface ReplaceResult {
+  /** The new worker's id. */
+  id: number;
+  /** The id of the worker it replaced. */
+  replaced: number;
+}
+
 export interface StopOptions {
   /** ms before the remaining workers are SIGKILLed; default: the cluster's `killTimeout`. */
   timeout?: number;
@@ -216,6 +227,13 @@ export interface Cluster extends EventEmitter {
    *  Rejects with `ERR_RCLUSTER_RELOAD_ABORTED` if a replacement exits or is not ready within
    *  `readyTimeout` (the workers not yet replaced keep serving). A call during a reload joins it. */
   reload(options?: ReloadOptions): Promise<ReloadResult>;
+  /** Replaces one worker, as one step of a rolling reload: a new worker starts in its slot, and
+   *  the old one leaves gracefully once that one is ready. Resolves to the new worker's id and
+   *  the old one's, once the old one has let go of its sockets. Rejects with
+   *  `ERR_RCLUSTER_UNKNOWN_WORKER` (not a current worker), `ERR_RCLUSTER_NOT_RUNNING` (starting,
+   *  stopping, or a reload under way) or `ERR_RCLUSTER_RELOAD_ABORTED` (the new worker failed;
+   *  the old one keeps serving). */
+  replace(id: number): Promise<ReplaceResult>;
   /** Sets the number of app workers (`0` or `'max'`: one per CPU); resolves to it once the new
    *  workers are ready and the removed ones have exited. */
   scale(workers: number | 'max'): Promise<number>;

@@ -544,6 +544,16 @@ impl NativeCluster {
         }))
     }
 
+    /// Replaces one worker: a new one starts in its slot, and it leaves once that one is ready;
+    /// a `reloaded` event with `ticket` follows (its figures name both workers).
+    #[napi]
+    pub fn replace(&self, ticket: i64, id: u32) -> Result<(), Code> {
+        self.command(Command::Replace {
+            ticket: u64::try_from(ticket).unwrap_or(0),
+            id,
+        })
+    }
+
     /// Changes the number of app workers (`workers` as `start()` takes it: 0 or 'max' = CPUs);
     /// a `scaled` event with `ticket` follows.
     #[napi]

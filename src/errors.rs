@@ -34,6 +34,9 @@ pub const LISTEN_REFUSED: &str = "ERR_RCLUSTER_LISTEN_REFUSED";
 /// A worker that had been ready exited unexpectedly; it is replaced (with a delay if it keeps
 /// doing so), however often.
 pub const WORKER_CRASHED: &str = "ERR_RCLUSTER_WORKER_CRASHED";
+/// A serving worker closed its Node channel itself (`process.disconnect()`,
+/// `cluster.worker.disconnect()`): it is replaced at once and let go.
+pub const WORKER_DISCONNECTED: &str = "ERR_RCLUSTER_WORKER_DISCONNECTED";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

@@ -32,6 +32,18 @@ test('the agent starts first; app workers start once it is ready; every process 
   assert.deepStrictEqual(told.map((w) => w.kind).sort(), ['agent', 'app', 'app']);
 });
 
+test('app workers are numbered 1..N as without an agent; the agent, started first, has N+1', async (t) => {
+  const { cluster, events, told } = agentCluster(t, fixture('agent.js'));
+  await cluster.ready;
+  // (The app workers are spawned together: their forks come in either order.)
+  assert.deepStrictEqual(events[0].slice(1), ['agent', 3]);
+  assert.deepStrictEqual(events.slice(1).map((e) => e.slice(1)).sort(), [['app', 1], ['app', 2]]);
+  await until(() => told.length === 3, 5000, "'rcluster-ready' in every process");
+  // What each process itself sees as its id.
+  const ids = Object.fromEntries(told.map((w) => [w.id, w.kind]));
+  assert.deepStrictEqual(ids, { 1: 'app', 2: 'app', 3: 'agent' });
+});
+
 test('sendToAgent and the agent\'s identity; messages sent before the cluster is up arrive', async (t) => {
   const { cluster } = agentCluster(t, fixture('agent.js'));
   const pongs = [];

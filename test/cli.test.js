@@ -54,10 +54,45 @@ test('SIGHUP reloads every worker; SIGTTIN and SIGTTOU add and remove one', asyn
   assert.strictEqual((await cli.exited).code, 0, cli.output);
 });
 
+test('--agent-arg, --agent-exec-arg and --agent-readiness message: an ES-module agent set up asynchronously is ready once it says so', async (t) => {
+  const cli = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '-i', '1', '--agent', fixture('esm-agent.mjs'),
+    '--agent-arg', 'one', '--agent-arg=--two', '--agent-exec-arg=--max-old-space-size=64', '--agent-readiness', 'message']);
+  await until(() => /1 workers ready/.test(cli.output), 10_000, 'the cluster');
+  const setUp = cli.output.indexOf('esm agent set up: args ["one","--two"] execArgv ["--max-old-space-size=64"]');
+  assert.ok(setUp !== -1, cli.output);
+  assert.ok(setUp < cli.output.indexOf('worker 1 started'), `the app worker started before the agent was set up:\n${cli.output}`);
+  cli.kill('SIGTERM');
+  assert.strictEqual((await cli.exited).code, 0, cli.output);
+});
+
+test('--stop-signal is passed on as stopSignal; a bad one is a usage error', async (t) => {
+  const cli = spawnNode(t, [bin, 'start', fixture('stubborn-worker.js'), '-i', '1', '--kill-timeout', '60000', '--stop-signal', 'SIGTERM']);
+  await until(() => /1 workers ready/.test(cli.output), 10_000, 'the cluster');
+  const asked = Date.now();
+  cli.kill('SIGTERM');
+  assert.strictEqual((await cli.exited).code, 0, cli.output);
+  assert.ok(Date.now() - asked < 10_000, 'the worker left on the signal, long before killTimeout');
+  for (const bad of ['SIGKILL', 'TERM', 'SIGNOPE']) {
+    const refused = spawnNode(t, [bin, 'start', fixture('stubborn-worker.js'), '--stop-signal', bad]);
+    assert.strictEqual((await refused.exited).code, 2, refused.output);
+    assert.match(refused.output, /--stop-signal must be a signal name/);
+  }
+});
+
+test('the agent flags are checked: a bad --agent-readiness, or one without --agent, is a usage error', async (t) => {
+  for (const args of [['--agent', fixture('plain-agent.js'), '--agent-readiness', 'listening'], ['--agent-arg', 'x']]) {
+    const cli = spawnNode(t, [bin, 'start', fixture('agent-app.js'), ...args]);
+    const { code } = await cli.exited;
+    assert.strictEqual(code, 2, cli.output);
+    assert.match(cli.output, /--agent-(readiness must be started or message|arg needs --agent)/);
+  }
+});
+
 test('--agent starts the agent; an agent that fails at startup makes the CLI exit 1 with the agent\'s words', async (t) => {
   const ok = spawnNode(t, [bin, 'start', fixture('agent-app.js'), '-i', '1', '--agent', fixture('plain-agent.js')]);
   await until(() => /1 workers ready/.test(ok.output), 10_000, 'the cluster');
-  assert.match(ok.output, /agent 1 started/);
+  assert.match(ok.output, /agent 2 started/);
+  assert.match(ok.output, /worker 1 started/);
   ok.kill('SIGTERM');
   assert.strictEqual((await ok.exited).code, 0, ok.output);
 

@@ -5,7 +5,8 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const { fixture, once, until, alive, startCluster } = require('./helpers');
+const path = require('node:path');
+const { fixture, once, until, alive, startCluster, spawnNode, waitForOutput } = require('./helpers');
 
 test('worker.send and process.send carry messages both ways', async (t) => {
   const cluster = startCluster(t, { exec: fixture('echo-worker.js'), workers: 2, readiness: 'online' });
@@ -43,4 +44,19 @@ test('sending to a worker that has gone reports an error instead of throwing', a
   assert.ok(!alive(worker.pid));
   const error = await new Promise((resolve) => worker.send('anyone?', resolve));
   assert.strictEqual(error.code, 'ERR_IPC_CHANNEL_CLOSED');
+});
+
+test('log4js in a worker: the logging events it sends to the master are written on the primary\'s stdout, one line each', async (t) => {
+  const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
+  const cli = spawnNode(t, [bin, 'start', fixture('log4js-worker.js'), '-i', '2']);
+  // log4js's basic layout, in local time.
+  const local = (() => {
+    const d = new Date('2024-05-01T10:00:00.000Z');
+    const p = (n, w = 2) => String(n).padStart(w, '0');
+    return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.000`;
+  })();
+  for (const id of [1, 2]) await waitForOutput(cli, new RegExp(`^\\[${local}\\] \\[INFO\\] app - hello world from ${id}$`, 'm'));
+  await waitForOutput(cli, /^\[.*\] \[ERROR\] legacy - old format$/m);
+  cli.kill('SIGTERM');
+  assert.strictEqual((await cli.exited).code, 0, cli.output);
 });

@@ -33,6 +33,9 @@ const cases = [
   ['a function as workers', { exec: worker, workers: () => 2 }, 'ERR_RCLUSTER_INVALID_OPTION', /`workers`/],
   ['an undefined argument', { exec: worker, args: ['a', undefined] }, 'ERR_RCLUSTER_INVALID_OPTION', /`args\[1\]`/],
   // Zero would switch a safeguard off or make the cluster useless.
+  ['an unknown stopSignal', { exec: worker, stopSignal: 'SIGFOO' }, 'ERR_RCLUSTER_INVALID_OPTION', /`stopSignal` must be a signal name/],
+  ['SIGKILL as stopSignal', { exec: worker, stopSignal: 'SIGKILL' }, 'ERR_RCLUSTER_INVALID_OPTION', /`stopSignal`/],
+  ['a number as stopSignal', { exec: worker, stopSignal: 15 }, 'ERR_RCLUSTER_INVALID_OPTION', /`stopSignal`/],
   ['a zero restartWindow', { exec: worker, restartWindow: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`restartWindow` must be an integer from 1 to/],
   ['a zero readyTimeout', { exec: worker, readyTimeout: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`readyTimeout`/],
   ['a zero maxMessageSize', { exec: worker, maxMessageSize: 0 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMessageSize`/],

@@ -121,3 +121,38 @@ test('reload({ parallel: 2 }) starts both replacements before either old worker 
   assert.strictEqual((await cluster.reload({ parallel: 2 })).replaced, 2);
   assert.deepStrictEqual(leavingAtFork, [0, 0]);
 });
+
+test('replace(id): a new worker starts in that slot and the old one leaves once it is ready; coded errors otherwise', async (t) => {
+  const { cluster, port, deploy } = await startVersionedApp(t);
+  const traffic = steadyLoad(port, { connections: 2, keepAlive: true });
+  t.after(() => traffic.stop());
+  await until(() => traffic.bodies.length > 50, 10_000, 'traffic');
+  const [first, second] = appWorkers(cluster).sort((a, b) => a.id - b.id);
+  let reloadEvents = 0;
+  cluster.on('reload', () => reloadEvents++);
+  cluster.on('reloaded', () => reloadEvents++);
+  deploy('v2');
+  const order = [];
+  cluster.on('fork', (w) => order.push(`fork ${w.id}`));
+  cluster.on('exit', (w) => order.push(`exit ${w.id}`));
+  const result = await cluster.replace(first.id);
+  assert.strictEqual(result.replaced, first.id);
+  const fresh = cluster.workers[result.id];
+  assert.ok(fresh && fresh.id > second.id, `a new worker with a new id: ${JSON.stringify(result)}`);
+  assert.strictEqual(order[0], `fork ${result.id}`);
+  await until(() => order.includes(`exit ${first.id}`), 10_000, 'the old worker to exit');
+  assert.ok(cluster.workers[second.id], 'the other worker was left alone');
+  assert.strictEqual(reloadEvents, 0, 'no reload events for a replace');
+  assert.match((await get(port)).body, /^v[12]:/);
+
+  await assert.rejects(cluster.replace(first.id), { code: 'ERR_RCLUSTER_UNKNOWN_WORKER' });
+  await assert.rejects(cluster.replace('x'), { code: 'ERR_RCLUSTER_UNKNOWN_WORKER' });
+  deploy('crash');
+  await assert.rejects(cluster.replace(second.id), (error) => error.code === 'ERR_RCLUSTER_RELOAD_ABORTED' && new RegExp(`worker ${second.id} keeps serving`).test(error.message));
+  assert.ok(cluster.workers[second.id] && !cluster.workers[second.id].exitedAfterDisconnect, 'the worker whose replacement failed keeps serving');
+  const { failures } = await traffic.stop();
+  assert.deepStrictEqual(failures.map(String), [], 'clients saw failures');
+  const stopping = cluster.stop();
+  await assert.rejects(cluster.replace(second.id), { code: 'ERR_RCLUSTER_NOT_RUNNING' });
+  await stopping;
+});

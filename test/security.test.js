@@ -243,6 +243,25 @@ test('one request type that crashes workers does not end the service', async (t)
   assert.match(cli.output, /uncaught exception/);
 });
 
+test('the processes a worker or the agent starts inherit none of rcluster\'s variables nor its preload', async (t) => {
+  const worker = fixture('grandchild-env-worker.js');
+  const cluster = startCluster(t, { exec: worker, workers: 1, agent: worker });
+  const reports = [];
+  cluster.on('message', (w, msg) => msg && msg.grandchildren && reports.push({ kind: w.kind, ...msg }));
+  await until(() => reports.length === 2, 15_000, 'the reports of the worker and the agent');
+  for (const { kind, worker: self, grandchildren } of reports) {
+    // The worker itself ran the child runtime, and then took it and the variables out.
+    assert.ok(self.runtime, `${kind}: the child runtime ran`);
+    assert.deepStrictEqual(self.rcluster, [], `${kind}: its RCLUSTER_ variables are gone from process.env`);
+    assert.ok(!self.execArgv.some((a) => a.endsWith('child-runtime.js')), `${kind}: ${self.execArgv}`);
+    for (const [how, seen] of [['fork', grandchildren[0]], ['spawn', grandchildren[1]]]) {
+      assert.deepStrictEqual(seen.rcluster, [], `${kind}, ${how}: no RCLUSTER_ variable`);
+      assert.strictEqual(seen.runtime, false, `${kind}, ${how}: no child runtime`);
+      assert.ok(!seen.execArgv.some((a) => a.endsWith('child-runtime.js')), `${kind}, ${how}: ${seen.execArgv}`);
+    }
+  }
+});
+
 test('a worker\'s grandchildren end with it: when it crashes, at a graceful stop, when the primary is killed', async (t) => {
   const grandchildren = [];
   killAfter(t, grandchildren);
@@ -279,6 +298,33 @@ test('a worker\'s grandchildren end with it: when it crashes, at a graceful stop
   pids = await until(() => started(primary.output, 0).length === 2 && started(primary.output, 0), 5000, 'the grandchildren');
   primary.kill('SIGKILL');
   await until(() => pids.every((p) => !alive(p)), 5000, () => `grandchildren ${pids.filter(alive)} to end after the primary was killed`);
+});
+
+test('a grandchild that ignores SIGTERM ends killTimeout after its worker is replaced, and at a graceful stop', async (t) => {
+  const grandchildren = [];
+  killAfter(t, grandchildren);
+  const started = (output, from) => {
+    const pids = [...output.slice(from).matchAll(/"grandchild":(\d+)/g)].map((m) => Number(m[1]));
+    grandchildren.push(...pids.filter((p) => !grandchildren.includes(p)));
+    return pids;
+  };
+  const primary = spawnNode(t, [fixture('fd-primary.js')], {
+    env: { ...process.env, RCLUSTER_OPTIONS: JSON.stringify({ exec: hostile, workers: 2, killTimeout: 1000, env: { ATTACK: 'stubbornGrandchild' } }) },
+  });
+  await waitForOutput(primary, /^ready$/m, 15_000);
+  const pids = await until(() => started(primary.output, 0).length === 2 && started(primary.output, 0), 5000, 'the grandchildren');
+  const [worker] = childrenOf(primary.pid);
+  const [mine] = pids.filter((p) => procStat(p)?.pgid === worker);
+  process.kill(worker, 'SIGKILL');
+  await until(() => !alive(mine), 6000, 'the replaced worker\'s stubborn grandchild to end');
+
+  const mark = primary.output.length;
+  await until(() => started(primary.output, mark).length === 1, 10_000, 'the replacement\'s grandchild');
+  const left = grandchildren.filter(alive);
+  assert.strictEqual(left.length, 2);
+  primary.kill('SIGTERM');
+  await primary.exited;
+  await until(() => left.every((p) => !alive(p)), 5000, () => `grandchildren ${left.filter(alive)} to end after a stop`);
 });
 
 test('as PID 1 every orphan is reaped: no zombie is left', { skip: process.getuid() !== 0 && 'unshare needs root' }, async (t) => {

@@ -110,6 +110,19 @@ test('stop() SIGKILLs a worker that ignores the disconnect after killTimeout', a
   assert.ok(!alive(worker.pid));
 });
 
+test('stopSignal: a worker that waits for a signal, not for the disconnect, gets it right after the disconnect', async (t) => {
+  const cluster = startCluster(t, { exec: fixture('stubborn-worker.js'), workers: 1, killTimeout: 60_000, stopSignal: 'SIGTERM' });
+  await cluster.ready;
+  const [worker] = Object.values(cluster.workers);
+  const exited = once(cluster, 'exit');
+  const asked = Date.now();
+  await cluster.stop();
+  const [, code, signal] = await exited;
+  assert.deepStrictEqual([code, signal], [null, 'SIGTERM']);
+  assert.ok(Date.now() - asked < 10_000, 'it left long before killTimeout');
+  assert.ok(!alive(worker.pid));
+});
+
 test('when the primary is SIGKILLed its workers exit within 2 s', async (t) => {
   const primary = spawnNode(t, [fixture('primary.js')]);
   const [line] = await waitForOutput(primary, /^\[.*\]$/m);

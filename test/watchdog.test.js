@@ -47,6 +47,27 @@ test('an uncaught exception: the replacement starts at once, the requests in fli
   assert.match((await get(port)).body, /^v1:/);
 });
 
+test('a worker that disconnects itself is replaced at once, let go, killed after killTimeout, never called unresponsive', async (t) => {
+  const { cluster, port, warnings, first } = await startApp(t, { killTimeout: 1500, heartbeatInterval: 100, heartbeatTimeout: 600 });
+  const order = [];
+  cluster.on('fork', (w) => order.push(`fork ${w.id}`));
+  cluster.on('exit', (w, code, signal) => order.push(`exit ${w.id} ${signal}`));
+  const asked = Date.now();
+  await get(port, { path: '/disconnect' });
+  await until(() => order.some((e) => e.startsWith('fork')), 3000, 'the replacement');
+  assert.ok(Date.now() - asked < 3000);
+  assert.ok(alive(first.pid), 'the old worker serves on for now');
+  const warning = warnings.find((w) => w.code === 'ERR_RCLUSTER_WORKER_DISCONNECTED');
+  assert.ok(warning, `a warning says why: ${warnings.map((w) => w.code)}`);
+  assert.strictEqual(warning.workerId, first.id);
+  assert.match(warning.message, new RegExp(`worker ${first.id} \\(pid ${first.pid}\\) disconnected itself`));
+  await until(() => order.includes(`exit ${first.id} SIGKILL`), 10_000, 'the old worker to be killed after killTimeout');
+  assert.deepStrictEqual(warnings.map((w) => w.code), ['ERR_RCLUSTER_WORKER_DISCONNECTED']);
+  assert.strictEqual(cluster.restarts, 1);
+  assert.match((await get(port)).body, /^v1:/);
+  assert.strictEqual(Object.keys(cluster.workers).length, 1);
+});
+
 test('the uncaught exception is logged with the worker id and pid', async (t) => {
   const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
   const env = { ...process.env, VERSION_FILE: versionFile(t) };

@@ -26,13 +26,13 @@ const queueLimit = (maxMessage) => Math.max(64 * 1024 * 1024, 2 * (maxMessage + 
 
 /** The channel's descriptor, or null where this process has none. */
 function channelFd() {
-  const fd = Number(process.env.RCLUSTER_CHANNEL_FD);
+  const fd = Number(require('./environment').RCLUSTER_CHANNEL_FD);
   return Number.isInteger(fd) && fd >= 0 ? fd : null;
 }
 
 /** Opens the channel: the transport of `owner`, which receives what arrives on it. */
 function open(fd, owner) {
-  const maxMessage = Number(process.env.RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
+  const maxMessage = Number(require('./environment').RCLUSTER_MAX_MESSAGE_SIZE) || 64 * 1024 * 1024;
   const { ChildChannel } = require('../addon');
   const limit = queueLimit(maxMessage);
   let channel;

@@ -11,10 +11,13 @@
 //   (`Connection: close`) instead of dropping idle ones under their clients' feet;
 // - the agent reports once its main module has run (agent readiness 'started').
 
-const kind = process.env.RCLUSTER_WORKER_KIND;
-const workerId = process.env.RCLUSTER_WORKER_ID;
-const heartbeatInterval = Number(process.env.RCLUSTER_HEARTBEAT_INTERVAL);
-const enabled = process.env.RCLUSTER_CHILD_RUNTIME !== '0';
+// First: rcluster's variables and this preload leave process.env and process.execArgv here.
+const variables = require('./environment');
+
+const kind = variables.RCLUSTER_WORKER_KIND;
+const workerId = variables.RCLUSTER_WORKER_ID;
+const heartbeatInterval = Number(variables.RCLUSTER_HEARTBEAT_INTERVAL);
+const enabled = variables.RCLUSTER_CHILD_RUNTIME !== '0';
 const { tellPrimary } = require('./child');
 
 if (kind === 'agent') {

@@ -2,9 +2,12 @@
 
 // Who this process is in an rcluster cluster: the primary tells a child its role through
 // RCLUSTER_WORKER_KIND and RCLUSTER_WORKER_ID (a worker of `rcluster/cluster`, through Node's
-// NODE_UNIQUE_ID). Read once, from the environment only.
+// NODE_UNIQUE_ID). Read once, from the environment only (environment.js takes rcluster's
+// variables out of process.env as it reads them).
 
-const kind = process.env.RCLUSTER_WORKER_KIND;
+const variables = require('./environment');
+
+const kind = variables.RCLUSTER_WORKER_KIND;
 const isAgent = kind === 'agent';
 const isWorker = kind === 'app' || (!isAgent && process.env.NODE_UNIQUE_ID !== undefined);
 const isPrimary = !isWorker && !isAgent;
@@ -12,7 +15,7 @@ const isPrimary = !isWorker && !isAgent;
 const worker = isPrimary
   ? null
   : Object.freeze({
-      id: Number(process.env.RCLUSTER_WORKER_ID || process.env.NODE_UNIQUE_ID),
+      id: Number(variables.RCLUSTER_WORKER_ID || process.env.NODE_UNIQUE_ID),
       pid: process.pid,
       kind: isAgent ? 'agent' : 'app',
     });

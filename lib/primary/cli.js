@@ -13,8 +13,14 @@ Runs <script> as a cluster of Node processes sharing its ports, in the foregroun
 Options:
   -i, --instances N|max     number of app workers (default: max = one per CPU)
       --agent FILE          start FILE as the agent first, the app workers once it is ready
+      --agent-arg ARG       an argument for the agent's script (repeatable; --agent-arg=-x)
+      --agent-exec-arg FLAG a Node flag for the agent (repeatable; --agent-exec-arg=--inspect)
+      --agent-readiness R   when the agent is ready: started (its main module has run, the
+                            default) | message (it calls rcluster.ready(): an ES-module or
+                            async agent)
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)
       --kill-timeout MS     ms a stopping worker gets before SIGKILL (default 5000)
+      --stop-signal SIG     send SIG (e.g. SIGTERM) to each leaving worker after its disconnect
       --max-memory SIZE     replace a worker whose RSS passes SIZE (bytes, or 300M, 1G)
       --max-restarts N      restart budget: restarts of one worker slot within the window
                             before the cluster gives up and exits 1 (default 5)
@@ -62,6 +68,19 @@ function parseMemory(value) {
   return value;
 }
 
+/** The agent's options: its script, and its own arguments, Node flags and readiness if given. */
+function parseAgent(values) {
+  const readiness = values['agent-readiness'];
+  if (readiness !== undefined && !['started', 'message'].includes(readiness)) {
+    throw new UsageError(`--agent-readiness must be started or message, got '${readiness}'`);
+  }
+  const agent = { exec: path.resolve(values.agent) };
+  if (values['agent-arg'] !== undefined) agent.args = values['agent-arg'];
+  if (values['agent-exec-arg'] !== undefined) agent.execArgv = values['agent-exec-arg'];
+  if (readiness !== undefined) agent.readiness = readiness;
+  return agent;
+}
+
 /** Turns argv (without node and the bin) into a command, or throws UsageError. */
 function parseCommandLine(argv) {
   const split = argv.indexOf('--');
@@ -76,8 +95,12 @@ function parseCommandLine(argv) {
       options: {
         instances: { type: 'string', short: 'i' },
         agent: { type: 'string' },
+        'agent-arg': { type: 'string', multiple: true },
+        'agent-exec-arg': { type: 'string', multiple: true },
+        'agent-readiness': { type: 'string' },
         schedule: { type: 'string' },
         'kill-timeout': { type: 'string' },
+        'stop-signal': { type: 'string' },
         'max-memory': { type: 'string' },
         'max-restarts': { type: 'string' },
         'restart-window': { type: 'string' },
@@ -103,8 +126,18 @@ function parseCommandLine(argv) {
     }
     options.schedule = values.schedule;
   }
-  if (values.agent !== undefined) options.agent = path.resolve(values.agent);
+  if (values.agent !== undefined) options.agent = parseAgent(values);
+  for (const flag of ['agent-arg', 'agent-exec-arg', 'agent-readiness']) {
+    if (values[flag] !== undefined && values.agent === undefined) throw new UsageError(`--${flag} needs --agent`);
+  }
   if (values['kill-timeout'] !== undefined) options.killTimeout = parseMs('kill-timeout', values['kill-timeout']);
+  if (values['stop-signal'] !== undefined) {
+    const signal = values['stop-signal'];
+    if (!/^SIG[A-Z0-9]+$/.test(signal) || !(signal in require('node:os').constants.signals) || ['SIGKILL', 'SIGSTOP'].includes(signal)) {
+      throw new UsageError(`--stop-signal must be a signal name such as SIGTERM (not SIGKILL or SIGSTOP), got '${signal}'`);
+    }
+    options.stopSignal = signal;
+  }
   if (values['max-memory'] !== undefined) options.maxMemory = parseMemory(values['max-memory']);
   if (values['max-restarts'] !== undefined) {
     options.maxRestarts = parseWhole('max-restarts', values['max-restarts'], 0, 2 ** 32 - 1, 'restarts');

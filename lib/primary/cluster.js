@@ -8,6 +8,7 @@ const EventEmitter = require('node:events');
 const { PrimaryCore, checkJson, checkFields } = require('./primary-core');
 const { Worker, WorkerProcess } = require('./worker');
 const { onWorkerEvent, settle, announce, forwardMessages } = require('./worker-events');
+const { isLog4jsMessage, writeLog4jsMessage } = require('./log4js');
 const { rclusterError } = require('../errors');
 const { primaryMessenger, receivedFrame } = require('./primary-messenger');
 
@@ -39,6 +40,7 @@ const REPLACEMENTS = new Set([
   'ERR_RCLUSTER_UNRESPONSIVE',
   'ERR_RCLUSTER_UNCAUGHT_EXCEPTION',
   'ERR_RCLUSTER_MEMORY_LIMIT',
+  'ERR_RCLUSTER_WORKER_DISCONNECTED',
 ]);
 const RUNTIME = ['--require', require.resolve('../child/child-runtime.js')];
 /** The largest ms count an option takes (src/primary/options.rs): about 24 days. */
@@ -147,6 +149,23 @@ class Cluster extends EventEmitter {
     });
   }
 
+  /**
+   * Replaces one worker, as one step of a rolling reload: a new worker starts in its slot, and
+   * once that one is ready the old one leaves gracefully. Resolves to `{ id, replaced }` (the new
+   * worker's id, the old one's) once the old one has let go of its sockets. Rejects with
+   * ERR_RCLUSTER_UNKNOWN_WORKER (not a current worker), ERR_RCLUSTER_NOT_RUNNING (starting,
+   * stopping, or a reload under way) or ERR_RCLUSTER_RELOAD_ABORTED (the new worker failed to
+   * start; the old one keeps serving).
+   */
+  replace(id) {
+    return this._settledBy(this._reloads, (ticket) => {
+      if (!Number.isInteger(id) || id < 1 || id > 2 ** 32 - 1) {
+        throw rclusterError('ERR_RCLUSTER_UNKNOWN_WORKER', `replace(id): id must be a worker id, got ${String(id)}`);
+      }
+      this._core.call('replace', ticket, id);
+    });
+  }
+
   /** Changes the number of app workers; resolves to the new count once they are all ready. */
   scale(workers) {
     return this._settledBy(this._scales, (ticket) => {
@@ -187,6 +206,8 @@ class Cluster extends EventEmitter {
       case 'fork': {
         const created = new ClusterWorker(this, event);
         forwardMessages(this, created);
+        // log4js in a worker sends its logging events to the master, which writes them.
+        created.on('message', (message) => isLog4jsMessage(message) && writeLog4jsMessage(message));
         this.workers[created.id] = created;
         this.emit('fork', created);
         break;
@@ -259,9 +280,15 @@ class Cluster extends EventEmitter {
 
   _onReloaded(event) {
     const details = event.json ? JSON.parse(event.json) : {};
+    const { newWorkers, replacedWorker, ...figures } = details;
+    if (!event.code && replacedWorker !== undefined && replacedWorker !== null) {
+      // replace(id): its callers alone hear of it.
+      this._reloads.settle(event.tickets, null, { id: newWorkers[0], replaced: replacedWorker });
+      return;
+    }
     if (!event.code) {
-      this._reloads.settle(event.tickets, null, details);
-      this.emit('reloaded', details);
+      this._reloads.settle(event.tickets, null, figures);
+      this.emit('reloaded', figures);
       return;
     }
     const error = rclusterError(event.code, event.message, { details });

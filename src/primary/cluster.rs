@@ -37,6 +37,8 @@ pub struct Cluster {
     pub ids: Arc<AtomicU32>,
     /// How long a worker asked to leave gets before SIGKILL.
     pub kill_timeout: Duration,
+    /// `stopSignal`: sent to an app worker right after the disconnect that sends it away.
+    pub stop_signal: Option<Signal>,
     /// The largest message a child may send on its Node channel.
     pub max_ipc_message: usize,
 }
@@ -116,6 +118,7 @@ impl Cluster {
             mode,
             seq: 0,
             connected: true,
+            closed_by_primary: false,
             listen_refused: false,
             rr_in_flight: Default::default(),
             last_beat: None,
@@ -170,6 +173,10 @@ impl Cluster {
             // As Node's primary does in worker.disconnect(): the exit that follows was asked for.
             self.events.push(Event::ExitedAfterDisconnect { id });
             self.send_cluster(id, json!({ "act": "disconnect" }));
+            // For apps that leave on a signal rather than on the disconnect (Egg's workers).
+            if let (Some(signal), Some(w)) = (self.stop_signal, self.workers.get(&id)) {
+                let _ = w.process.signal(signal);
+            }
         }
     }
 

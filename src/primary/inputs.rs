@@ -66,6 +66,11 @@ pub enum Command {
         on: bool,
     },
     Reload(ReloadRequest),
+    /// `cluster.replace(id)`: one step of a rolling reload, for that worker's slot.
+    Replace {
+        ticket: u64,
+        id: WorkerId,
+    },
     Scale {
         workers: usize,
         ticket: u64,

@@ -121,6 +121,8 @@ pub struct ClusterOptions {
     pub watchdog: Watchdog,
     /// Descriptors of this process that workers may listen on with `listen({ fd })`.
     pub listen_fds: Vec<i32>,
+    /// Sent to each app worker the primary sends away, right after its disconnect.
+    pub stop_signal: Option<nix::sys::signal::Signal>,
 }
 
 /// How a rolling reload proceeds unless the call says otherwise.
@@ -207,6 +209,7 @@ pub fn parse_cluster_options(
             max_memory: raw.max_memory.map(|m| m.0),
         },
         listen_fds: listen_fds(raw.listen_fds.as_deref().unwrap_or_default())?,
+        stop_signal: raw.stop_signal.as_ref().map(|s| s.0),
         child,
     })
 }

@@ -33,6 +33,10 @@ pub struct Reload {
     /// The JavaScript calls waiting for the outcome.
     tickets: Vec<u64>,
     started: Instant,
+    /// The workers that took the replaced ones' places.
+    new_workers: Vec<WorkerId>,
+    /// A `replace(id)`: the one worker it replaces.
+    only: Option<WorkerId>,
 }
 
 /// What the reload wants next.
@@ -58,7 +62,22 @@ impl Reload {
             replaced_workers: Vec::new(),
             tickets: ticket.into_iter().collect(),
             started: now,
+            new_workers: Vec::new(),
+            only: None,
         }
+    }
+
+    /// `cluster.replace(id)`: one step of a reload, for the slot of worker `id`.
+    pub fn replace(slot: usize, id: WorkerId, ticket: u64, now: Instant) -> Self {
+        Reload {
+            only: Some(id),
+            ..Reload::new(vec![slot], 1, Some(ticket), now)
+        }
+    }
+
+    /// A call to `reload()` may join this reload; not a `replace(id)`.
+    pub fn is_replace(&self) -> bool {
+        self.only.is_some()
     }
 
     /// A call while a reload runs joins it.
@@ -124,6 +143,7 @@ impl Reload {
     pub fn on_ready(&mut self, id: WorkerId) -> Option<usize> {
         let slot = self.incoming.remove(&id)?;
         self.replaced += 1;
+        self.new_workers.push(id);
         Some(slot)
     }
 
@@ -135,10 +155,13 @@ impl Reload {
     /// Ends the reload where it stands: the replacements on their way, to send away, and the
     /// event that settles the callers.
     pub fn abort(self, cause: &str) -> (Vec<(WorkerId, usize)>, Event) {
-        let message = format!(
-            "reload aborted: {cause}; {} of {} workers were replaced, the others keep serving",
-            self.replaced, self.total
-        );
+        let message = match self.only {
+            Some(id) => format!("replace aborted: {cause}; worker {id} keeps serving"),
+            None => format!(
+                "reload aborted: {cause}; {} of {} workers were replaced, the others keep serving",
+                self.replaced, self.total
+            ),
+        };
         let event = Event::Reloaded {
             tickets: self.tickets,
             error: Some((errors::RELOAD_ABORTED, message)),
@@ -155,6 +178,8 @@ impl Reload {
                 "replaced": self.replaced,
                 "workers": self.total,
                 "duration": now.saturating_duration_since(self.started).as_millis() as u64,
+                "newWorkers": self.new_workers,
+                "replacedWorker": self.only,
             }),
         }
     }

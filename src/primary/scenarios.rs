@@ -527,26 +527,51 @@ async fn a_stop_while_app_workers_are_being_spawned_stops_the_agent_last() {
     let mut cluster =
         Scenario::start(json!({ "workers": 2, "readiness": "online", "agent": true }));
     cluster.run_for(1).await;
-    assert_eq!(cluster.launched(), vec![1]);
+    // The agent starts first, with the id after the app workers'.
+    assert_eq!(cluster.launched(), vec![3]);
     cluster.hold_launches();
     let started = json!({ "cmd": "NODE_RCLUSTER_AGENT_STARTED" });
     if let Value::Object(map) = started {
-        cluster.channel(1, ChannelEvent::Message(Incoming::OtherInternal(map)));
+        cluster.channel(3, ChannelEvent::Message(Incoming::OtherInternal(map)));
     }
     cluster.run_for(1).await;
-    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    assert_eq!(cluster.launched(), vec![3, 1, 2]);
     cluster.command(Command::Stop { timeout: None });
     cluster.run_for(1).await;
-    assert!(cluster.signals(1).is_empty(), "the agent went first");
+    assert!(cluster.signals(3).is_empty(), "the agent went first");
+    cluster.release(1, true);
     cluster.release(2, true);
-    cluster.release(3, true);
     cluster.run_for(1).await;
-    assert_eq!(cluster.signals(2), vec![Signal::SIGKILL]);
-    assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
-    cluster.exit(1, 0);
+    assert_eq!(cluster.signals(1), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.signals(3), vec![Signal::SIGTERM]);
+    cluster.exit(3, 0);
     cluster.run_for(1).await;
     assert_eq!(cluster.count(is_stopped), 1);
-    assert_eq!(cluster.forks(), vec![1]);
+    assert_eq!(cluster.forks(), vec![3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn app_workers_are_numbered_from_1_with_an_agent_too_and_replacements_take_new_ids() {
+    let mut cluster =
+        Scenario::start(json!({ "workers": 2, "readiness": "online", "agent": true }));
+    cluster.run_for(1).await;
+    let started = json!({ "cmd": "NODE_RCLUSTER_AGENT_STARTED" });
+    if let Value::Object(map) = started {
+        cluster.channel(3, ChannelEvent::Message(Incoming::OtherInternal(map)));
+    }
+    cluster.run_for(1).await;
+    cluster.online(1);
+    cluster.online(2);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_ready), 1, "{:?}", cluster.seen);
+    assert_eq!(cluster.forks(), vec![3, 1, 2]);
+    // A crashed worker's replacement and the agent's take ids never used before.
+    cluster.exit(1, 1);
+    cluster.exit(3, 1);
+    cluster.run_for(1).await;
+    let mut forks = cluster.forks();
+    forks.sort_unstable();
+    assert_eq!(forks, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -627,4 +652,145 @@ async fn scaling_away_the_slot_being_replaced_does_not_abort_the_reload() {
         matches!(e, Event::Reloaded { error: None, details, .. } if details["workers"] == 1 && details["replaced"] == 1)
     });
     assert!(reloaded, "{:?}", cluster.seen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_disconnects_itself_is_replaced_at_once_let_go_and_never_called_unresponsive()
+{
+    let mut cluster = running(
+        2,
+        json!({ "killTimeout": 3000, "heartbeatTimeout": 2000, "heartbeatInterval": 100 }),
+    )
+    .await;
+    let beat = json!({ "cmd": "NODE_RCLUSTER_HEARTBEAT" });
+    let Value::Object(beat) = beat else {
+        unreachable!()
+    };
+    let heartbeats = |cluster: &Scenario, ids: &[WorkerId]| {
+        for id in ids {
+            let message = Incoming::OtherInternal(beat.clone());
+            cluster.channel(*id, ChannelEvent::Message(message));
+        }
+    };
+    heartbeats(&cluster, &[1, 2]);
+    cluster.channel(1, ChannelEvent::Disconnected);
+    cluster.run_for(500).await;
+    assert_eq!(
+        cluster.launched(),
+        vec![1, 2, 3],
+        "its replacement starts now"
+    );
+    assert_eq!(
+        cluster.warnings(),
+        vec![crate::errors::WORKER_DISCONNECTED],
+        "{:?}",
+        cluster.seen
+    );
+    assert!(
+        cluster.signals(1).is_empty(),
+        "it may finish what it serves"
+    );
+    cluster.online(3);
+    for _ in 0..6 {
+        heartbeats(&cluster, &[2, 3]);
+        cluster.run_for(500).await;
+    }
+    // killTimeout after it was let go, and no heartbeat from it for 3.5 s: killed, not as
+    // unresponsive.
+    assert_eq!(cluster.signals(1), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.warnings(), vec![crate::errors::WORKER_DISCONNECTED]);
+    cluster.exit(1, 0);
+    cluster.run_for(1000).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3], "its exit was no failure");
+    assert_eq!(cluster.error_code(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_channel_closes_as_it_dies_is_a_crash() {
+    let mut cluster = running(1, json!({})).await;
+    cluster.channel(1, ChannelEvent::Disconnected);
+    cluster.run_for(5).await;
+    cluster.exit(1, 1);
+    cluster.run_for(1000).await;
+    assert_eq!(cluster.warnings(), vec![crate::errors::WORKER_CRASHED]);
+    assert_eq!(cluster.launched(), vec![1, 2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_signal_follows_the_disconnect_of_each_worker_sent_away() {
+    let mut plain = running(1, json!({})).await;
+    plain.command(Command::Stop { timeout: None });
+    plain.run_for(1).await;
+    assert_eq!(plain.acts(1), vec!["disconnect"]);
+    assert!(plain.signals(1).is_empty());
+
+    let mut cluster = running(2, json!({ "stopSignal": "SIGTERM" })).await;
+    cluster.command(Command::Scale {
+        workers: 1,
+        ticket: 1,
+    });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.acts(2), vec!["disconnect"]);
+    assert_eq!(cluster.signals(2), vec![Signal::SIGTERM]);
+    cluster.command(Command::Stop { timeout: None });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
+}
+
+/// The outcome of the `reloaded` event that settles `ticket`: its error code, or its figures.
+fn settled(cluster: &Scenario, ticket: u64) -> Option<Result<Value, &'static str>> {
+    cluster.seen.iter().find_map(|e| match e {
+        Event::Reloaded {
+            tickets,
+            error,
+            details,
+        } if tickets.contains(&ticket) => Some(match error {
+            Some((code, _)) => Err(*code),
+            None => Ok(details.clone()),
+        }),
+        _ => None,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn replace_starts_a_worker_in_the_slot_and_sends_the_old_one_away_once_it_is_ready() {
+    let mut cluster = running(2, json!({})).await;
+    cluster.command(Command::Replace { ticket: 1, id: 9 });
+    cluster.command(Command::Replace { ticket: 2, id: 1 });
+    cluster.command(Command::Replace { ticket: 3, id: 2 });
+    cluster.run_for(1).await;
+    assert_eq!(
+        settled(&cluster, 1),
+        Some(Err(crate::errors::UNKNOWN_WORKER))
+    );
+    assert_eq!(settled(&cluster, 3), Some(Err(crate::errors::NOT_RUNNING)));
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    assert!(
+        cluster.acts(1).is_empty(),
+        "the old one serves until the new one is ready"
+    );
+    cluster.online(3);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.acts(1), vec!["disconnect"]);
+    // (It holds no socket here: it is done at once.)
+    cluster.exit(1, 0);
+    cluster.run_for(1).await;
+    let details = settled(&cluster, 2)
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    assert_eq!(details["newWorkers"], json!([3]));
+    assert_eq!(details["replacedWorker"], json!(1));
+    assert_eq!(cluster.warnings(), Vec::<&str>::new());
+
+    // A replacement that dies aborts it; the worker keeps serving.
+    cluster.command(Command::Replace { ticket: 4, id: 2 });
+    cluster.run_for(1).await;
+    cluster.exit(4, 3);
+    cluster.run_for(1).await;
+    assert_eq!(
+        settled(&cluster, 4),
+        Some(Err(crate::errors::RELOAD_ABORTED))
+    );
+    assert!(cluster.acts(2).is_empty());
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
 }

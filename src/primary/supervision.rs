@@ -34,6 +34,10 @@ use crate::errors;
 use crate::os::process::ExitStatus;
 use crate::wire::node_ipc::Serialization;
 
+/// How long after a worker's channel closed unasked its exit is waited for, before the worker is
+/// taken to have disconnected itself: a process that dies closes its channel a moment before its
+/// exit is seen.
+const CHANNEL_CLOSED_GRACE: Duration = Duration::from_millis(200);
 /// How long a failed agent's last words may take to come out of its stderr pipe.
 const AGENT_STDERR_WAIT: Duration = Duration::from_millis(500);
 
@@ -76,6 +80,9 @@ pub struct Supervision {
     scale: Scale,
     orphans: OrphanGroups,
     housekeeping: Housekeeping,
+    /// Ids taken at start for the first worker of each slot: app workers are 1..N whether or
+    /// not there is an agent (which is started first and has N+1).
+    first_ids: HashMap<usize, WorkerId>,
 }
 
 impl Supervision {
@@ -92,6 +99,7 @@ impl Supervision {
             scale: Scale::default(),
             orphans: OrphanGroups::default(),
             housekeeping: Housekeeping::default(),
+            first_ids: HashMap::new(),
         }
     }
 
@@ -117,6 +125,11 @@ impl Supervision {
         c.timers
             .after(housekeeping::TICK, Timer::Supervision(Due::Housekeeping));
         self.orphans.guard_worker_trees(&c.events);
+        // `cluster.worker.id === 1` is the app's first worker, as under Node's cluster.
+        let order = self.slots.apps().into_iter().chain(self.slots.agent());
+        for slot in order {
+            self.first_ids.insert(slot, c.next_id());
+        }
         match self.slots.agent() {
             // The agent first; the app workers once it is ready (see settle).
             Some(agent) => self.fill_later(agent),
@@ -159,7 +172,15 @@ impl Supervision {
     fn ask_for_child(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
         let kind = self.kind_of(slot);
         let spec = launcher::supervised_spec(&self.options, kind);
-        let id = c.next_id();
+        let id = match (purpose, self.first_ids.remove(&slot)) {
+            (Purpose::Fill, Some(id)) => id,
+            (_, reserved) => {
+                if let Some(id) = reserved {
+                    self.first_ids.insert(slot, id);
+                }
+                c.next_id()
+            }
+        };
         let mode = spec.serialization;
         self.launching.insert(
             id,
@@ -507,6 +528,41 @@ impl Supervision {
         );
     }
 
+    /// A worker's Node channel closed. Unless the primary or JavaScript asked it to leave, it
+    /// may have disconnected itself (Egg's and ThinkJS's graceful exit, often after an
+    /// exception): that is decided once its exit had a moment to show.
+    pub fn on_channel_closed(&mut self, c: &mut Cluster, id: WorkerId) {
+        let unasked = |w: &Worker| !w.is_closing() && !w.closed_by_primary;
+        if c.workers.get(&id).is_some_and(unasked) && self.is_up() {
+            let due = Due::ChannelClosed { id };
+            c.timers
+                .after(CHANNEL_CLOSED_GRACE, Timer::Supervision(due));
+        }
+    }
+
+    /// A worker that closed its own channel serves on for a while, but can no longer be told
+    /// anything nor heard (no heartbeats): its replacement starts now and it is let go.
+    fn on_disconnected_itself(&mut self, c: &mut Cluster, id: WorkerId) {
+        let Some(w) = c.workers.get(&id) else {
+            return;
+        };
+        if w.connected || w.is_closing() {
+            return;
+        }
+        let message = format!(
+            "worker {id} (pid {}) disconnected itself (closed its IPC channel)",
+            w.pid()
+        );
+        self.replace_gracefully(
+            c,
+            id,
+            errors::WORKER_DISCONNECTED,
+            message,
+            "disconnected itself",
+            false,
+        );
+    }
+
     /// A blocked event loop cannot finish anything: the worker is killed at once.
     fn replace_unresponsive(&mut self, c: &mut Cluster, id: WorkerId, quiet: Duration) {
         let Some((slot, was_ready)) = self.detach(c, id) else {
@@ -587,6 +643,15 @@ impl Supervision {
             return;
         }
         if let Some(reload) = &mut self.reload {
+            if reload.is_replace() {
+                let why = "a replace() is under way";
+                c.events.push(Event::Reloaded {
+                    tickets: ticket.into_iter().collect(),
+                    error: Some((errors::NOT_RUNNING, format!("cannot reload: {why}"))),
+                    details: json!({}),
+                });
+                return;
+            }
             reload.join(ticket);
             return;
         }
@@ -606,6 +671,44 @@ impl Supervision {
         });
         let parallel = parallel.unwrap_or(policy.parallel);
         self.reload = Some(Reload::new(order, parallel, ticket, now()));
+    }
+
+    /// `cluster.replace(id)`: a new worker starts in the slot of worker `id`, which leaves once
+    /// that one is ready, as in one step of a rolling reload.
+    pub fn replace(&mut self, c: &mut Cluster, ticket: u64, id: WorkerId) {
+        let refuse = |c: &mut Cluster, code, message: String| {
+            c.events.push(Event::Reloaded {
+                tickets: vec![ticket],
+                error: Some((code, message)),
+                details: json!({}),
+            });
+        };
+        if let Some(why) = self.not_running() {
+            return refuse(
+                c,
+                errors::NOT_RUNNING,
+                format!("cannot replace worker {id}: {why}"),
+            );
+        }
+        if self.reload.is_some() {
+            let why = "a reload or another replace() is under way";
+            return refuse(
+                c,
+                errors::NOT_RUNNING,
+                format!("cannot replace worker {id}: {why}"),
+            );
+        }
+        let slot = c
+            .workers
+            .get(&id)
+            .filter(|w| !w.is_leaving())
+            .and_then(|w| w.slot)
+            .filter(|slot| self.slots.get(*slot).is_some_and(|s| s.current == Some(id)));
+        let Some(slot) = slot else {
+            let message = format!("worker {id} is not a current worker of the cluster");
+            return refuse(c, errors::UNKNOWN_WORKER, message);
+        };
+        self.reload = Some(Reload::replace(slot, id, ticket, now()));
     }
 
     /// Ends the reload where it stands. Replacements on their way are sent away; every slot keeps
@@ -753,6 +856,7 @@ impl Supervision {
                 }
             }
             Due::ReadyDeadline { id } => self.on_ready_deadline(c, id),
+            Due::ChannelClosed { id } => self.on_disconnected_itself(c, id),
             Due::StopDeadline => {
                 if self.phase == Phase::Stopping {
                     for w in c.workers.values() {

@@ -110,6 +110,10 @@ pub fn start_with(
         Plan::Supervised(o) => o.listen_fds.clone(),
         Plan::Manual { .. } => Vec::new(),
     });
+    let stop_signal = match &plan {
+        Plan::Supervised(o) => o.stop_signal,
+        Plan::Manual { .. } => None,
+    };
     let (max_message, kill_timeout, max_ipc_message) = match &plan {
         Plan::Supervised(o) => (
             o.max_message,
@@ -128,6 +132,7 @@ pub fn start_with(
         processes,
         ids,
         kill_timeout,
+        stop_signal,
         max_ipc_message,
     };
     let supervision = match plan {
@@ -288,7 +293,8 @@ impl Supervisor {
                 c.listeners.release_all(id);
             }
             Command::CloseChannel { id } => {
-                if let Some(w) = c.workers.get(&id) {
+                if let Some(w) = c.workers.get_mut(&id) {
+                    w.closed_by_primary = true;
                     let _ = w.conn.send(Outbound::Close);
                 }
             }
@@ -311,6 +317,11 @@ impl Supervisor {
             }) => {
                 if let Some(s) = &mut self.supervision {
                     s.reload(c, ticket, parallel, agent, trigger);
+                }
+            }
+            Command::Replace { ticket, id } => {
+                if let Some(s) = &mut self.supervision {
+                    s.replace(c, ticket, id);
                 }
             }
             Command::Scale { workers, ticket } => {
@@ -346,7 +357,10 @@ impl Supervisor {
             }
             ChannelEvent::ProtocolError(why) => {
                 let c = &mut self.cluster;
-                let pid = c.workers.get(&id).map_or(0, |w| w.pid());
+                let pid = c.workers.get_mut(&id).map_or(0, |w| {
+                    w.closed_by_primary = true;
+                    w.pid()
+                });
                 c.events.warn(
                     Some(id),
                     errors::PROTOCOL,
@@ -363,6 +377,9 @@ impl Supervisor {
                 }
                 c.listeners.release_all(id);
                 c.events.push(Event::Disconnect { id });
+                if let Some(s) = &mut self.supervision {
+                    s.on_channel_closed(c, id);
+                }
             }
             ChannelEvent::Exited(status) => self.on_exit(id, status),
         }

@@ -28,6 +28,11 @@ pub enum Due {
         id: WorkerId,
     },
     StopDeadline,
+    /// A worker's Node channel closed unasked a moment ago: if it has not exited meanwhile (a
+    /// dying process closes its channel too), it disconnected itself.
+    ChannelClosed {
+        id: WorkerId,
+    },
     /// Check heartbeats and memory (src/primary/watchdog.rs).
     Watchdog,
     /// Close unused sockets, reap orphans (src/primary/housekeeping.rs).

@@ -37,7 +37,10 @@ pub fn check(now: Instant, watchdog: &Watchdog, workers: &Workers, slots: &Slots
         if w.is_leaving() || !serving {
             continue;
         }
-        if let (Some(timeout), Some(beat)) = (watchdog.heartbeat_timeout, w.last_beat) {
+        // Heartbeats come on the Node channel: one that closed its channel sends none.
+        let heard = w.connected;
+        if let (Some(timeout), Some(beat), true) = (watchdog.heartbeat_timeout, w.last_beat, heard)
+        {
             let quiet = now.saturating_duration_since(beat);
             if quiet > timeout {
                 findings.push(Finding::Unresponsive { id: *id, quiet });

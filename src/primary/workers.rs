@@ -71,6 +71,9 @@ pub struct Worker {
     pub seq: u64,
     /// Its Node channel is open.
     pub connected: bool,
+    /// The primary closed its Node channel (JavaScript asked, or the child broke the protocol):
+    /// the child did not disconnect itself.
+    pub closed_by_primary: bool,
     /// A `queryServer` of its was refused and the operator was told (once per worker).
     pub listen_refused: bool,
     /// Round-robin connections sent as `newconn`, awaiting `accepted`, by our seq.

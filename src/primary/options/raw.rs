@@ -55,6 +55,7 @@ pub struct RawOptions {
     pub heartbeat_timeout: Option<Ms<0>>,
     pub max_memory: Option<Memory>,
     pub listen_fds: Option<Vec<Descriptor>>,
+    pub stop_signal: Option<StopSignal>,
 }
 
 /// `agent` as an object: what the agent runs differently from the app workers.
@@ -197,6 +198,22 @@ impl<'de> Deserialize<'de> for Workers {
                 n => (n <= MAX_WORKERS).then_some(Workers(n as usize)),
             },
             _ => None,
+        })
+    }
+}
+
+/// `stopSignal`: a signal name such as 'SIGTERM', sent to each leaving worker after its
+/// disconnect. SIGKILL and SIGSTOP are refused: neither lets a worker finish what it serves.
+pub struct StopSignal(pub nix::sys::signal::Signal);
+
+impl<'de> Deserialize<'de> for StopSignal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use nix::sys::signal::Signal;
+        use std::str::FromStr;
+        let expected = "a signal name such as 'SIGTERM' (not SIGKILL or SIGSTOP)";
+        check(d, expected, |v| {
+            let signal = Signal::from_str(v.as_str()?).ok()?;
+            (!matches!(signal, Signal::SIGKILL | Signal::SIGSTOP)).then_some(StopSignal(signal))
         })
     }
 }

@@ -589,3 +589,21 @@ fn fork_reads_node_settings() {
     let e = fork(json!({ "uid": "root" })).unwrap_err();
     assert!(e.message.contains("`uid`"), "{}", e.message);
 }
+
+#[test]
+fn stop_signal_is_a_signal_name_that_lets_a_worker_finish() {
+    let (_d, exec) = script();
+    assert_eq!(parse(json!({ "exec": exec })).unwrap().stop_signal, None);
+    let o = parse(json!({ "exec": exec, "stopSignal": "SIGTERM" })).unwrap();
+    assert_eq!(o.stop_signal, Some(nix::sys::signal::Signal::SIGTERM));
+    for bad in [
+        json!("SIGKILL"),
+        json!("SIGSTOP"),
+        json!("TERM"),
+        json!(15),
+        json!(true),
+    ] {
+        let message = refused(&exec, json!({ "stopSignal": bad }), "stopSignal");
+        assert!(message.contains("signal name"), "{message}");
+    }
+}

@@ -42,6 +42,7 @@ export async function main(): Promise<void> {
     workers: 'max',
     schedule: 'reuseport',
     killTimeout: 5000,
+    stopSignal: 'SIGTERM',
     readiness: 'message',
     maxRestarts: 5,
     restartWindow: 60_000,
@@ -76,6 +77,11 @@ export async function main(): Promise<void> {
   cluster.on('reload', ({ trigger, workers }) => console.log(trigger.length + workers));
   const count: number = await cluster.scale('max');
   console.log(replaced, duration, count, rcluster.reload());
+  // Typed only (not run here): replace(id) resolves to the new id and the old one.
+  const replacing: (id: number) => Promise<{ id: number; replaced: number }> = (id) => cluster.replace(id);
+  void replacing;
+  // @ts-expect-error: replace takes a worker id
+  void (() => cluster.replace('1'));
   // @ts-expect-error: scale takes a count
   void cluster.scale('many');
   // @ts-expect-error: maxMemory is bytes or a size string
