@@ -254,3 +254,18 @@ test("egg's reload-worker: every app worker replaced, no worker died error, each
   for (const state of fresh.values()) assert.strictEqual(state.eggReady, 1);
   assert.doesNotMatch(master.output, /AppWorkerDiedError/);
 });
+
+test('mm.cluster({ framework }) of @eggjs/mock: egg-ready reaches the test, HTTP through supertest, close()', async (t) => {
+  const { mm } = require('@eggjs/mock');
+  const port = await freePort();
+  const app = mm.cluster({ baseDir: APP, framework: FRAMEWORK, workers: 2, port, coverage: false, cache: false });
+  t.after(() => app.close());
+  await app.ready();
+  const res = await app.httpRequest().get('/');
+  assert.strictEqual(res.status, 200);
+  assert.match(res.text, /^hello from \d+$/);
+  const tree = descendants(app.process.pid);
+  assert.ok(tree.length >= 3, `the agent and 2 app workers: ${tree}`);
+  await app.close();
+  await until(() => tree.every((pid) => !alive(pid)), 15_000, () => `no process left: ${tree.filter(alive)}`);
+});
