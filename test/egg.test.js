@@ -269,3 +269,46 @@ test('mm.cluster({ framework }) of @eggjs/mock: egg-ready reaches the test, HTTP
   await app.close();
   await until(() => tree.every((pid) => !alive(pid)), 15_000, () => `no process left: ${tree.filter(alive)}`);
 });
+
+// Egg's own messenger tests (eggjs/egg test/lib/core/messenger/ipc.test.ts, the cluster blocks),
+// their assertions unchanged, on an app of ours that does what theirs do.
+const MESSENGER_APP = fixture('egg-messenger');
+
+async function startMessengerApp(t, workers) {
+  const port = await freePort();
+  const options = { framework: FRAMEWORK, baseDir: MESSENGER_APP, port, workers };
+  const master = spawnNode(t, [START_CLUSTER, JSON.stringify(options)], { cwd: MESSENGER_APP, env: { ...process.env, EGG_SERVER_ENV: 'default' } });
+  await waitForOutput(master, /\[master\] rcluster\/egg started on/, 60_000);
+  return master;
+}
+
+function count(data, key) {
+  return data.split('\n').filter((line) => line.indexOf(key) >= 0).length;
+}
+
+test("egg's ipc.test: broadcast each other, sendToApp and sendToAgent, agent can't send before started (2 workers)", async (t) => {
+  const app = await startMessengerApp(t, 2);
+  await until(() => (app.output.match(/(app|agent) \d+ receive message from (app|agent) pid \d+/g) || []).length >= 9 && count(app.output, 'app2app') >= 4, 10_000, () => `the messages (got: ${app.output})`);
+  // As egg's test: wait a moment for any extra delivery.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const m = app.output.match(/(app|agent) \d+ receive message from (app|agent) pid \d+/g);
+  assert.equal(m.length, 9);
+  assert(count(app.output, 'agent2app') === 2);
+  assert(count(app.output, 'app2app') === 4);
+  assert(count(app.output, 'agent2agent') === 1);
+  assert(count(app.output, 'app2agent') === 2);
+  assert.match(app.output, /agent can't call sendToApp before server started/);
+});
+
+test("egg's ipc.test: sendRandom from the agent reaches several of 4 app workers", async (t) => {
+  const app = await startMessengerApp(t, 4);
+  await until(() => (app.output.match(/\d+=\d+/g) || []).length >= 40, 15_000, 'the 40 random messages');
+  const m = app.output.match(/\d+=\d+/g);
+  const map = new Map();
+  for (const item of m) {
+    const a = item.split('=');
+    map.set(a[0], a[1]);
+  }
+  assert(map.size <= 4);
+  assert(map.size >= 2);
+});
