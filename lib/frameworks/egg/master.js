@@ -164,6 +164,7 @@ class Driver {
     this.stopping = null;
     this.appIds = 0;
     this.apps = new Map();
+    this.terminated = new WeakSet();
   }
 
   start() {
@@ -209,12 +210,22 @@ class Driver {
       }
       // Egg's workers leave on SIGTERM (graceful-process): a worker that rcluster sent away
       // (a reload, a stop) gets it once its channel is closed.
-      worker.process.kill('SIGTERM');
+      this.terminate(worker);
     });
     this.cluster.on('exit', (worker, code, signalName) => {
       if (worker.kind === 'agent') this.agentUtils.onExit(worker, code, signalName);
       else this.appUtils.onExit(worker, code, signalName);
     });
+  }
+
+  /**
+   * Sends SIGTERM to `worker` once: egg's graceful-process handles one (`process.once`), and a
+   * second would kill the worker in the middle of its close.
+   */
+  terminate(worker) {
+    if (this.terminated.has(worker)) return;
+    this.terminated.add(worker);
+    worker.process.kill('SIGTERM');
   }
 
   /** Stops the cluster once (app workers first, the agent last), with egg's close timeout. */
@@ -418,7 +429,7 @@ function createMaster(eggClusterFile, rcluster) {
           const apps = [...driver.apps.values()];
           const trees = apps.map((app) => descendants(app.workerId));
           const stopping = driver.stop();
-          for (const app of apps) app.worker.process.kill('SIGTERM');
+          for (const app of apps) driver.terminate(app.worker);
           const exited = Promise.all(apps.map((app) => (app.worker.isDead() ? null : new Promise((resolve) => app.worker.once('exit', resolve)))));
           await Promise.race([exited, stopping, new Promise((resolve) => setTimeout(resolve, timeout + 1000).unref())]);
           await killTree(trees.flat(), timeout);
