@@ -225,10 +225,13 @@ test('a crashed agent is replaced: app workers get egg-pids [] then the new pid,
   await json(port, '/send?how=sendToAgent&action=agent-crash');
   await waitForOutput(master, /\[master\] agent_worker#1:\d+ died \(code: 3/, 20_000);
   await waitForOutput(master, /\[master\] agent_worker#2:\d+ started/, 30_000);
+  // @eggjs/cluster's agent_worker.test, 'should refork new agent_worker after app started'.
+  assert.match(master.output, /\[master\] try to start a new agent_worker after 1s .../);
+  assert.doesNotMatch(master.output, /app_worker#3/);
   const after = await until(async () => {
     const now = await json(port, '/agent').catch(() => null);
-    return now && now.pid !== before.pid && now;
-  }, 20_000, 'the new agent answering');
+    return now && now.pid !== before.pid && now.eggReady >= 1 && now.eggPids.length > 0 && now;
+  }, 20_000, 'the new agent answering, told egg-ready');
   assert.strictEqual(after.eggReady, 1);
   assert.deepStrictEqual([...after.eggPids.at(-1)].sort(), [...states.keys()].sort());
   const now = await workersState(port);
@@ -311,4 +314,75 @@ test("egg's ipc.test: sendRandom from the agent reaches several of 4 app workers
   }
   assert(map.size <= 4);
   assert(map.size >= 2);
+});
+
+// @eggjs/cluster's master.test, app_worker.test and agent_worker.test, their assertions unchanged
+// (stdout and stderr are one output here).
+
+for (const signal of ['SIGINT', 'SIGQUIT']) {
+  test(`master.test: use ${signal} close master`, async (t) => {
+    const { master } = await startApp(t);
+    master.kill(signal);
+    await master.exited;
+    assert.match(master.output, new RegExp(`\\[master\\] master is killed by signal ${signal}, closing`));
+    assert.match(master.output, /\[master\] system memory: total \d+, free \d+/);
+    assert.match(master.output, /\[master\] process info: heap_limit \d+, heap_used \d+/);
+    assert.match(master.output, /\[master\] exit with code:0/);
+  });
+}
+
+test('master.test: master will close agent and app worker (egg-ready logs of each side, no disconnect event)', async (t) => {
+  const { master } = await startApp(t, {
+    env: {
+      EGG_SERVER_ENV: 'local',
+      EGG_APP_WORKER_LOGGER_LEVEL: 'INFO',
+      EGG_AGENT_WORKER_LOGGER_LEVEL: 'INFO',
+      EGG_MASTER_LOGGER_LEVEL: 'DEBUG',
+      EGG_MASTER_CLOSE_TIMEOUT: '5000',
+    },
+  });
+  master.kill('SIGTERM');
+  await master.exited;
+  const out = master.output;
+  assert.match(out, /INFO \d+ \[master\] master is killed by signal SIGTERM, closing/);
+  assert.match(out, /DEBUG \d+ \[master\] close done, exiting with code:0/);
+  assert.match(out, /INFO \d+ \[master\] exit with code:0/);
+  assert.match(out, /INFO \d+ \[app_worker\] receive signal SIGTERM, exiting with code:0/);
+  assert.match(out, /INFO \d+ \[agent_worker\] receive signal SIGTERM, exiting with code:0/);
+  assert.doesNotMatch(out, /\[app_worker\] receive disconnect event in cluster fork mode/);
+  assert.doesNotMatch(out, /\[agent_worker\] receive disconnect event /);
+  assert.match(out, /INFO \d+ \[app_worker\] exit with code:0/);
+  assert.match(out, /INFO \d+ \[agent_worker\] exit with code:0/);
+  assert.match(out, /INFO \d+ \[master\] wait 5000ms/);
+});
+
+test('master.test: should close when set EGG_MASTER_CLOSE_TIMEOUT', async (t) => {
+  const { master } = await startApp(t, { env: { EGG_MASTER_CLOSE_TIMEOUT: '1000' } });
+  master.kill('SIGTERM');
+  await master.exited;
+  assert.match(master.output, /INFO \d+ \[master\] exit with code:0/);
+  assert.match(master.output, /INFO \d+ \[master\] wait 1000ms/);
+});
+
+/** Starts the fixture app expecting it to fail; resolves with its exit code and output. */
+async function failingApp(t, env) {
+  const port = await freePort();
+  const options = { framework: FRAMEWORK, baseDir: APP, port, workers: 2 };
+  const master = spawnNode(t, [START_CLUSTER, JSON.stringify(options)], { cwd: APP, env: { ...process.env, ...env } });
+  const { code } = await master.exited;
+  return { code, out: master.output };
+}
+
+test('agent_worker.test: should exist when error happened during boot, should not start app', async (t) => {
+  const { code, out } = await failingApp(t, { EGG_TEST_AGENT_THROW: '1' });
+  assert.strictEqual(code, 1);
+  assert.match(out, /\[master\] agent_worker#1:\d+ start fail, exiting with code:1/);
+  assert.match(out, /agent throw on boot/);
+  assert.doesNotMatch(out, /app_worker#1/);
+});
+
+test('app_worker.test: should exit when app worker error during boot', async (t) => {
+  const { code, out } = await failingApp(t, { EGG_TEST_APP_THROW: '1' });
+  assert.strictEqual(code, 1);
+  assert.match(out, /\[master\] app_worker#\d+:\d+ start fail, exiting with code:1/);
 });
