@@ -386,3 +386,10 @@ test('app_worker.test: should exit when app worker error during boot', async (t)
   assert.strictEqual(code, 1);
   assert.match(out, /\[master\] app_worker#\d+:\d+ start fail, exiting with code:1/);
 });
+
+for (const [env, port] of [[{}, 5800], [{ EGG_AGENT_DEBUG_PORT: '15800' }, 15800]]) {
+  test(`agent_worker.test: agent debug port ${port} with isDebug`, async (t) => {
+    const { master } = await startApp(t, { env: { EGG_TEST_PRINT_EXEC_ARGV: '1', ...env }, extra: { isDebug: true } });
+    assert.match(master.output, new RegExp(`=${port}`));
+  });
+}
