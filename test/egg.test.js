@@ -66,6 +66,15 @@ async function workersState(port, count = 2) {
   return seen;
 }
 
+/** The app has rcluster installed: its node_modules/rcluster is this package (until the test ends). */
+function installRcluster(t) {
+  const modules = path.join(APP, 'node_modules');
+  fs.mkdirSync(modules, { recursive: true });
+  fs.rmSync(path.join(modules, 'rcluster'), { force: true });
+  fs.symlinkSync(ROOT, path.join(modules, 'rcluster'), 'dir');
+  t.after(() => fs.rmSync(modules, { recursive: true, force: true }));
+}
+
 /** Starts the fixture app as eggctl does; resolves once egg's master says it started. */
 async function startApp(t, { workers = 2, env = {}, extra = {} } = {}) {
   const port = await freePort();
@@ -181,12 +190,7 @@ test('SIGTERM stops egg as egg does: app workers, then the agent, no process lef
 
 test('eggctl start, the framework named in package.json ("egg": { "framework": "rcluster/egg" }): SIGINT stops it', async (t) => {
   const port = await freePort();
-  // The app has rcluster installed: its node_modules/rcluster is this package.
-  const modules = path.join(APP, 'node_modules');
-  fs.mkdirSync(modules, { recursive: true });
-  fs.rmSync(path.join(modules, 'rcluster'), { force: true });
-  fs.symlinkSync(ROOT, path.join(modules, 'rcluster'), 'dir');
-  t.after(() => fs.rmSync(modules, { recursive: true, force: true }));
+  installRcluster(t);
   const ctl = spawnProgram(t, process.execPath, [EGGCTL, 'start', '--workers=2', `--port=${port}`, '--title=rcluster-egg-test', APP], {
     cwd: APP,
     env: { ...process.env, EGG_MASTER_CLOSE_TIMEOUT: '3000' },
@@ -258,10 +262,11 @@ test("egg's reload-worker: every app worker replaced, no worker died error, each
   assert.doesNotMatch(master.output, /AppWorkerDiedError/);
 });
 
-test('mm.cluster({ framework }) of @eggjs/mock: egg-ready reaches the test, HTTP through supertest, close()', async (t) => {
+test("mm.cluster({ framework: 'rcluster/egg' }) of @eggjs/mock: egg-ready reaches the test, HTTP through supertest, close()", async (t) => {
   const { mm } = require('@eggjs/mock');
+  installRcluster(t);
   const port = await freePort();
-  const app = mm.cluster({ baseDir: APP, framework: FRAMEWORK, workers: 2, port, coverage: false, cache: false });
+  const app = mm.cluster({ baseDir: APP, framework: 'rcluster/egg', workers: 2, port, coverage: false, cache: false });
   t.after(() => app.close());
   await app.ready();
   const res = await app.httpRequest().get('/');
