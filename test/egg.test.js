@@ -398,3 +398,13 @@ for (const [env, port] of [[{}, 5800], [{ EGG_AGENT_DEBUG_PORT: '15800' }, 15800
     assert.match(master.output, new RegExp(`=${port}`));
   });
 }
+
+test("egg and @eggjs/cluster are the app's: resolved from its directory, never from where rcluster is installed", (t) => {
+  const { resolveEgg } = require('../lib/frameworks/egg/resolve');
+  const found = resolveEgg(APP);
+  assert.strictEqual(found.egg, require.resolve('egg', { paths: [APP] }));
+  assert.strictEqual(found.eggCluster, require.resolve('@eggjs/cluster', { paths: [APP] }));
+  // An app without egg: no fallback to a copy beside rcluster.
+  const bare = tempDir(t, 'rcluster-egg-bare-');
+  assert.throws(() => resolveEgg(bare), (error) => error.code === 'ERR_RCLUSTER_EGG_NOT_FOUND' && error.message.includes(bare));
+});
