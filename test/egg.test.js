@@ -9,7 +9,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
-const { fixture, until, alive, get, spawnNode, spawnProgram, waitForOutput, tempDir } = require('./helpers');
+const { fixture, until, alive, get, spawnProgram, waitForOutput, tempDir } = require('./helpers');
 
 const ROOT = path.join(__dirname, '..');
 const FRAMEWORK = path.join(ROOT, 'egg');
@@ -33,6 +33,48 @@ async function json(port, urlPath) {
   const { status, body } = await get(port, { path: urlPath });
   assert.strictEqual(status, 200, `GET ${urlPath}: ${status} ${body}`);
   return JSON.parse(body);
+}
+
+/**
+ * spawnProgram, plus the end of every process it starts, its workers' children too: the tree is
+ * read as it grows (a master that exits by itself leaves its agent's children to init), and when
+ * the test ends the master gets SIGTERM (egg's close), then whatever is left SIGKILL. Registered
+ * before spawnProgram's own cleanup, which SIGKILLs the master's group first.
+ */
+function spawnTracked(t, program, args, options) {
+  const seen = new Set();
+  let child = null;
+  let sampled = 0;
+  const sample = () => {
+    if (!child || Date.now() - sampled < 100) return;
+    sampled = Date.now();
+    for (const pid of descendants(child.pid)) seen.add(pid);
+  };
+  t.after(async () => {
+    if (!child) return;
+    sampled = 0;
+    sample();
+    if (alive(child.pid)) {
+      try {
+        child.kill('SIGTERM');
+      } catch {
+        // gone meanwhile
+      }
+      await Promise.race([child.exited, new Promise((resolve) => setTimeout(resolve, 10_000))]);
+    }
+    for (const pid of seen) {
+      if (!alive(pid)) continue;
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
+  });
+  child = spawnProgram(t, program, args, options);
+  child.stdout.on('data', sample);
+  child.stderr.on('data', sample);
+  return child;
 }
 
 /** Every descendant of `pid`, from /proc. */
@@ -79,7 +121,7 @@ function installRcluster(t) {
 async function startApp(t, { workers = 2, env = {}, extra = {} } = {}) {
   const port = await freePort();
   const options = { framework: FRAMEWORK, baseDir: APP, port, workers, ...extra };
-  const master = spawnNode(t, [START_CLUSTER, JSON.stringify(options)], {
+  const master = spawnTracked(t, process.execPath, [START_CLUSTER, JSON.stringify(options)], {
     cwd: APP,
     env: { ...process.env, EGG_MASTER_CLOSE_TIMEOUT: '3000', ...env },
   });
@@ -191,7 +233,7 @@ test('SIGTERM stops egg as egg does: app workers, then the agent, no process lef
 test('eggctl start, the framework named in package.json ("egg": { "framework": "rcluster/egg" }): SIGINT stops it', async (t) => {
   const port = await freePort();
   installRcluster(t);
-  const ctl = spawnProgram(t, process.execPath, [EGGCTL, 'start', '--workers=2', `--port=${port}`, '--title=rcluster-egg-test', APP], {
+  const ctl = spawnTracked(t, process.execPath, [EGGCTL, 'start', '--workers=2', `--port=${port}`, '--title=rcluster-egg-test', APP], {
     cwd: APP,
     env: { ...process.env, EGG_MASTER_CLOSE_TIMEOUT: '3000' },
   });
@@ -285,7 +327,7 @@ const MESSENGER_APP = fixture('egg-messenger');
 async function startMessengerApp(t, workers) {
   const port = await freePort();
   const options = { framework: FRAMEWORK, baseDir: MESSENGER_APP, port, workers };
-  const master = spawnNode(t, [START_CLUSTER, JSON.stringify(options)], { cwd: MESSENGER_APP, env: { ...process.env, EGG_SERVER_ENV: 'default' } });
+  const master = spawnTracked(t, process.execPath, [START_CLUSTER, JSON.stringify(options)], { cwd: MESSENGER_APP, env: { ...process.env, EGG_SERVER_ENV: 'default' } });
   await waitForOutput(master, /\[master\] rcluster\/egg started on/, 60_000);
   return master;
 }
@@ -373,7 +415,7 @@ test('master.test: should close when set EGG_MASTER_CLOSE_TIMEOUT', async (t) =>
 async function failingApp(t, env) {
   const port = await freePort();
   const options = { framework: FRAMEWORK, baseDir: APP, port, workers: 2 };
-  const master = spawnNode(t, [START_CLUSTER, JSON.stringify(options)], { cwd: APP, env: { ...process.env, ...env } });
+  const master = spawnTracked(t, process.execPath, [START_CLUSTER, JSON.stringify(options)], { cwd: APP, env: { ...process.env, ...env } });
   const { code } = await master.exited;
   return { code, out: master.output };
 }
