@@ -72,6 +72,7 @@ function spawnTracked(t, program, args, options) {
     }
   });
   child = spawnProgram(t, program, args, options);
+  child.tree = seen;
   child.stdout.on('data', sample);
   child.stderr.on('data', sample);
   return child;
@@ -417,7 +418,7 @@ async function failingApp(t, env) {
   const options = { framework: FRAMEWORK, baseDir: APP, port, workers: 2 };
   const master = spawnTracked(t, process.execPath, [START_CLUSTER, JSON.stringify(options)], { cwd: APP, env: { ...process.env, ...env } });
   const { code } = await master.exited;
-  return { code, out: master.output };
+  return { code, out: master.output, tree: [...master.tree] };
 }
 
 test('agent_worker.test: should exist when error happened during boot, should not start app', async (t) => {
@@ -428,10 +429,13 @@ test('agent_worker.test: should exist when error happened during boot, should no
   assert.doesNotMatch(out, /app_worker#1/);
 });
 
-test('app_worker.test: should exit when app worker error during boot', async (t) => {
-  const { code, out } = await failingApp(t, { EGG_TEST_APP_THROW: '1' });
+test('app_worker.test: should exit when app worker error during boot (no process left)', async (t) => {
+  const { code, out, tree } = await failingApp(t, { EGG_TEST_APP_THROW: '1' });
   assert.strictEqual(code, 1);
   assert.match(out, /\[master\] app_worker#\d+:\d+ start fail, exiting with code:1/);
+  // The agent's own child too: no process is left.
+  assert.ok(tree.length >= 2, `the agent and its child at least: ${tree}`);
+  await until(() => tree.every((pid) => !alive(pid)), 10_000, () => `no process left of ${tree}: ${tree.filter(alive)}`);
 });
 
 for (const [env, port] of [[{}, 5800], [{ EGG_AGENT_DEBUG_PORT: '15800' }, 15800]]) {

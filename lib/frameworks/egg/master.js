@@ -46,6 +46,15 @@ function descendants(pid) {
   return found;
 }
 
+/** Whether `pid` is not rcluster's guard (the process that ends the workers if the primary is killed). */
+function notGuard(pid) {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim() !== 'rcluster-guard';
+  } catch {
+    return false;
+  }
+}
+
 function signal(pids, name) {
   for (const pid of pids) {
     try {
@@ -435,6 +444,10 @@ function createMaster(eggClusterFile, rcluster) {
           await killTree(trees.flat(), timeout);
         }
       }
+
+      // Egg's master ends itself with process.exit(1) when a worker fails at boot: the workers
+      // die with it (rcluster), and what they started is ended here rather than left to init.
+      process.once('exit', () => signal(descendants(process.pid).filter(notGuard), 'SIGKILL'));
 
       this.agentWorker = new AgentUtils();
       this.appWorker = new AppUtils();
