@@ -9,14 +9,18 @@ declare namespace Application {
     proxy?: boolean;
     [option: string]: unknown;
   }
+
+  interface Instance {
+    /** Starts the app: the primary in the entry process, a worker in each child. */
+    run(): unknown;
+  }
 }
 
-declare class Application {
-  constructor(options: Application.Options);
-  /** Starts the app: the primary in the entry process, a worker in each child. */
-  run(): unknown;
-  /** ThinkJS's global `think`. */
-  static readonly think: unknown;
-}
+declare const Application: {
+  /** An instance of the app's own ThinkJS Application (found from `ROOT_PATH`), run on rcluster. */
+  new (options: Application.Options): Application.Instance;
+  /** The app's own ThinkJS Application class, found from `rootPath`, patched to run on rcluster. */
+  loadThinkJS(rootPath: string): new (options: Application.Options) => Application.Instance;
+};
 
 export = Application;

@@ -111,6 +111,12 @@ class Application {
     return new ThinkApplication(options);
   }
 
+  /** The app's own ThinkJS Application class, found from `rootPath`, patched to run on rcluster. */
+  static loadThinkJS(rootPath) {
+    return loadThink(rootPath);
+  }
+
+  /** ThinkJS's global `think` (once ThinkJS is loaded), as `require('thinkjs').think`. */
   static get think() {
     return global.think;
   }
