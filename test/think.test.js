@@ -8,20 +8,38 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
-const { fixture, tempDir, until, alive, childrenOf, get, steadyLoad, spawnNode, waitForOutput } = require('./helpers');
+const { fixture, until, alive, childrenOf, get, steadyLoad, spawnNode, waitForOutput } = require('./helpers');
 
 const appDir = fixture('think-app');
 const entry = path.join(appDir, 'production.js');
 const cli = path.join(__dirname, '..', 'bin', 'rcluster.js');
 
-/** The environment of the app, without the test runner's own variables. */
-function appEnv(t, extra = {}) {
-  const dir = tempDir(t, 'rcluster-think-');
+/**
+ * Runs the app (`args`: the entry, or the CLI and the entry) with its own folder for what it
+ * writes. When the test ends the primary and every worker it logged are killed, and only then is
+ * the folder removed (workers run in their own process group and write to it until they end).
+ */
+function runApp(t, args, extra = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-think-'));
   const env = { ...process.env, THINK_TEST_EVENTS: path.join(dir, 'events.log'), THINK_RUNTIME_PATH: path.join(dir, 'runtime'), ...extra };
   delete env.NODE_TEST_CONTEXT;
   delete env.NODE_ENV;
-  return env;
+  const primary = spawnNode(t, args, { cwd: appDir, env });
+  t.after(async () => {
+    const pids = [primary.pid, ...listening(primary.output).map((w) => w.pid)];
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    await until(() => pids.every((pid) => !alive(pid)), 5000, () => `${pids.filter(alive)} to end`);
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  });
+  return { primary, env };
 }
 
 /** What the workers recorded, parsed. */
@@ -48,8 +66,7 @@ function listening(output) {
 
 /** `node production.js` with 2 workers; resolves once both log that they listen. */
 async function startApp(t, extra = {}) {
-  const env = appEnv(t, extra);
-  const primary = spawnNode(t, [entry], { cwd: appDir, env });
+  const { primary, env } = runApp(t, [entry], extra);
   await until(() => listening(primary.output).length >= 2, 20_000, () => `both workers to listen (output: ${primary.output})`);
   const workers = listening(primary.output);
   return { primary, env, port: workers[0].port, workers };
@@ -218,8 +235,7 @@ test('SIGTERM stops the app and leaves no process behind, the workers\' trees in
 });
 
 test('stickyCluster: true fails loudly, with the reason', async (t) => {
-  const env = appEnv(t, { THINK_TEST_STICKY: '1' });
-  const primary = spawnNode(t, [entry], { cwd: appDir, env });
+  const { primary } = runApp(t, [entry], { THINK_TEST_STICKY: '1' });
   const { code } = await Promise.race([primary.exited, new Promise((_, reject) => setTimeout(() => reject(new Error('the primary did not exit')), 10_000))]);
   assert.notStrictEqual(code, 0);
   assert.match(primary.output, /stickyCluster is not supported/);
@@ -227,8 +243,7 @@ test('stickyCluster: true fails loudly, with the reason', async (t) => {
 });
 
 test('under `rcluster start production.js -i 2`: the messenger, the crontab and the logs work', async (t) => {
-  const env = appEnv(t);
-  const primary = spawnNode(t, [cli, 'start', entry, '-i', '2'], { cwd: appDir, env });
+  const { primary, env } = runApp(t, [cli, 'start', entry, '-i', '2']);
   await until(() => listening(primary.output).length >= 2, 20_000, () => `both workers to listen (output: ${primary.output})`);
   const { port } = listening(primary.output)[0];
   await getJson(port, '/index/broadcast?token=cli');
