@@ -73,7 +73,7 @@ function checkEntries(report, where) {
 }
 
 test('each entry point: types first, an ES module for import, and both in the packed tarball', () => {
-  assert.deepStrictEqual(specifiers, ['rcluster', 'rcluster/cluster']);
+  assert.deepStrictEqual(specifiers, ['rcluster', 'rcluster/cluster', 'rcluster/think']);
   const packed = JSON.parse(execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: root, encoding: 'utf8', timeout: 60_000 }))[0].files.map((f) => f.path);
   for (const { specifier, targets } of entries) {
     assert.strictEqual(Object.keys(targets)[0], 'types', `${specifier}: TypeScript takes the first condition it knows`);
