@@ -9,7 +9,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
-const { fixture, until, alive, get, spawnProgram, waitForOutput, tempDir } = require('./helpers');
+const { fixture, until, alive, descendants, get, spawnProgram, waitForOutput, tempDir } = require('./helpers');
 
 const ROOT = path.join(__dirname, '..');
 const FRAMEWORK = path.join(ROOT, 'egg');
@@ -76,26 +76,6 @@ function spawnTracked(t, program, args, options) {
   child.stdout.on('data', sample);
   child.stderr.on('data', sample);
   return child;
-}
-
-/** Every descendant of `pid`, from /proc. */
-function descendants(pid) {
-  const children = new Map();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (!children.has(ppid)) children.set(ppid, []);
-      children.get(ppid).push(Number(entry));
-    } catch {
-      // gone
-    }
-  }
-  const found = [];
-  const queue = [pid];
-  while (queue.length > 0) for (const child of children.get(queue.shift()) || []) found.push(child), queue.push(child);
-  return found;
 }
 
 /** The app's state as each app worker reports it, by pid (asks until both workers answered). */

@@ -75,6 +75,11 @@ function childrenOf(pid, { guard = false } = {}) {
   return children;
 }
 
+/** Every live process under `pid`, rcluster's guard included unless `guard: false`. */
+function descendants(pid, { guard = true } = {}) {
+  return childrenOf(pid, { guard }).flatMap((child) => [child, ...descendants(child, { guard })]);
+}
+
 /** A new temporary folder, removed when the test ends. */
 function tempDir(t, prefix = 'rcluster-') {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -249,6 +254,7 @@ module.exports = {
   alive,
   procStat,
   childrenOf,
+  descendants,
   startCluster,
   readyPort,
   release,

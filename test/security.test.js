@@ -315,10 +315,11 @@ test('a grandchild that ignores SIGTERM ends killTimeout after its worker is rep
   const pids = await until(() => started(primary.output, 0).length === 2 && started(primary.output, 0), 5000, 'the grandchildren');
   const [worker] = childrenOf(primary.pid);
   const [mine] = pids.filter((p) => procStat(p)?.pgid === worker);
+  // The replacement starts at once: its grandchild may be reported before the old one has ended.
+  const mark = primary.output.length;
   process.kill(worker, 'SIGKILL');
   await until(() => !alive(mine), 6000, 'the replaced worker\'s stubborn grandchild to end');
 
-  const mark = primary.output.length;
   await until(() => started(primary.output, mark).length === 1, 10_000, 'the replacement\'s grandchild');
   const left = grandchildren.filter(alive);
   assert.strictEqual(left.length, 2);

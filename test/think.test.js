@@ -10,7 +10,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { fixture, until, alive, childrenOf, get, steadyLoad, spawnNode, waitForOutput } = require('./helpers');
+const { fixture, until, alive, descendants, get, steadyLoad, spawnNode, waitForOutput } = require('./helpers');
 
 const appDir = fixture('think-app');
 const entry = path.join(appDir, 'production.js');
@@ -76,19 +76,6 @@ async function getJson(port, urlPath) {
   const { status, body } = await get(port, { path: urlPath });
   assert.strictEqual(status, 200, `GET ${urlPath}: ${status} ${body}`);
   return JSON.parse(body);
-}
-
-/** Every process under `pid`, the guard included. */
-function descendants(pid) {
-  const all = [];
-  const visit = (p) => {
-    for (const c of childrenOf(p, { guard: true })) {
-      all.push(c);
-      visit(c);
-    }
-  };
-  visit(pid);
-  return all;
 }
 
 test('the primary runs ThinkJS\'s master side; workers log, with THINK_WORKERS and THINK_PROCESS_ID as think-cluster sets them', async (t) => {
