@@ -12,6 +12,7 @@
 //   master over `process.send`;
 // - a worker's THINK_PROCESS_ID is its rcluster worker id (think-cluster numbers its forks from 1).
 
+const fs = require('node:fs');
 const path = require('node:path');
 const child = require('../../child/child');
 const { ThinkMessenger } = require('./messenger');
@@ -108,7 +109,16 @@ class Application {
   constructor(options = {}) {
     if (!options || !options.ROOT_PATH) throw new TypeError('options.ROOT_PATH must be set');
     const ThinkApplication = loadThink(options.ROOT_PATH);
-    return new ThinkApplication(options);
+    const app = new ThinkApplication(options);
+    // Every process writes runtime/config/<env>.json as it starts, and ThinkJS's mkdir of that
+    // folder fails when two processes create it at once (a fresh app: one gets EEXIST on
+    // runtime/, gives up, and then cannot write). A recursive mkdir is safe to race.
+    try {
+      fs.mkdirSync(path.join(app.options.RUNTIME_PATH, 'config'), { recursive: true });
+    } catch {
+      // ThinkJS reports what is wrong with the folder itself when it writes.
+    }
+    return app;
   }
 
   /** The app's own ThinkJS Application class, found from `rootPath`, patched to run on rcluster. */
