@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 use super::child_command::WorkerKind;
@@ -859,9 +858,7 @@ impl Supervision {
             Due::ChannelClosed { id } => self.on_disconnected_itself(c, id),
             Due::StopDeadline => {
                 if self.phase == Phase::Stopping {
-                    for w in c.workers.values() {
-                        let _ = w.process.signal(Signal::SIGKILL);
-                    }
+                    c.workers.values().for_each(Worker::kill);
                 }
             }
             Due::Watchdog => self.on_watchdog(c),
@@ -906,26 +903,29 @@ impl Supervision {
     // ---- what should be against what is ----
 
     pub fn settle(&mut self, c: &mut Cluster) {
-        let agent_ready = self
-            .slots
-            .agent()
-            .is_some_and(|slot| self.slots.has_ready_worker(slot, &c.workers));
-        if self.phase == Phase::Starting && !self.apps_started && agent_ready {
-            self.start_apps();
+        // Settling runs after every input, messenger batches included: each check below costs
+        // nothing unless a start, a scale or a reload is under way.
+        if self.phase == Phase::Starting && !self.apps_started {
+            let agent = self.slots.agent();
+            if agent.is_some_and(|slot| self.slots.has_ready_worker(slot, &c.workers)) {
+                self.start_apps();
+            }
         }
         if self.is_up() {
             self.fill_due_slots(c);
         }
         self.step_reload(c);
-        let launching_for_removed = self
-            .launching
-            .values()
-            .any(|l| self.slots.get(l.slot).is_some_and(|s| s.retired));
-        if let Some(event) = self
-            .scale
-            .progress(&self.slots, &c.workers, launching_for_removed)
-        {
-            c.events.push(event);
+        if self.scale.is_waiting() {
+            let launching_for_removed = self
+                .launching
+                .values()
+                .any(|l| self.slots.get(l.slot).is_some_and(|s| s.retired));
+            if let Some(event) = self
+                .scale
+                .progress(&self.slots, &c.workers, launching_for_removed)
+            {
+                c.events.push(event);
+            }
         }
         if self.phase == Phase::Starting && self.all_ready(c) {
             self.phase = Phase::Running;
