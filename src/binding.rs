@@ -23,6 +23,7 @@ use crate::primary::inputs::{Command, Input, NewChild, ReloadRequest};
 use crate::primary::launcher;
 use crate::primary::listeners::Distribution;
 use crate::primary::options;
+use crate::primary::output::OutputLog;
 use crate::primary::supervisor::{self, Plan};
 use crate::primary::workers::ProcessTable;
 use crate::wire::frames;
@@ -162,6 +163,9 @@ pub enum JsEvent {
         code: Option<String>,
         message: Option<String>,
     },
+    Stopping {
+        message: String,
+    },
     Stopped,
 }
 
@@ -295,6 +299,7 @@ impl From<Event> for JsEvent {
                     message,
                 }
             }
+            Event::Stopping { trigger } => JsEvent::Stopping { message: trigger },
             Event::Stopped => JsEvent::Stopped,
         }
     }
@@ -359,7 +364,9 @@ impl NativeCluster {
         let ids = Arc::new(AtomicU32::new(1));
         let rt = runtime()?;
         let _guard = rt.enter();
-        let inputs = supervisor::start(plan, events.clone(), processes.clone(), ids.clone());
+        let output = OutputLog::default();
+        let inputs =
+            supervisor::start(plan, events.clone(), processes.clone(), ids.clone(), output);
         Ok(NativeCluster {
             inputs,
             events,
@@ -495,6 +502,7 @@ impl NativeCluster {
     pub fn stop(&self, timeout_ms: Option<u32>) -> Result<(), Code> {
         self.command(Command::Stop {
             timeout: timeout_ms.map(|ms| Duration::from_millis(u64::from(ms))),
+            trigger: "stop()".into(),
         })
     }
 

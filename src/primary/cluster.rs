@@ -15,7 +15,7 @@ use super::inputs::{Input, InputSender};
 use super::launcher::{Launched, Sinks};
 use super::listeners::Listeners;
 use super::messenger::{Cx, Messenger};
-use super::timers::{Timer, Timers};
+use super::timers::{now, Timer, Timers};
 use super::workers::{self, Process, ProcessTable, Worker, WorkerState, Workers};
 use super::WorkerId;
 use crate::wire::node_ipc::Serialization;
@@ -122,6 +122,8 @@ impl Cluster {
             listen_refused: false,
             rr_in_flight: Default::default(),
             last_beat: None,
+            loop_delay: None,
+            started: now(),
             frames,
             before_hello: Some((Vec::new(), 0)),
             stderr_tail: attached.stderr_tail,

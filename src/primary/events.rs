@@ -2,7 +2,7 @@
 //! queue wakes it once when it goes from empty to non-empty, however many events follow.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde_json::Value;
 
@@ -94,6 +94,10 @@ pub enum Event {
         workers: usize,
         error: Option<(&'static str, String)>,
     },
+    /// A stop began: who asked.
+    Stopping {
+        trigger: String,
+    },
     Stopped,
 }
 
@@ -104,7 +108,12 @@ pub struct EventQueue {
     /// Bytes of messenger frames waiting for JavaScript: the primary's own messenger queue,
     /// bounded like a child's (src/primary/messenger.rs).
     frame_bytes: Arc<AtomicUsize>,
+    /// Sees every event before JavaScript does: the operator's side (src/operate/) answers its
+    /// own requests and tells systemd from here, on the loop, without waiting on JavaScript.
+    observer: Arc<OnceLock<Observer>>,
 }
+
+pub type Observer = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// What a frame counts for while it waits for JavaScript.
 fn frame_cost(event: &Event) -> usize {
@@ -120,7 +129,13 @@ impl EventQueue {
             events: Arc::new(Mutex::new(Vec::new())),
             wake,
             frame_bytes: Arc::new(AtomicUsize::new(0)),
+            observer: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Sets the one observer; it must not block, as the loop calls it. A second one is refused.
+    pub fn observe(&self, observer: Observer) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
@@ -129,6 +144,9 @@ impl EventQueue {
     }
 
     pub fn push(&self, event: Event) {
+        if let Some(observe) = self.observer.get() {
+            observe(&event);
+        }
         self.frame_bytes
             .fetch_add(frame_cost(&event), Ordering::AcqRel);
         let was_empty = {

@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use super::launcher::Launched;
+use super::snapshot::Snapshot;
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Ticket};
 use crate::channel::frame_link::Frame;
@@ -57,6 +58,8 @@ pub enum Command {
     },
     Stop {
         timeout: Option<Duration>,
+        /// Who asked, for the log: 'stop()', 'rcluster stop'.
+        trigger: String,
     },
     /// A messenger frame from the primary's JavaScript.
     SendFrame(Frame),
@@ -75,6 +78,8 @@ pub enum Command {
         workers: usize,
         ticket: u64,
     },
+    /// An operator asks what the cluster looks like (src/primary/snapshot.rs).
+    Snapshot(tokio::sync::oneshot::Sender<Snapshot>),
 }
 
 /// A call for a rolling reload; `ticket` is the JavaScript promise waiting for it, if any.

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::child_command::{self, Role, WorkerKind};
 use super::options::{ChildSpec, ClusterOptions, StdioEntry};
+use super::output::OutputLog;
 use super::stderr_tail::StderrTail;
 use super::workers::Process;
 use super::WorkerId;
@@ -174,7 +175,10 @@ pub fn real_child(
 }
 
 /// Spawns real processes.
-pub struct ProcessLauncher;
+/// Spawns real children. What they print is kept in `output` too (src/primary/output.rs).
+pub struct ProcessLauncher {
+    pub output: OutputLog,
+}
 
 impl Launcher for ProcessLauncher {
     fn launch(&mut self, request: LaunchRequest, done: Done) {

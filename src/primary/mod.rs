@@ -28,6 +28,7 @@ pub mod listeners;
 mod messenger;
 pub mod options;
 mod orphans;
+pub mod output;
 mod readiness;
 mod reload;
 mod reports;
@@ -39,6 +40,7 @@ mod scale;
 #[cfg(test)]
 mod scenarios;
 mod slots;
+pub mod snapshot;
 mod stderr_tail;
 mod supervision;
 pub mod supervisor;

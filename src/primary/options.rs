@@ -123,6 +123,57 @@ pub struct ClusterOptions {
     pub listen_fds: Vec<i32>,
     /// Sent to each app worker the primary sends away, right after its disconnect.
     pub stop_signal: Option<nix::sys::signal::Signal>,
+    pub operations: Operations,
+}
+
+/// How operators reach the running cluster (src/operate/).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operations {
+    /// The cluster's name; given, or the script's file name without its extension.
+    pub name: String,
+    /// Whether the cluster serves a control socket.
+    pub control: bool,
+    /// `HOST:PORT` for Prometheus metrics, as given.
+    pub metrics: Option<String>,
+    /// Every line a child prints gets its worker id and a timestamp in front.
+    pub log_prefix: bool,
+}
+
+/// A name the control folder can hold as a file name: 1 to 64 of `[A-Za-z0-9._-]`, not starting
+/// with `.` or `-` (no hidden files, nothing a CLI takes for a flag), and no `..`.
+pub fn is_cluster_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name.starts_with(['.', '-'])
+        && !name.contains("..")
+}
+
+/// The name a cluster gets when none is given: its script's file name without the extension,
+/// with what a name cannot hold replaced by `-`.
+pub fn default_cluster_name(exec: &Path) -> String {
+    let stem = exec
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | '-' | '.' => c,
+            _ => '-',
+        })
+        .take(64)
+        .collect();
+    while name.contains("..") {
+        name = name.replace("..", ".");
+    }
+    let name = name.trim_start_matches(['.', '-']).to_string();
+    if name.is_empty() {
+        "app".into()
+    } else {
+        name
+    }
 }
 
 /// How a rolling reload proceeds unless the call says otherwise.
@@ -210,6 +261,14 @@ pub fn parse_cluster_options(
         },
         listen_fds: listen_fds(raw.listen_fds.as_deref().unwrap_or_default())?,
         stop_signal: raw.stop_signal.as_ref().map(|s| s.0),
+        operations: Operations {
+            name: raw
+                .name
+                .map_or_else(|| default_cluster_name(&child.exec), |n| n.0),
+            control: raw.control.unwrap_or(true),
+            metrics: raw.metrics.map(|m| m.0),
+            log_prefix: raw.log_prefix.unwrap_or(false),
+        },
         child,
     })
 }

@@ -459,7 +459,10 @@ async fn a_stop_while_starting_starts_nothing_more_and_ends() {
     let mut cluster = Scenario::start(json!({ "workers": 2, "readiness": "online" }));
     cluster.run_for(1).await;
     cluster.online(1);
-    cluster.command(Command::Stop { timeout: None });
+    cluster.command(Command::Stop {
+        timeout: None,
+        trigger: "stop()".into(),
+    });
     cluster.run_for(1).await;
     cluster.exit(1, 0);
     cluster.exit(2, 0);
@@ -536,7 +539,10 @@ async fn a_stop_while_app_workers_are_being_spawned_stops_the_agent_last() {
     }
     cluster.run_for(1).await;
     assert_eq!(cluster.launched(), vec![3, 1, 2]);
-    cluster.command(Command::Stop { timeout: None });
+    cluster.command(Command::Stop {
+        timeout: None,
+        trigger: "stop()".into(),
+    });
     cluster.run_for(1).await;
     assert!(cluster.signals(3).is_empty(), "the agent went first");
     cluster.release(1, true);
@@ -719,7 +725,10 @@ async fn a_worker_whose_channel_closes_as_it_dies_is_a_crash() {
 #[tokio::test(start_paused = true)]
 async fn stop_signal_follows_the_disconnect_of_each_worker_sent_away() {
     let mut plain = running(1, json!({})).await;
-    plain.command(Command::Stop { timeout: None });
+    plain.command(Command::Stop {
+        timeout: None,
+        trigger: "stop()".into(),
+    });
     plain.run_for(1).await;
     assert_eq!(plain.acts(1), vec!["disconnect"]);
     assert!(plain.signals(1).is_empty());
@@ -732,7 +741,10 @@ async fn stop_signal_follows_the_disconnect_of_each_worker_sent_away() {
     cluster.run_for(1).await;
     assert_eq!(cluster.acts(2), vec!["disconnect"]);
     assert_eq!(cluster.signals(2), vec![Signal::SIGTERM]);
-    cluster.command(Command::Stop { timeout: None });
+    cluster.command(Command::Stop {
+        timeout: None,
+        trigger: "stop()".into(),
+    });
     cluster.run_for(1).await;
     assert_eq!(cluster.signals(1), vec![Signal::SIGTERM]);
 }

@@ -106,6 +106,20 @@ impl Supervision {
         self.phase
     }
 
+    pub fn is_reloading(&self) -> bool {
+        self.reload.is_some()
+    }
+
+    /// Restarts of the slot since the cluster started (`rcluster status`).
+    pub fn restarts(&self, slot: usize) -> u64 {
+        self.slots.get(slot).map_or(0, |s| s.history.total())
+    }
+
+    /// The app worker slots in service: the count the cluster keeps running.
+    pub fn app_slots(&self) -> usize {
+        self.slots.apps().len()
+    }
+
     pub fn take_launches(&mut self) -> Vec<LaunchRequest> {
         std::mem::take(&mut self.launches)
     }
@@ -464,7 +478,7 @@ impl Supervision {
             message,
             details,
         });
-        self.stop(c, c.kill_timeout);
+        self.stop(c, c.kill_timeout, format!("the failure ({code})"));
     }
 
     /// The agent died before it was ready: the cluster cannot start. The error quotes its exit
@@ -799,7 +813,7 @@ impl Supervision {
 
     // ---- stopping ----
 
-    pub fn stop(&mut self, c: &mut Cluster, timeout: Duration) {
+    pub fn stop(&mut self, c: &mut Cluster, timeout: Duration, trigger: String) {
         match self.phase {
             // A second, more urgent stop: its deadline applies too.
             Phase::Stopping => {
@@ -822,6 +836,7 @@ impl Supervision {
         }
         self.abort_reload(c, "the cluster is stopping");
         self.phase = Phase::Stopping;
+        c.events.push(Event::Stopping { trigger });
         if self.scale.is_waiting() {
             let event = self.scale.end(&self.slots, Some("the cluster is stopping"));
             c.events.push(event);

@@ -25,7 +25,9 @@ use super::launcher::{Done, Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
 use super::options::{ClusterOptions, Schedule};
+use super::output::OutputLog;
 use super::readiness::Sign;
+use super::snapshot;
 use super::supervision::{Phase, Supervision};
 use super::timers::{now, Timer, Timers};
 use super::worker_protocol::{Progress, WorkerProtocol};
@@ -71,8 +73,15 @@ pub fn start(
     events: EventQueue,
     processes: ProcessTable,
     ids: Arc<AtomicU32>,
+    output: OutputLog,
 ) -> InputSender {
-    start_with(plan, events, processes, ids, Box::new(ProcessLauncher))
+    start_with(
+        plan,
+        events,
+        processes,
+        ids,
+        Box::new(ProcessLauncher { output }),
+    )
 }
 
 /// `start` with a launcher of the caller's (tests start no processes).
@@ -298,9 +307,9 @@ impl Supervisor {
                     let _ = w.conn.send(Outbound::Close);
                 }
             }
-            Command::Stop { timeout } => {
+            Command::Stop { timeout, trigger } => {
                 if let Some(s) = &mut self.supervision {
-                    s.stop(c, timeout.unwrap_or(c.kill_timeout));
+                    s.stop(c, timeout.unwrap_or(c.kill_timeout), trigger);
                 }
             }
             Command::SendFrame(frame) => {
@@ -328,6 +337,9 @@ impl Supervisor {
                 if let Some(s) = &mut self.supervision {
                     s.scale(c, workers, ticket);
                 }
+            }
+            Command::Snapshot(answer) => {
+                let _ = answer.send(snapshot::take(c, self.supervision.as_ref()));
             }
         }
     }

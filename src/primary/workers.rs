@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{json, Map, Value};
@@ -80,6 +80,10 @@ pub struct Worker {
     pub rr_in_flight: HashMap<u64, (String, OwnedFd)>,
     /// When its event loop last sent a heartbeat (src/primary/watchdog.rs); None before the first.
     pub last_beat: Option<Instant>,
+    /// How late its last heartbeat timer fired (its event loop's delay), as it reported.
+    pub loop_delay: Option<Duration>,
+    /// When the primary attached it.
+    pub started: Instant,
     /// The messenger channel (supervised children).
     pub frames: Option<FrameLink>,
     /// Frames for it from before it opened its messenger, and their size.

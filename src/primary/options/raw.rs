@@ -56,6 +56,14 @@ pub struct RawOptions {
     pub max_memory: Option<Memory>,
     pub listen_fds: Option<Vec<Descriptor>>,
     pub stop_signal: Option<StopSignal>,
+    /// The cluster's name: its control socket's and the CLI's handle.
+    pub name: Option<ClusterName>,
+    /// The control socket (src/operate/control.rs); on unless false.
+    pub control: Option<bool>,
+    /// `HOST:PORT` to serve Prometheus metrics on (src/operate/metrics.rs).
+    pub metrics: Option<Text>,
+    /// Prefix every line a worker prints with its id and a timestamp.
+    pub log_prefix: Option<bool>,
 }
 
 /// `agent` as an object: what the agent runs differently from the app workers.
@@ -250,6 +258,19 @@ fn size(text: &str) -> Option<u64> {
     (1.0..=MAX_MEMORY as f64)
         .contains(&bytes)
         .then_some(bytes as u64)
+}
+
+/// A cluster's name: a file name in the control folder, so no `/`, no `..`, no leading dot.
+pub struct ClusterName(pub String);
+
+impl<'de> Deserialize<'de> for ClusterName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let expected = "a name of 1 to 64 letters, digits, '.', '_' or '-', not starting with '.' or '-' and without '..'";
+        check(d, expected, |v| {
+            let name = v.as_str()?;
+            super::is_cluster_name(name).then(|| ClusterName(name.into()))
+        })
+    }
 }
 
 /// An argument: argv cannot carry a NUL byte.
