@@ -15,6 +15,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::channel::frame_link::Frame;
 use crate::errors::{self, RcError};
 use crate::js_error::{js_error, Code};
+use crate::operate;
 use crate::os::process::parse_signal;
 use crate::os::spawner;
 use crate::primary::child_command::{self, Role, WorkerKind};
@@ -334,11 +335,15 @@ impl NativeCluster {
         on_wake: Function<(), ()>,
     ) -> Result<Self, Code> {
         let mut max_message = None;
+        let mut operations = None;
         let plan = match plan.as_str() {
             "supervised" => {
                 let parsed =
                     options::parse_cluster_options(&options, process_env()).map_err(js_error)?;
                 max_message = Some(parsed.max_message);
+                // Before anything starts: a name in use fails the start here.
+                let claimed = operate::claim(&parsed).map_err(js_error)?;
+                operations = Some((claimed, parsed.clone()));
                 Plan::Supervised(Box::new(parsed))
             }
             "manual" => Plan::Manual {
@@ -365,8 +370,25 @@ impl NativeCluster {
         let rt = runtime()?;
         let _guard = rt.enter();
         let output = OutputLog::default();
-        let inputs =
-            supervisor::start(plan, events.clone(), processes.clone(), ids.clone(), output);
+        let inputs = supervisor::start(
+            plan,
+            events.clone(),
+            processes.clone(),
+            ids.clone(),
+            output.clone(),
+        );
+        if let Some((Some(claimed), options)) = operations {
+            if let Err(error) =
+                operate::serve(claimed, &options, inputs.clone(), events.clone(), output)
+            {
+                // Nothing has started yet; the loop ends with nothing to stop.
+                let _ = inputs.send(Input::Command(Command::Stop {
+                    timeout: None,
+                    trigger: "a failed start".into(),
+                }));
+                return Err(js_error(error));
+            }
+        }
         Ok(NativeCluster {
             inputs,
             events,

@@ -37,6 +37,18 @@ pub const WORKER_CRASHED: &str = "ERR_RCLUSTER_WORKER_CRASHED";
 /// A serving worker closed its Node channel itself (`process.disconnect()`,
 /// `cluster.worker.disconnect()`): it is replaced at once and let go.
 pub const WORKER_DISCONNECTED: &str = "ERR_RCLUSTER_WORKER_DISCONNECTED";
+/// Another running cluster of this user holds the name (its control socket's lock).
+pub const NAME_IN_USE: &str = "ERR_RCLUSTER_NAME_IN_USE";
+/// The control folder is not this user's alone (another owner, or access for others).
+pub const CONTROL_UNSAFE: &str = "ERR_RCLUSTER_CONTROL_UNSAFE";
+/// A control request from a process of another user.
+pub const CONTROL_FORBIDDEN: &str = "ERR_RCLUSTER_CONTROL_FORBIDDEN";
+/// A control request that is not JSON, has no known command or bad arguments.
+pub const CONTROL_BAD_REQUEST: &str = "ERR_RCLUSTER_CONTROL_BAD_REQUEST";
+/// A control request line longer than the limit; the connection is closed.
+pub const CONTROL_REQUEST_TOO_LARGE: &str = "ERR_RCLUSTER_CONTROL_REQUEST_TOO_LARGE";
+/// More control connections at once than the primary serves.
+pub const CONTROL_BUSY: &str = "ERR_RCLUSTER_CONTROL_BUSY";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

@@ -6,7 +6,8 @@
 //! pidfd processes, the spawner, listening sockets) import nothing of the crate; `wire` (the wire
 //! formats, pure: bytes in, values out) imports nothing of the crate either; `channel` (the tasks
 //! serving one child's channels) imports `os` and `wire`; `primary` (the supervisor and its
-//! parts) imports `errors`, `os`, `wire` and `channel`; `js_error` (how an error reaches
+//! parts) imports `errors`, `os`, `wire` and `channel`; `operate` (the operator's side: the
+//! control socket) imports `primary` and what it imports; `js_error` (how an error reaches
 //! JavaScript) imports `errors`. On top, the two native classes that JavaScript sees: `binding`
 //! (the primary) may import anything, and `child` (a child's messenger channel) anything but
 //! `primary` and `binding`.
@@ -17,6 +18,7 @@ pub mod channel;
 mod child;
 pub mod errors;
 mod js_error;
+pub mod operate;
 pub mod os;
 pub mod primary;
 pub mod wire;

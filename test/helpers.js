@@ -12,6 +12,14 @@ const rcluster = require('..');
 
 const fixture = (name) => path.join(__dirname, 'fixtures', name);
 
+// Each test file gets its own control folder (src/operate/home.rs): files run at once, and
+// their clusters of the same fixture would otherwise claim the same name.
+if (!process.env.RCLUSTER_HOME) {
+  const home = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
+  process.env.RCLUSTER_HOME = home;
+  process.on('exit', () => fs.rmSync(home, { recursive: true, force: true }));
+}
+
 /** Resolves with the event's arguments, or rejects after `ms`. */
 function once(emitter, event, ms = 10_000) {
   return new Promise((resolve, reject) => {

@@ -256,6 +256,9 @@ class Cluster extends EventEmitter {
         if (!error) this.emit('scaled', event.workers);
         break;
       }
+      case 'stopping':
+        this.emit('stopping', { trigger: event.message });
+        break;
       case 'stopped':
         this._onStopped();
         break;

@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use super::events::EventQueue;
 use super::guard::Guard;
 use super::workers::Workers;
+use crate::os::proc_stat;
 
 /// How long a zombie child that belongs to no worker stays before a primary that is PID 1 reaps it.
 const UNKNOWN_ZOMBIE_GRACE: Duration = Duration::from_secs(10);
@@ -213,29 +214,16 @@ fn zombie_children() -> Vec<i32> {
 }
 
 fn process_group(pid: i32) -> Option<i32> {
-    stat_fields(pid)?.get(2)?.parse().ok()
+    proc_stat::process_group(u32::try_from(pid).ok()?)
 }
 
-/// The fields of /proc/PID/stat after the command name: state, ppid, pgrp, ...
 fn stat_fields(pid: i32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    Some(rest.split(' ').take(3).map(str::to_owned).collect())
+    proc_stat::stat_fields(u32::try_from(pid).ok()?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_survive_odd_command_names() {
-        let fields = stat_fields(std::process::id() as i32).unwrap();
-        assert_eq!(fields.len(), 3);
-        assert_eq!(
-            process_group(std::process::id() as i32),
-            Some(nix::unistd::getpgrp().as_raw())
-        );
-    }
 
     #[test]
     #[allow(clippy::zombie_processes)] // reaped through its group, which is what is tested

@@ -72,19 +72,26 @@ impl OutputLog {
     }
 
     pub fn push(&self, line: LogLine) {
-        {
-            let mut ring = self.lock();
-            ring.bytes += line.text.len();
-            ring.lines.push_back(line.clone());
-            while ring.lines.len() > KEPT_LINES || ring.bytes > KEPT_BYTES {
-                match ring.lines.pop_front() {
-                    Some(old) => ring.bytes -= old.text.len(),
-                    None => break,
-                }
+        let mut ring = self.lock();
+        ring.bytes += line.text.len();
+        ring.lines.push_back(line.clone());
+        while ring.lines.len() > KEPT_LINES || ring.bytes > KEPT_BYTES {
+            match ring.lines.pop_front() {
+                Some(old) => ring.bytes -= old.text.len(),
+                None => break,
             }
         }
-        // No follower is not an error.
+        // Under the lock, so that `follow` splits the lines exactly between the ring and the
+        // feed. Sending does not wait; no follower is not an error.
         let _ = self.feed.send(line);
+    }
+
+    /// The last `n` lines and every line after them, none twice and none missed.
+    pub fn follow(&self, n: usize) -> (Vec<LogLine>, broadcast::Receiver<LogLine>) {
+        let ring = self.lock();
+        let skip = ring.lines.len().saturating_sub(n);
+        let recent = ring.lines.iter().skip(skip).cloned().collect();
+        (recent, self.feed.subscribe())
     }
 
     /// The last `n` lines, oldest first.

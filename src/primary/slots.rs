@@ -51,6 +51,17 @@ impl Slots {
         self.agent == Some(slot)
     }
 
+    /// An app slot's index among the app slots (`NODE_APP_INSTANCE`, from 0 as PM2 counts); None
+    /// for the agent's. The agent's slot comes after the first app slots and before those a
+    /// scale-up adds.
+    pub fn instance(&self, slot: usize) -> Option<usize> {
+        match self.agent {
+            Some(agent) if slot == agent => None,
+            Some(agent) if slot > agent => Some(slot - 1),
+            _ => Some(slot),
+        }
+    }
+
     pub fn get(&self, slot: usize) -> Option<&Slot> {
         self.list.get(slot)
     }

@@ -38,6 +38,8 @@ pub struct WorkerSnapshot {
     pub pid: u32,
     pub kind: WorkerKind,
     pub slot: Option<usize>,
+    /// Its `NODE_APP_INSTANCE`; None for the agent.
+    pub instance: Option<usize>,
     /// `starting`, `ready`, `disconnecting` or `leaving`.
     pub state: &'static str,
     /// Restarts of its slot since the cluster started.
@@ -66,13 +68,14 @@ fn state_name(state: WorkerState) -> &'static str {
     }
 }
 
-fn worker(id: WorkerId, w: &Worker, restarts: u64) -> WorkerSnapshot {
+fn worker(id: WorkerId, w: &Worker, restarts: u64, instance: Option<usize>) -> WorkerSnapshot {
     let uptime = now().saturating_duration_since(w.started);
     WorkerSnapshot {
         id,
         pid: w.pid(),
         kind: w.kind,
         slot: w.slot,
+        instance,
         state: state_name(w.state),
         restarts,
         started_at: SystemTime::now() - uptime,
@@ -86,11 +89,11 @@ pub fn take(c: &Cluster, supervision: Option<&Supervision>) -> Snapshot {
         .workers
         .iter()
         .map(|(id, w)| {
-            let restarts = match (supervision, w.slot) {
-                (Some(s), Some(slot)) => s.restarts(slot),
-                _ => 0,
+            let (restarts, instance) = match (supervision, w.slot) {
+                (Some(s), Some(slot)) => (s.restarts(slot), s.instance(slot)),
+                _ => (0, None),
             };
-            worker(*id, w, restarts)
+            worker(*id, w, restarts, instance)
         })
         .collect();
     workers.sort_by_key(|w| w.id);

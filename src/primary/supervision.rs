@@ -115,6 +115,11 @@ impl Supervision {
         self.slots.get(slot).map_or(0, |s| s.history.total())
     }
 
+    /// An app slot's `NODE_APP_INSTANCE`; None for the agent's.
+    pub fn instance(&self, slot: usize) -> Option<usize> {
+        self.slots.instance(slot)
+    }
+
     /// The app worker slots in service: the count the cluster keeps running.
     pub fn app_slots(&self) -> usize {
         self.slots.apps().len()

@@ -12,6 +12,7 @@ use super::options::Watchdog;
 use super::slots::Slots;
 use super::workers::Workers;
 use super::WorkerId;
+use crate::os::proc_stat;
 
 /// How often heartbeats and memory are checked: memory is sampled at least once a second.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -48,7 +49,7 @@ pub fn check(now: Instant, watchdog: &Watchdog, workers: &Workers, slots: &Slots
             }
         }
         if let Some(limit) = watchdog.max_memory.filter(|_| w.kind == WorkerKind::App) {
-            if let Some(rss) = resident_bytes(w.pid()) {
+            if let Some(rss) = proc_stat::resident_bytes(w.pid()) {
                 if rss > limit {
                     findings.push(Finding::OverMemory {
                         id: *id,
@@ -60,28 +61,4 @@ pub fn check(now: Instant, watchdog: &Watchdog, workers: &Workers, slots: &Slots
         }
     }
     findings
-}
-
-/// The resident set size of a process, from /proc/<pid>/statm (in pages).
-fn resident_bytes(pid: u32) -> Option<u64> {
-    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    let page_size = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(4096);
-    Some(pages * page_size)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_this_process_memory() {
-        let rss = resident_bytes(std::process::id()).unwrap_or(0);
-        assert!(rss > 1 << 20, "{rss}");
-        assert_eq!(resident_bytes(u32::MAX), None);
-    }
 }
