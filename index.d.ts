@@ -57,10 +57,21 @@ export interface ClusterOptions {
   agent?: string | { exec: string; args?: string[]; execArgv?: string[]; execPath?: string; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
   /** The largest messenger payload in bytes (1 to 512 MiB); larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
-  /** Descriptors of the primary (inherited listening sockets) that workers may `listen({ fd })` on; any other number is refused with EACCES. */
   /** The Node binary the children run (as `child_process.fork` takes it); default `process.execPath`. */
   execPath?: string;
+  /** Descriptors of the primary (inherited listening sockets) that workers may `listen({ fd })` on; any other number is refused with EACCES. */
   listenFds?: number[];
+  /** The cluster's name: its control socket is `$RCLUSTER_HOME/<name>.sock` and `rcluster status <name>`
+   *  reaches it. 1 to 64 of `A-Z a-z 0-9 . _ -`, not starting with `.` or `-`, no `..`. Default: the
+   *  script's file name without its extension. A name a running cluster of this user holds is
+   *  refused with `ERR_RCLUSTER_NAME_IN_USE`. */
+  name?: string;
+  /** Serve the control socket (`rcluster ls/status/reload/scale/restart/stop/logs`). Default true. */
+  control?: boolean;
+  /** `'HOST:PORT'` (or `':PORT'`, every interface) to serve Prometheus metrics on, at `/metrics`. */
+  metrics?: string;
+  /** Prefix every line a child prints with its worker id and a UTC timestamp. Default false. */
+  logPrefix?: boolean;
   /** Slots a rolling reload replaces at once. Default 1. */
   reloadParallel?: number;
   /** Whether a reload replaces the agent too (first). Default false. */
@@ -244,6 +255,8 @@ export interface Cluster extends EventEmitter {
   on(event: 'message', listener: (worker: Worker, message: any, handle?: SendHandle) => void): this;
   on(event: 'ready' | 'stopped', listener: () => void): this;
   on(event: 'reload', listener: (info: { trigger: string; workers: number }) => void): this;
+  /** A stop began; `trigger` says who asked: `'stop()'`, `'rcluster stop'`, a failure. */
+  on(event: 'stopping', listener: (info: { trigger: string }) => void): this;
   on(event: 'reloaded', listener: (result: ReloadResult) => void): this;
   on(event: 'scaled', listener: (workers: number) => void): this;
   /** A failure that ends the cluster: `ERR_RCLUSTER_RESTART_BUDGET`, `ERR_RCLUSTER_READY_TIMEOUT`. */

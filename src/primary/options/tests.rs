@@ -607,3 +607,37 @@ fn stop_signal_is_a_signal_name_that_lets_a_worker_finish() {
         assert!(message.contains("signal name"), "{message}");
     }
 }
+
+#[test]
+fn a_cluster_is_named_after_its_script_unless_named() {
+    let (_dir, exec) = script();
+    let options = parse(json!({ "exec": exec })).unwrap();
+    assert_eq!(options.operations.name, "app");
+    assert!(options.operations.control);
+    assert!(!options.operations.log_prefix);
+    let named = parse(json!({ "exec": exec, "name": "shop-api.v2", "control": false })).unwrap();
+    assert_eq!(named.operations.name, "shop-api.v2");
+    assert!(!named.operations.control);
+    assert_eq!(default_cluster_name(Path::new("/srv/my app!.js")), "my-app-");
+    assert_eq!(default_cluster_name(Path::new("/srv/..hidden.js")), "hidden");
+    assert_eq!(default_cluster_name(Path::new("/srv/.js")), "js");
+    assert_eq!(default_cluster_name(Path::new("/")), "app");
+}
+
+#[test]
+fn a_name_cannot_leave_the_control_folder() {
+    for bad in [
+        json!(""),
+        json!("a/b"),
+        json!(".."),
+        json!("a..b"),
+        json!(".hidden"),
+        json!("-flag"),
+        json!("x".repeat(65)),
+        json!("sp ace"),
+        json!(7),
+    ] {
+        let message = refused("app.js", json!({ "name": bad }), "name");
+        assert!(message.contains("option `name`"), "{message}");
+    }
+}

@@ -46,7 +46,12 @@ export async function main(): Promise<void> {
     readiness: 'message',
     maxRestarts: 5,
     restartWindow: 60_000,
+    name: 'api',
+    control: true,
+    metrics: '127.0.0.1:9464',
+    logPrefix: true,
   });
+  cluster.on('stopping', ({ trigger }) => console.log(trigger.toUpperCase()));
   cluster.on('fork', (worker) => console.log(worker.id, worker.pid, worker.kind, worker.slot));
   cluster.on('listening', (worker, address) => console.log(worker.id, address.port, address.addressType));
   cluster.on('exit', (worker, code, signal) => console.log(worker.exitedAfterDisconnect, code, signal));
