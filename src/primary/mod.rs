@@ -7,7 +7,8 @@
 //!   `watchdog`, `restart`, `slots`, `housekeeping`, `orphans`, `reports`;
 //! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
 //!   cluster messages), `messenger` (with `router` and `requests`), `listeners` (with
-//!   `round_robin`), `launcher` (with `child_command`);
+//!   `round_robin`), `launcher` (with `child_command`,
+//!   and `child_output` with `foreground` for what children print);
 //! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`.
 //!
 //! `Supervisor` is the loop, whichever the plan; `Supervision` is the policy only a supervised
@@ -18,8 +19,10 @@
 //! napi class in `binding` drives it.
 
 pub mod child_command;
+pub mod child_output;
 mod cluster;
 pub mod events;
+mod foreground;
 mod guard;
 mod housekeeping;
 pub mod inputs;
@@ -41,7 +44,6 @@ mod scale;
 mod scenarios;
 mod slots;
 pub mod snapshot;
-mod stderr_tail;
 mod supervision;
 pub mod supervisor;
 mod timers;

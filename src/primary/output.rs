@@ -1,6 +1,6 @@
 //! What the children print, kept for `rcluster logs`: a bounded ring of recent lines, and a
 //! feed for those who follow. The children's stdout and stderr reach the primary's own output as
-//! before; these are copies.
+//! before; these are copies, made as they pass through the primary (src/primary/child_output.rs).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};

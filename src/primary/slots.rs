@@ -51,10 +51,10 @@ impl Slots {
         self.agent == Some(slot)
     }
 
-    /// An app slot's index among the app slots (`NODE_APP_INSTANCE`, from 0 as PM2 counts); None
-    /// for the agent's. The agent's slot comes after the first app slots and before those a
-    /// scale-up adds.
-    pub fn instance(&self, slot: usize) -> Option<usize> {
+    /// An app slot's index among the app slots (`NODE_APP_INSTANCE`, as PM2 counts): the agent's
+    /// slot follows the first app slots, and the slots a scale-up adds follow it. None for the
+    /// agent's slot.
+    pub fn app_instance(&self, slot: usize) -> Option<usize> {
         match self.agent {
             Some(agent) if slot == agent => None,
             Some(agent) if slot > agent => Some(slot - 1),
@@ -142,5 +142,18 @@ mod tests {
         );
         assert_eq!(slots.add(), 3);
         assert_eq!(slots.apps(), vec![0, 1, 3]);
+    }
+
+    #[test]
+    fn app_instances_count_app_slots_only() {
+        let mut slots = Slots::new(2, true);
+        assert_eq!(slots.app_instance(0), Some(0));
+        assert_eq!(slots.app_instance(1), Some(1));
+        assert_eq!(slots.app_instance(2), None);
+        // A scale-up adds slots after the agent's.
+        assert_eq!(slots.add(), 3);
+        assert_eq!(slots.app_instance(3), Some(2));
+        let plain = Slots::new(3, false);
+        assert_eq!(plain.app_instance(2), Some(2));
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::child_command::WorkerKind;
+use super::child_output::Capture;
 use super::cluster::Cluster;
 use super::events::Event;
 use super::housekeeping::{self, Housekeeping};
@@ -117,7 +118,7 @@ impl Supervision {
 
     /// An app slot's `NODE_APP_INSTANCE`; None for the agent's.
     pub fn instance(&self, slot: usize) -> Option<usize> {
-        self.slots.instance(slot)
+        self.slots.app_instance(slot)
     }
 
     /// The app worker slots in service: the count the cluster keeps running.
@@ -189,7 +190,9 @@ impl Supervision {
     /// Asks for a child for `slot`.
     fn ask_for_child(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
         let kind = self.kind_of(slot);
-        let spec = launcher::supervised_spec(&self.options, kind);
+        let instance = self.slots.app_instance(slot);
+        let spec = launcher::supervised_spec(&self.options, kind, instance);
+        let capture = Capture::of(&self.options.operations);
         let id = match (purpose, self.first_ids.remove(&slot)) {
             (Purpose::Fill, Some(id)) => id,
             (_, reserved) => {
@@ -208,7 +211,12 @@ impl Supervision {
                 mode,
             },
         );
-        self.launches.push(LaunchRequest { id, kind, spec });
+        self.launches.push(LaunchRequest {
+            id,
+            kind,
+            spec,
+            capture,
+        });
         id
     }
 

@@ -12,8 +12,8 @@ use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
 
 use super::child_command::WorkerKind;
+use super::child_output::StderrTail;
 use super::events::EventQueue;
-use super::stderr_tail::StderrTail;
 use super::WorkerId;
 use crate::channel::connection::{Backlog, Outbound};
 use crate::channel::frame_link::{FrameLink, Outgoing};
