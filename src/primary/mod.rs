@@ -7,7 +7,7 @@
 //!   `watchdog`, `restart`, `slots`, `housekeeping`, `orphans`, `reports`;
 //! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
 //!   cluster messages), `messenger` (with `router` and `requests`), `listeners` (with
-//!   `round_robin`), `launcher` (with `child_command`);
+//!   `round_robin`, and `inherited`: systemd's sockets), `launcher` (with `child_command`);
 //! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`.
 //!
 //! `Supervisor` is the loop, whichever the plan; `Supervision` is the policy only a supervised
@@ -22,6 +22,7 @@ mod cluster;
 pub mod events;
 mod guard;
 mod housekeeping;
+pub mod inherited;
 pub mod inputs;
 pub mod launcher;
 pub mod listeners;
