@@ -49,6 +49,11 @@ pub const CONTROL_BAD_REQUEST: &str = "ERR_RCLUSTER_CONTROL_BAD_REQUEST";
 pub const CONTROL_REQUEST_TOO_LARGE: &str = "ERR_RCLUSTER_CONTROL_REQUEST_TOO_LARGE";
 /// More control connections at once than the primary serves.
 pub const CONTROL_BUSY: &str = "ERR_RCLUSTER_CONTROL_BUSY";
+/// The metrics address cannot be served (in use, say): the cluster does not start.
+pub const METRICS_UNAVAILABLE: &str = "ERR_RCLUSTER_METRICS_UNAVAILABLE";
+/// A worker asked to listen on an address that a socket systemd passed (`LISTEN_FDS`) serves,
+/// under the reuseport schedule: it gets the shared inherited socket instead.
+pub const LISTEN_INHERITED: &str = "ERR_RCLUSTER_LISTEN_INHERITED";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

@@ -26,10 +26,20 @@ if (kind === 'agent') {
 }
 
 if (enabled && heartbeatInterval > 0) {
-  const beat = () => tellPrimary({ cmd: 'NODE_RCLUSTER_HEARTBEAT' });
-  setImmediate(beat);
+  // Each timed beat says how late its timer fired, in ms: the event loop's delay, as the
+  // primary's metrics show it. Measured on the beat's own timer, so it costs no extra wake-ups
+  // (perf_hooks.monitorEventLoopDelay would wake an idle worker every few milliseconds).
+  const { performance } = require('node:perf_hooks');
+  let due = performance.now() + heartbeatInterval;
+  const timedBeat = () => {
+    const now = performance.now();
+    const delay = Math.max(0, now - due);
+    due = now + heartbeatInterval;
+    tellPrimary({ cmd: 'NODE_RCLUSTER_HEARTBEAT', delay: Math.round(delay * 1000) / 1000 });
+  };
+  setImmediate(() => tellPrimary({ cmd: 'NODE_RCLUSTER_HEARTBEAT' }));
   // The beat never keeps the process alive by itself.
-  setInterval(beat, heartbeatInterval).unref();
+  setInterval(timedBeat, heartbeatInterval).unref();
 }
 
 if (enabled && kind === 'app') {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
 use super::protocol::{self, Request, MAX_REQUEST};
 use super::Shared;
@@ -25,8 +25,6 @@ const MAX_CONNECTIONS: usize = 64;
 const IDLE: Duration = Duration::from_secs(60);
 /// How long `status` watches each process to measure its CPU use.
 const CPU_SAMPLE: Duration = Duration::from_millis(200);
-/// The loop answers a snapshot at once unless it is stuck; past this, the answer says so.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
 
 pub(super) fn spawn(
     listener: std::os::unix::net::UnixListener,
@@ -79,7 +77,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-async fn until_stopped(stopped: &mut tokio::sync::watch::Receiver<bool>) {
+pub(super) async fn until_stopped(stopped: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, not held across the caller's awaits.
     let _ = stopped.wait_for(|s| *s).await;
 }
@@ -201,11 +199,11 @@ async fn read_line(read: &mut (impl AsyncBufRead + Unpin)) -> Result<Option<Vec<
 async fn answer(shared: &Shared, request: Request) -> RcResult<Value> {
     match request {
         Request::Info => {
-            let snapshot = snapshot(shared).await?;
+            let snapshot = shared.snapshot().await?;
             Ok(info(shared, &snapshot))
         }
         Request::Status => {
-            let snapshot = snapshot(shared).await?;
+            let snapshot = shared.snapshot().await?;
             // `workers` becomes the list; the count the cluster keeps stays as `target`.
             let mut status = info(shared, &snapshot);
             status["target"] = status["workers"].take();
@@ -243,20 +241,7 @@ async fn answer(shared: &Shared, request: Request) -> RcResult<Value> {
     }
 }
 
-async fn snapshot(shared: &Shared) -> RcResult<Snapshot> {
-    let (tx, rx) = oneshot::channel();
-    shared.send(Command::Snapshot(tx))?;
-    match tokio::time::timeout(SNAPSHOT_WAIT, rx).await {
-        Ok(Ok(snapshot)) => Ok(snapshot),
-        Ok(Err(_)) => Err(super::not_running()),
-        Err(_) => Err(RcError::new(
-            errors::NOT_RUNNING,
-            format!("the primary's loop did not answer within {SNAPSHOT_WAIT:?}"),
-        )),
-    }
-}
-
-fn millis_since_epoch(time: SystemTime) -> u64 {
+pub(super) fn millis_since_epoch(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }

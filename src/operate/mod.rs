@@ -1,5 +1,6 @@
 //! The operator's side of a running cluster: its control socket (`control`, with `home` where
-//! it lives and `protocol` its wire format), and what it reports to others.
+//! it lives and `protocol` its wire format), and what it reports to others: Prometheus metrics
+//! (`metrics`) and systemd's notifications (`notify`).
 //!
 //! It sits above `primary` and reaches the loop only as JavaScript does: commands on the loop's
 //! queue, and the events the loop pushes, which it observes before JavaScript takes them. So it
@@ -7,12 +8,14 @@
 
 pub mod control;
 mod home;
+pub mod metrics;
+pub mod notify;
 mod protocol;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -22,6 +25,7 @@ use crate::primary::events::{Event, EventQueue};
 use crate::primary::inputs::{Command, Input, InputSender};
 use crate::primary::options::ClusterOptions;
 use crate::primary::output::OutputLog;
+use crate::primary::snapshot::Snapshot;
 
 use self::home::Claim;
 
@@ -32,7 +36,10 @@ const FIRST_TICKET: u64 = 1 << 60;
 /// How an operator's reload, restart or scale ended: the event's details, or its error.
 type Outcome = Result<Value, RcError>;
 
-/// What the control socket and the event observer share.
+/// The loop answers a snapshot at once unless it is stuck; past this, the answer says so.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(5);
+
+/// What the control socket, the metrics and the event observer share.
 struct Shared {
     name: String,
     script: String,
@@ -48,6 +55,10 @@ struct Shared {
     /// Held until the cluster has stopped; dropping it removes the socket and frees the name.
     claim: Mutex<Option<Claim>>,
     stopped: watch::Sender<bool>,
+    /// What the metrics count from the events (reloads).
+    counts: metrics::Counts,
+    /// systemd's notification socket, if it gave one.
+    notifier: Option<notify::Notifier>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,24 +66,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A cluster's name, taken before its loop starts: a start whose name is in use fails before
-/// any child is spawned.
+/// What an operator reaches, taken before the cluster's loop starts: a start whose name or
+/// metrics address is in use fails before any child is spawned.
 pub struct Claimed {
-    claim: Claim,
-    listener: std::os::unix::net::UnixListener,
+    /// The cluster's name and its control socket (`control`, on by default).
+    control: Option<(Claim, std::os::unix::net::UnixListener)>,
+    /// The metrics' listening socket (`metrics`).
+    metrics: Option<std::net::TcpListener>,
+    /// systemd's notification socket (`NOTIFY_SOCKET`).
+    notifier: Option<notify::Notifier>,
 }
 
-/// Takes the cluster's name if it serves a control socket (`control`, on by default).
+/// Takes what the cluster serves its operators: its name and control socket, its metrics
+/// address, systemd's notification socket. None if it serves none of them.
 pub fn claim(options: &ClusterOptions) -> RcResult<Option<Claimed>> {
-    if !options.operations.control {
+    let metrics = options.operations.metrics.map(metrics::bind).transpose()?;
+    let control = if options.operations.control {
+        let home = home::home(|name| std::env::var(name).ok())?;
+        Some(Claim::take(&home, &options.operations.name)?)
+    } else {
+        None
+    };
+    let notifier = notify::Notifier::from_env(|name| std::env::var_os(name));
+    if control.is_none() && metrics.is_none() && notifier.is_none() {
         return Ok(None);
     }
-    let home = home::home(|name| std::env::var(name).ok())?;
-    let (claim, listener) = Claim::take(&home, &options.operations.name)?;
-    Ok(Some(Claimed { claim, listener }))
+    Ok(Some(Claimed {
+        control,
+        metrics,
+        notifier,
+    }))
 }
 
-/// Serves the control socket on the current runtime, and observes the loop's events.
+/// Serves the control socket and the metrics on the current runtime, tells systemd, and
+/// observes the loop's events.
 pub fn serve(
     claimed: Claimed,
     options: &ClusterOptions,
@@ -80,6 +107,7 @@ pub fn serve(
     events: EventQueue,
     output: OutputLog,
 ) -> RcResult<()> {
+    let (claim, control) = claimed.control.unzip();
     let shared = Arc::new(Shared {
         name: options.operations.name.clone(),
         script: options.child.exec.display().to_string(),
@@ -91,17 +119,36 @@ pub fn serve(
         next_ticket: AtomicU64::new(FIRST_TICKET),
         waiting: Mutex::new(HashMap::new()),
         addresses: Mutex::new(BTreeSet::new()),
-        claim: Mutex::new(Some(claimed.claim)),
+        claim: Mutex::new(claim),
         stopped: watch::channel(false).0,
+        counts: metrics::Counts::default(),
+        notifier: claimed.notifier,
     });
     let observer = shared.clone();
     events.observe(Arc::new(move |event| observer.observe(event)));
-    control::spawn(claimed.listener, shared)
+    if let Some(listener) = control {
+        control::spawn(listener, shared.clone())?;
+    }
+    if let Some(listener) = claimed.metrics {
+        metrics::spawn(listener, shared.clone())?;
+    }
+    if let Some(interval) = shared
+        .notifier
+        .as_ref()
+        .and_then(notify::Notifier::watchdog)
+    {
+        tokio::spawn(notify::watchdog(shared, interval));
+    }
+    Ok(())
 }
 
 impl Shared {
     /// Called by the loop for every event, before JavaScript sees it: it must not wait.
     fn observe(&self, event: &Event) {
+        self.counts.observe(event);
+        if let Some(notifier) = &self.notifier {
+            notifier.observe(event);
+        }
         match event {
             Event::Listening { address, .. } => {
                 lock(&self.addresses).insert(describe_address(address));
@@ -151,6 +198,20 @@ impl Shared {
         lock(&self.waiting).insert(ticket, tx);
         self.send(command(ticket))?;
         rx.await.unwrap_or_else(|_| Err(not_running()))
+    }
+
+    /// What the cluster looks like now, as the loop sees it.
+    async fn snapshot(&self) -> RcResult<Snapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Snapshot(tx))?;
+        match tokio::time::timeout(SNAPSHOT_WAIT, rx).await {
+            Ok(Ok(snapshot)) => Ok(snapshot),
+            Ok(Err(_)) => Err(not_running()),
+            Err(_) => Err(RcError::new(
+                crate::errors::NOT_RUNNING,
+                format!("the primary's loop did not answer within {SNAPSHOT_WAIT:?}"),
+            )),
+        }
     }
 
     fn send(&self, command: Command) -> RcResult<()> {

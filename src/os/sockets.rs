@@ -266,6 +266,20 @@ pub fn sockname(fd: &OwnedFd) -> Option<Value> {
         .map(|a| json!({ "address": a.ip().to_string(), "family": "IPv6", "port": a.port() }))
 }
 
+/// The address a TCP socket listens on, if it is one: a listening IPv4 or IPv6 stream socket.
+pub fn listening_tcp_address(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::net::SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    let listening = getsockopt(&fd, sockopt::AcceptConn).ok()?;
+    let stream = getsockopt(&fd, sockopt::SockType).ok()? == SockType::Stream;
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    let addr = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+        (Some(v4), _) => std::net::SocketAddr::from(std::net::SocketAddrV4::from(*v4)),
+        (_, Some(v6)) => std::net::SocketAddr::from(std::net::SocketAddrV6::from(*v6)),
+        _ => return None,
+    };
+    (listening && stream).then_some(addr)
+}
+
 pub fn duplicate(fd: &OwnedFd) -> Result<OwnedFd, Errno> {
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3)).map(|raw| {
         // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor that nothing else owns.

@@ -80,6 +80,8 @@ pub enum Command {
     },
     /// An operator asks what the cluster looks like (src/primary/snapshot.rs).
     Snapshot(tokio::sync::oneshot::Sender<Snapshot>),
+    /// Answered at once: the loop is turning (systemd's watchdog, src/operate/notify.rs).
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// A call for a rolling reload; `ticket` is the JavaScript promise waiting for it, if any.

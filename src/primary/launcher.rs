@@ -85,7 +85,8 @@ pub fn supervised_spec(
         // An agent may preload the runtime for its 'started' report alone.
         spec.env.push(("RCLUSTER_CHILD_RUNTIME".into(), "0".into()));
     }
-    if options.watchdog.heartbeat_timeout.is_some() {
+    // The metrics show each worker's event loop delay, which its heartbeats report.
+    if options.watchdog.heartbeat_timeout.is_some() || options.operations.metrics.is_some() {
         let interval = options.watchdog.heartbeat_interval.as_millis().to_string();
         spec.env
             .push(("RCLUSTER_HEARTBEAT_INTERVAL".into(), interval.into()));

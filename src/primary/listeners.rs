@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use tokio::io::Interest;
 use tokio::task::AbortHandle;
 
+use super::inherited::{self, Inherited};
 use super::round_robin::{Handoff, RoundRobin};
 use crate::os::sockets::{self, Bound, Endpoint, Kind};
 
@@ -175,6 +176,12 @@ pub struct Listeners {
     /// operator gave the cluster (`listenFds`). Any other number would hand a worker one of the
     /// primary's own descriptors (another worker's channel, say), so it is refused.
     given_fds: BTreeSet<i32>,
+    /// Listening sockets systemd passed: a worker that listens on one's address gets it.
+    inherited: Vec<Inherited>,
+    /// Whether the operator was told that reuseport falls back to a shared inherited socket.
+    told_reuseport: bool,
+    /// What the operator should hear about the last query (see `take_notice`).
+    notice: Option<String>,
 }
 
 impl Entry {
@@ -204,7 +211,20 @@ impl Listeners {
             on_accept,
             next_generation: 1,
             given_fds: BTreeSet::new(),
+            inherited: Vec::new(),
+            told_reuseport: false,
+            notice: None,
         }
+    }
+
+    pub fn with_inherited(mut self, sockets: Vec<Inherited>) -> Self {
+        self.inherited = sockets;
+        self
+    }
+
+    /// What the operator should hear about the last `query`, once.
+    pub fn take_notice(&mut self) -> Option<String> {
+        self.notice.take()
     }
 
     pub fn with_given_fds(mut self, fds: impl IntoIterator<Item = i32>) -> Self {
@@ -272,9 +292,29 @@ impl Listeners {
                 why,
             };
         }
+        if let Some(socket) = self.inherited_for(&req.endpoint) {
+            return self
+                .grant_shared(worker, req, || {
+                    // SAFETY: systemd's descriptors stay open for the life of the process.
+                    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(socket.fd) };
+                    Ok(Bound {
+                        fd: fd.try_clone_to_owned().map_err(|e| {
+                            Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF))
+                        })?,
+                        kind: Kind::Tcp,
+                        path: None,
+                    })
+                })
+                .unwrap_or_else(|e| Grant::Error {
+                    errno: sockets::uv_errno(e),
+                    data: req.data.clone(),
+                });
+        }
         let result = match (&req.endpoint, self.distribution, slot) {
             // Datagram sockets and adopted descriptors are always shared, as under Node.
-            (Endpoint::Udp { .. } | Endpoint::Fd(_), _, _) => self.grant_shared(worker, req),
+            (Endpoint::Udp { .. } | Endpoint::Fd(_), _, _) => {
+                self.grant_shared(worker, req, || sockets::bind_endpoint(&req.endpoint, false))
+            }
             (
                 Endpoint::Tcp {
                     ip,
@@ -285,7 +325,7 @@ impl Listeners {
                 Some(slot),
             ) => self.grant_reuseport(worker, slot, req, *ip, *port, *ipv6_only),
             (_, Distribution::RoundRobin, _) => self.grant_round_robin(worker, req),
-            _ => self.grant_shared(worker, req),
+            _ => self.grant_shared(worker, req, || sockets::bind_endpoint(&req.endpoint, false)),
         };
         result.unwrap_or_else(|e| Grant::Error {
             errno: sockets::uv_errno(e),
@@ -293,13 +333,36 @@ impl Listeners {
         })
     }
 
-    fn grant_shared(&mut self, worker: WorkerId, req: &ListenRequest) -> Result<Grant, Errno> {
+    /// The socket systemd passed for a TCP address, if any; under reuseport, the operator hears
+    /// once that the address is served by that one shared socket instead.
+    fn inherited_for(&mut self, endpoint: &Endpoint) -> Option<Inherited> {
+        let Endpoint::Tcp { ip, port, .. } = endpoint else {
+            return None;
+        };
+        let socket = inherited::find(&self.inherited, *ip, *port)?;
+        if self.distribution == Distribution::ReusePort && !self.told_reuseport {
+            self.told_reuseport = true;
+            self.notice = Some(format!(
+                "listens on {}, which a socket systemd passed serves: the workers share that socket (schedule 'reuseport' does not apply to it)",
+                socket.addr
+            ));
+        }
+        Some(socket)
+    }
+
+    /// `make` gives the socket when the key is new: a new bind, or a passed socket's duplicate.
+    fn grant_shared(
+        &mut self,
+        worker: WorkerId,
+        req: &ListenRequest,
+        make: impl FnOnce() -> Result<Bound, Errno>,
+    ) -> Result<Grant, Errno> {
         let entry = match self.entries.get_mut(&req.key) {
             Some(Entry::Shared(s)) => s,
             Some(_) => return Err(Errno::EADDRINUSE),
             None => {
                 // On a bind error nothing is kept, so the next worker tries again (as Node does).
-                let bound = sockets::bind_endpoint(&req.endpoint, false)?;
+                let bound = make()?;
                 let shared = Shared {
                     bound,
                     holders: BTreeSet::new(),
@@ -866,5 +929,39 @@ mod tests {
             Grant::Error { errno: -98, .. }
         ));
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn an_address_systemd_passed_is_served_by_its_socket() {
+        use std::os::fd::AsFd;
+        // Bound without SO_REUSEADDR or SO_REUSEPORT: a new bind on its port would fail.
+        let passed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = passed.local_addr().unwrap();
+        let inherited = inherited::listening_tcp(&[passed.as_raw_fd()]);
+        let mut l = Listeners::new(Distribution::ReusePort, Retention::ForService, no_accept())
+            .with_inherited(inherited);
+        let ask = json!({"index":0,"address":"127.0.0.1","port":addr.port(),"addressType":4});
+        let same_socket = |g: &Grant| match g {
+            Grant::Handle { fd, .. } => {
+                let ino = |f: std::os::fd::BorrowedFd<'_>| {
+                    nix::sys::stat::fstat(f).map(|s| s.st_ino).unwrap()
+                };
+                ino(fd.as_fd()) == ino(passed.as_fd())
+            }
+            _ => false,
+        };
+        let first = l.query(1, Some(0), &query(ask.clone()));
+        assert!(same_socket(&first));
+        assert!(l.take_notice().is_some_and(|n| n.contains("reuseport")));
+        let second = l.query(2, Some(1), &query(ask));
+        assert!(same_socket(&second));
+        assert_eq!(l.take_notice(), None, "told once");
+        // Another port binds as before.
+        let other = l.query(
+            1,
+            Some(0),
+            &query(json!({"index":0,"address":"127.0.0.1","port":0,"addressType":4})),
+        );
+        assert!(matches!(other, Grant::Handle { .. }) && !same_socket(&other));
     }
 }

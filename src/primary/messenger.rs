@@ -131,6 +131,8 @@ pub struct Messenger {
     max_frame: usize,
     /// Workers that said `rcluster.ready()` on this channel, for the loop to take.
     ready_signals: Vec<WorkerId>,
+    /// Messages, requests and replies routed since the cluster started (the metrics).
+    routed: u64,
 }
 
 /// What the messenger works with, lent by the loop for one call.
@@ -156,7 +158,13 @@ impl Messenger {
                 + frames::HEADER_LEN
                 + frames::MAX_ACTION_LEN,
             ready_signals: Vec::new(),
+            routed: 0,
         }
+    }
+
+    /// Messages, requests and replies routed so far, whether or not each reached its receivers.
+    pub fn routed(&self) -> u64 {
+        self.routed
     }
 
     pub fn max_frame(&self) -> usize {
@@ -227,6 +235,15 @@ impl Messenger {
             }
             None => frame.set_source(0, std::process::id(), false),
         }
+        // Counted once: one held at startup is counted when it is released and routed.
+        let held = cx.starting && frame.header.target != Target::Primary;
+        let counts = match frame.header.kind {
+            Kind::Message => !frame.header.action.is_empty() && !held,
+            Kind::Request => !held,
+            Kind::Reply => true,
+            _ => false,
+        };
+        self.routed += u64::from(counts);
         match frame.header.kind {
             // The empty action is the child's hello: it has joined, nothing more.
             Kind::Subscribe if frame.header.action.is_empty() => {}

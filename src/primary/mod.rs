@@ -7,7 +7,7 @@
 //!   `watchdog`, `restart`, `slots`, `housekeeping`, `orphans`, `reports`;
 //! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
 //!   cluster messages), `messenger` (with `router` and `requests`), `listeners` (with
-//!   `round_robin`), `launcher` (with `child_command`,
+//!   `round_robin`, and `inherited`: systemd's sockets), `launcher` (with `child_command`,
 //!   and `child_output` with `foreground` for what children print);
 //! - the vocabulary: `inputs`, `events`, `timers`, `workers`, `options`.
 //!
@@ -25,6 +25,7 @@ pub mod events;
 mod foreground;
 mod guard;
 mod housekeeping;
+pub mod inherited;
 pub mod inputs;
 pub mod launcher;
 pub mod listeners;

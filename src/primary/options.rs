@@ -11,6 +11,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -121,6 +122,9 @@ pub struct ClusterOptions {
     pub watchdog: Watchdog,
     /// Descriptors of this process that workers may listen on with `listen({ fd })`.
     pub listen_fds: Vec<i32>,
+    /// Listening sockets systemd passed (`LISTEN_FDS`), which serve the workers that listen on
+    /// their addresses (src/primary/inherited.rs).
+    pub systemd_fds: Vec<i32>,
     /// Sent to each app worker the primary sends away, right after its disconnect.
     pub stop_signal: Option<nix::sys::signal::Signal>,
     pub operations: Operations,
@@ -133,8 +137,9 @@ pub struct Operations {
     pub name: String,
     /// Whether the cluster serves a control socket.
     pub control: bool,
-    /// `HOST:PORT` for Prometheus metrics, as given.
-    pub metrics: Option<String>,
+    /// Where to serve Prometheus metrics (`metrics: 'HOST:PORT'`); `:PORT` is every interface,
+    /// given as `[::]:PORT` (src/operate/metrics.rs falls back to IPv4 where IPv6 is off).
+    pub metrics: Option<SocketAddr>,
     /// Every line a child prints gets its worker id and a timestamp in front.
     pub log_prefix: bool,
 }
@@ -206,6 +211,18 @@ const MAX_MS: u64 = 2_147_483_647;
 /// 8 PiB, JavaScript's largest exact integer: a byte count beyond it cannot have been meant.
 const MAX_MEMORY: u64 = (1 << 53) - 1;
 
+/// What systemd tells the service's main process, the primary: its sockets (src/primary/
+/// inherited.rs) and its notification socket and watchdog (src/operate/notify.rs). The workers
+/// do not inherit them: a worker that said `READY=1` would speak for the whole service.
+const SERVICE_VARIABLES: [&str; 6] = [
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+];
+
 /// Options of `rcluster.start()`.
 pub fn parse_cluster_options(
     value: &Value,
@@ -222,6 +239,12 @@ pub fn parse_cluster_options(
         let message = "unknown option `stdio`: start() sets its workers' stdio itself";
         return Err(invalid(message));
     }
+    // systemd's sockets are the primary's; the workers do not inherit its variables.
+    let systemd_fds = super::inherited::from_env(&process_env, std::process::id());
+    let process_env = process_env
+        .into_iter()
+        .filter(|(k, _)| !SERVICE_VARIABLES.iter().any(|v| k == v))
+        .collect();
     let child = child_spec(&raw, process_env, true)?;
     let child_runtime = raw.child_runtime.unwrap_or(true);
     let heartbeat_interval = millis(raw.heartbeat_interval, 1_000);
@@ -260,13 +283,14 @@ pub fn parse_cluster_options(
             max_memory: raw.max_memory.map(|m| m.0),
         },
         listen_fds: listen_fds(raw.listen_fds.as_deref().unwrap_or_default())?,
+        systemd_fds,
         stop_signal: raw.stop_signal.as_ref().map(|s| s.0),
         operations: Operations {
             name: raw
                 .name
                 .map_or_else(|| default_cluster_name(&child.exec), |n| n.0),
             control: raw.control.unwrap_or(true),
-            metrics: raw.metrics.map(|m| m.0),
+            metrics: raw.metrics.map(|m| metrics_address(&m.0)).transpose()?,
             log_prefix: raw.log_prefix.unwrap_or(false),
         },
         child,
@@ -458,6 +482,32 @@ fn listen_fds(fds: &[Descriptor]) -> RcResult<Vec<i32>> {
         }
     };
     fds.iter().enumerate().map(check).collect()
+}
+
+/// `metrics`: `HOST:PORT` with an IP address (`[::1]` for IPv6) or `localhost` as the host, or
+/// `:PORT` for every interface; the port from 1 to 65535.
+pub fn metrics_address(text: &str) -> RcResult<SocketAddr> {
+    let bad = || {
+        invalid(format!(
+            "option `metrics` must be HOST:PORT (an IP address or localhost, and a port from 1 to 65535) or :PORT, got {}",
+            errors::describe(&Value::from(text))
+        ))
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0 && !port.starts_with('+'))
+        .ok_or_else(bad)?;
+    let ip: IpAddr = match host {
+        "" => Ipv6Addr::UNSPECIFIED.into(),
+        "localhost" => Ipv4Addr::LOCALHOST.into(),
+        _ => match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6.parse::<Ipv6Addr>().map_err(|_| bad())?.into(),
+            None => host.parse::<Ipv4Addr>().map_err(|_| bad())?.into(),
+        },
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// The script must exist and be readable by us; Node would otherwise fail in every worker, in a loop.

@@ -57,6 +57,10 @@ pub struct Snapshot {
     pub target_workers: usize,
     /// Ordered by id.
     pub workers: Vec<WorkerSnapshot>,
+    /// Each worker slot in use: its number, its kind, its restarts since the cluster started.
+    pub slots: Vec<(usize, WorkerKind, u64)>,
+    /// Messages, requests and replies the messenger has routed since the cluster started.
+    pub messages: u64,
 }
 
 fn state_name(state: WorkerState) -> &'static str {
@@ -113,5 +117,7 @@ pub fn take(c: &Cluster, supervision: Option<&Supervision>) -> Snapshot {
         state,
         target_workers,
         workers,
+        slots: supervision.map_or_else(Vec::new, Supervision::slot_restarts),
+        messages: c.messenger.routed(),
     }
 }

@@ -116,6 +116,21 @@ impl Supervision {
         self.slots.get(slot).map_or(0, |s| s.history.total())
     }
 
+    /// Each slot in use with its kind and its restarts since the cluster started (the metrics).
+    pub fn slot_restarts(&self) -> Vec<(usize, WorkerKind, u64)> {
+        self.slots
+            .active()
+            .map(|(i, s)| {
+                let kind = if self.slots.is_agent(i) {
+                    WorkerKind::Agent
+                } else {
+                    WorkerKind::App
+                };
+                (i, kind, s.history.total())
+            })
+            .collect()
+    }
+
     /// An app slot's `NODE_APP_INSTANCE`; None for the agent's.
     pub fn instance(&self, slot: usize) -> Option<usize> {
         self.slots.app_instance(slot)

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use super::child_command::WorkerKind;
 use super::cluster::Cluster;
 use super::events::{Event, EventQueue};
+use super::inherited;
 use super::inputs::{Command, Input, InputSender, NewChild, ReloadRequest};
 use super::launcher::{Done, Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
@@ -50,6 +51,8 @@ const MANUAL_KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// event loop turns; an exception nobody caught; a call for a rolling reload.
 const AGENT_STARTED: &str = "NODE_RCLUSTER_AGENT_STARTED";
 const HEARTBEAT: &str = "NODE_RCLUSTER_HEARTBEAT";
+/// The largest event loop delay a heartbeat may report: an hour.
+const MAX_LOOP_DELAY_MS: f64 = 3_600_000.0;
 const UNCAUGHT: &str = "NODE_RCLUSTER_UNCAUGHT";
 const RELOAD: &str = "NODE_RCLUSTER_RELOAD";
 /// ThinkJS's way for a worker to ask for a reload, kept so its apps work unchanged.
@@ -117,6 +120,10 @@ pub fn start_with(
     )
     .with_given_fds(match &plan {
         Plan::Supervised(o) => o.listen_fds.clone(),
+        Plan::Manual { .. } => Vec::new(),
+    })
+    .with_inherited(match &plan {
+        Plan::Supervised(o) => inherited::listening_tcp(&o.systemd_fds),
         Plan::Manual { .. } => Vec::new(),
     });
     let stop_signal = match &plan {
@@ -341,6 +348,9 @@ impl Supervisor {
             Command::Snapshot(answer) => {
                 let _ = answer.send(snapshot::take(c, self.supervision.as_ref()));
             }
+            Command::Ping(answer) => {
+                let _ = answer.send(());
+            }
         }
     }
 
@@ -425,6 +435,9 @@ impl Supervisor {
             (Some(HEARTBEAT), _) => {
                 if let Some(w) = c.workers.get_mut(&id) {
                     w.last_beat = Some(now());
+                    if let Some(delay) = message.get("delay").and_then(loop_delay) {
+                        w.loop_delay = Some(delay);
+                    }
                 }
             }
             (Some(AGENT_STARTED), Some(s)) => s.on_sign(c, id, Sign::AgentStarted),
@@ -498,4 +511,29 @@ fn now_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos() as u64 ^ d.as_secs())
+}
+
+/// A heartbeat's `delay` (ms) as the worker reported it. A worker is not trusted: anything but
+/// a number from 0 to an hour is ignored.
+fn loop_delay(value: &Value) -> Option<Duration> {
+    let ms = value.as_f64()?;
+    (ms.is_finite() && (0.0..=MAX_LOOP_DELAY_MS).contains(&ms))
+        .then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_delay_is_taken_only_when_sane() {
+        assert_eq!(
+            loop_delay(&json!(12.5)),
+            Some(Duration::from_micros(12_500))
+        );
+        assert_eq!(loop_delay(&json!(0)), Some(Duration::ZERO));
+        for bad in [json!(-1), json!("5"), json!(null), json!(1e300), json!([1])] {
+            assert_eq!(loop_delay(&bad), None, "{bad}");
+        }
+    }
 }

@@ -91,7 +91,15 @@ impl WorkerProtocol<'_> {
         };
         let slot = self.workers.get(&id).and_then(|w| w.slot);
         let key = request.key.clone();
-        match self.listeners.query(id, slot, &request) {
+        let grant = self.listeners.query(id, slot, &request);
+        if let Some(notice) = self.listeners.take_notice() {
+            self.events.warn(
+                Some(id),
+                errors::LISTEN_INHERITED,
+                format!("worker {id} {notice}"),
+            );
+        }
+        match grant {
             Grant::Handle {
                 fd,
                 handle_type,

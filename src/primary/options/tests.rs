@@ -641,3 +641,69 @@ fn a_name_cannot_leave_the_control_folder() {
         assert!(message.contains("option `name`"), "{message}");
     }
 }
+
+#[test]
+fn metrics_takes_an_ip_or_localhost_and_a_port() {
+    let (_d, exec) = script();
+    for (text, addr) in [
+        ("127.0.0.1:9100", "127.0.0.1:9100"),
+        ("localhost:9100", "127.0.0.1:9100"),
+        (":9100", "[::]:9100"),
+        ("[::1]:9100", "[::1]:9100"),
+        ("0.0.0.0:65535", "0.0.0.0:65535"),
+    ] {
+        let o = parse(json!({ "exec": exec, "metrics": text })).unwrap();
+        assert_eq!(o.operations.metrics, Some(addr.parse().unwrap()), "{text}");
+    }
+    assert_eq!(
+        parse(json!({ "exec": exec })).unwrap().operations.metrics,
+        None
+    );
+    for bad in [
+        json!("9100"),
+        json!("example.com:9100"),
+        json!("127.0.0.1:0"),
+        json!("127.0.0.1:65536"),
+        json!("127.0.0.1:+80"),
+        json!("::1:9100"),
+        json!("[127.0.0.1]:80"),
+        json!(":"),
+        json!(9100),
+    ] {
+        refused(&exec, json!({ "metrics": bad }), "metrics");
+    }
+}
+
+#[test]
+fn systemd_variables_stay_with_the_primary() {
+    let (_d, exec) = script();
+    let me = std::process::id().to_string();
+    let process_env = [
+        ("HOME", "/root"),
+        ("LISTEN_PID", me.as_str()),
+        ("LISTEN_FDS", "0"),
+        ("LISTEN_FDNAMES", "web"),
+        ("NOTIFY_SOCKET", "/run/systemd/notify"),
+        ("WATCHDOG_USEC", "1000000"),
+        ("WATCHDOG_PID", me.as_str()),
+    ]
+    .map(|(k, v)| (k.into(), v.into()))
+    .to_vec();
+    let o = parse_cluster_options(
+        &json!({ "exec": exec, "env": { "NOTIFY_SOCKET": "/mine" } }),
+        process_env,
+    )
+    .unwrap();
+    let env: BTreeMap<_, _> = o.child.env.into_iter().collect();
+    let names: Vec<_> = env
+        .keys()
+        .map(|k| k.to_string_lossy().into_owned())
+        .collect();
+    // What the app sets for its workers, it gets.
+    assert_eq!(names, ["HOME", "NOTIFY_SOCKET"]);
+    assert_eq!(
+        env.get(OsStr::new("NOTIFY_SOCKET")),
+        Some(&OsString::from("/mine"))
+    );
+    assert!(o.systemd_fds.is_empty(), "LISTEN_FDS=0");
+}
