@@ -126,18 +126,20 @@ test('every start() option is a known key', async (t) => {
   assert.deepStrictEqual(Object.keys(app).sort(), [...Object.keys(options), 'exec'].sort());
 });
 
-test('a config without a script, or not an object, or two apps of one name', async (t) => {
+test('a config without a script, or not an object, two apps of one name, a bad name', async (t) => {
   const dir = folder(t, {
     'none.json': JSON.stringify({ name: 'web' }),
     'list.json': JSON.stringify([{ script: 'a.js' }]),
     'twice.json': JSON.stringify({ apps: [{ script: 'a/app.js' }, { script: 'b/app.js' }] }),
     'both.json': JSON.stringify({ script: 'a.js', exec: 'b.js' }),
+    'badname.json': JSON.stringify({ apps: [{ name: 'web', script: 'a.js' }, { name: '../web', script: 'b.js' }] }),
   });
   const cases = [
     ['none.json', /app 'web': 'script' must be the path/],
     ['list.json', /must export an object/],
     ['twice.json', /two apps are named 'app'/],
     ['both.json', /give 'script' or 'exec', not both/],
+    ['badname.json', /badname\.json: app '\.\.\/web': 'name' must be 1 to 64 letters/],
   ];
   for (const [name, message] of cases) await assert.rejects(apps(path.join(dir, name)), message);
 });

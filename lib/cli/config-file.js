@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { pathToFileURL } = require('node:url');
 const { UsageError, CliError } = require('./failures');
-const { defaultClusterName } = require('./home');
+const { defaultClusterName, isClusterName, NAME_RULE } = require('./home');
 
 /**
  * A config file is recognised by its name: `*.config.js`, `.cjs`, `.mjs`, `.json`, or any
@@ -95,6 +95,7 @@ function appOptions(file, app, index, environment) {
       throw invalid(file, `${where}: unknown key '${key}'${hint}`);
     }
   }
+  if (app.name !== undefined && !isClusterName(app.name)) throw invalid(file, `${where}: 'name' must be ${NAME_RULE}, got ${JSON.stringify(app.name)}`);
   if (app.script !== undefined && app.exec !== undefined) throw invalid(file, `${where}: give 'script' or 'exec', not both`);
   const script = app.script !== undefined ? app.script : app.exec;
   if (typeof script !== 'string' || script === '') throw invalid(file, `${where}: 'script' must be the path of the app's script`);
