@@ -73,7 +73,7 @@ const VERBS = {
   scale: 'Usage: rcluster scale <NAME> <N>\n\nMakes NAME run N app workers (1 to 4096); waits until it does.',
   restart: 'Usage: rcluster restart <NAME> <ID>\n\nReplaces worker ID of NAME: the old one leaves once its replacement is ready.',
   stop: 'Usage: rcluster stop <NAME>\n\nStops NAME gracefully and waits until it has stopped.',
-  logs: 'Usage: rcluster logs <NAME> [--lines N] [--follow]\n\nThe last N (default 100, at most 2000) lines its workers printed; --follow keeps printing new ones.',
+  logs: 'Usage: rcluster logs <NAME> [-n|--lines N] [-f|--follow]\n\nThe last N (default 100, at most 2000) lines its workers printed; --follow keeps printing new ones.',
 };
 
 function usage(topic) {
