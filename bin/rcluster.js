@@ -1,4 +1,4 @@
 #!/usr/bin/env node
 'use strict';
 
-require('../lib/primary/cli').main(process.argv.slice(2));
+require('../lib/cli/main').main(process.argv.slice(2));

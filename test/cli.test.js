@@ -4,10 +4,16 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const { fixture, until, alive, childrenOf, get, spawnNode, waitForOutput } = require('./helpers');
 
 const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
+
+// The clusters these tests start keep their control sockets in a folder of their own.
+process.env.RCLUSTER_HOME = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-home-'));
+test.after(() => fs.rmSync(process.env.RCLUSTER_HOME, { recursive: true, force: true }));
 
 for (const signal of ['SIGTERM', 'SIGINT']) {
   test(`${signal}: graceful stop, exit 0, no child left`, async (t) => {
@@ -131,7 +137,7 @@ for (const [name, args, flag] of badArguments) {
     const cli = spawnNode(t, [bin, ...args]);
     const { code } = await cli.exited;
     assert.strictEqual(code, 2, cli.output);
-    assert.match(cli.output, /Usage: rcluster start <script>/);
+    assert.match(cli.output, args[0] === 'start' ? /Usage: rcluster start <script/ : /Usage: rcluster <command>/);
     if (flag) assert.match(cli.output.split('\n')[0], new RegExp(`^rcluster: .*${flag}`), cli.output);
   });
 }
