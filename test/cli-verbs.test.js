@@ -144,7 +144,7 @@ test('reload, scale and restart: the request sent, what is printed; they wait as
   const cluster = fakeCluster(t, home, 'web', answering((request, reply) => {
     if (request.command === 'reload') setTimeout(() => reply({ ok: true, result: { replaced: 4, duration: 812 } }), delay);
     else if (request.command === 'scale') reply({ ok: true, result: { workers: request.workers } });
-    else if (request.command === 'restart') reply({ ok: true, result: { id: request.id, replaced: true, duration: 95 } });
+    else if (request.command === 'restart') reply({ ok: true, result: { id: 9, replaced: request.worker, duration: 95 } });
   }));
   await cluster.listening;
   const [reload, scale, restart] = await Promise.all([
@@ -155,10 +155,10 @@ test('reload, scale and restart: the request sent, what is printed; they wait as
   assert.deepStrictEqual([reload.code, reload.stdout], [0, 'reloaded web: 4 workers replaced in 812 ms\n'], reload.output);
   assert.ok(reload.took >= delay, 'reload waited for its answer, past the 10 s of info and status');
   assert.deepStrictEqual([scale.code, scale.stdout], [0, 'scaled web to 3 workers\n'], scale.output);
-  assert.deepStrictEqual([restart.code, restart.stdout], [0, 'restarted worker 7 of web: replaced in 95 ms\n'], restart.output);
+  assert.deepStrictEqual([restart.code, restart.stdout], [0, 'restarted worker 7 of web: worker 9 took its place in 95 ms\n'], restart.output);
   const sent = (command) => cluster.requests.filter((r) => r.command === command);
   assert.deepStrictEqual(sent('scale').map(({ id, ...rest }) => rest), [{ command: 'scale', workers: 3 }]);
-  assert.deepStrictEqual(sent('restart'), [{ id: 7, command: 'restart' }]);
+  assert.deepStrictEqual(sent('restart').map(({ id, ...rest }) => rest), [{ command: 'restart', worker: 7 }]);
   assert.deepStrictEqual(sent('reload').map(({ id, ...rest }) => rest), [{ command: 'reload' }]);
 });
 

@@ -170,7 +170,7 @@ test('restart 1 replaces worker 1 only; an unknown id is an error', async (t) =>
   assert.ok(one && other, JSON.stringify(before));
   const restart = await rcluster(t, home, ['restart', 'web', '1']);
   assert.strictEqual(restart.code, 0, restart.output);
-  assert.match(restart.stdout, /^restarted worker 1 of web: replaced in \d+ ms$/m);
+  assert.match(restart.stdout, /^restarted worker 1 of web: worker \d+ took its place in \d+ ms$/m);
   await until(() => !alive(one.pid), 10_000, 'worker 1 to leave');
   const after = await until(async () => {
     const status = await statusJson(t, home, 'web');

@@ -92,9 +92,7 @@ class ControlConnection {
    * (`logs`' lines and `skipped` notices).
    */
   request(command, args = {}, { timeout = null, onEvent = null } = {}) {
-    // `restart` names its worker with `id`, the key that also echoes a request's answers: the
-    // worker's id is then the request's too.
-    const id = Object.hasOwn(args, 'id') ? args.id : this.nextId++;
+    const id = this.nextId++;
     if (this.pending.has(id)) return Promise.reject(new CliError(`request ${id} is already waiting for its answer`, 1, 'ERR_RCLUSTER_CONTROL_PROTOCOL'));
     return new Promise((resolve, reject) => {
       if (this.socket.destroyed) {

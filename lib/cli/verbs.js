@@ -120,8 +120,8 @@ async function scale({ name, workers }) {
 }
 
 async function restart({ name, id }) {
-  const { duration } = await failing(`restart of worker ${id} of ${name}`, ask(name, 'restart', { id }));
-  print(`restarted worker ${id} of ${name}: replaced in ${duration} ms`);
+  const { id: replacement, duration } = await failing(`restart of worker ${id} of ${name}`, ask(name, 'restart', { worker: id }));
+  print(`restarted worker ${id} of ${name}: worker ${replacement} took its place in ${duration} ms`);
   return 0;
 }
 

@@ -85,6 +85,25 @@ pub(super) async fn until_stopped(stopped: &mut tokio::sync::watch::Receiver<boo
 async fn refuse(mut stream: UnixStream, error: RcError) {
     let line = protocol::error(&Value::Null, &error);
     let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(line.as_bytes())).await;
+    linger(stream).await;
+}
+
+/// Closes our side, then reads (and drops) what the client still sends, for a second at most:
+/// closing with unread bytes would reset the connection, and the client would lose the answer.
+async fn linger(mut stream: impl tokio::io::AsyncRead + AsyncWrite + Unpin) {
+    use tokio::io::AsyncReadExt;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut left = 1 << 20;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 async fn serve_connection(stream: UnixStream, shared: &Shared) {
@@ -122,6 +141,9 @@ async fn serve_connection(stream: UnixStream, shared: &Shared) {
                 let _ = write
                     .write_all(protocol::error(&Value::Null, &too_large).as_bytes())
                     .await;
+                if let Ok(stream) = read.into_inner().reunite(write) {
+                    linger(stream).await;
+                }
                 return;
             }
             Ok(Ok(Some(line))) => line,

@@ -618,8 +618,14 @@ fn a_cluster_is_named_after_its_script_unless_named() {
     let named = parse(json!({ "exec": exec, "name": "shop-api.v2", "control": false })).unwrap();
     assert_eq!(named.operations.name, "shop-api.v2");
     assert!(!named.operations.control);
-    assert_eq!(default_cluster_name(Path::new("/srv/my app!.js")), "my-app-");
-    assert_eq!(default_cluster_name(Path::new("/srv/..hidden.js")), "hidden");
+    assert_eq!(
+        default_cluster_name(Path::new("/srv/my app!.js")),
+        "my-app-"
+    );
+    assert_eq!(
+        default_cluster_name(Path::new("/srv/..hidden.js")),
+        "hidden"
+    );
     assert_eq!(default_cluster_name(Path::new("/srv/.js")), "js");
     assert_eq!(default_cluster_name(Path::new("/")), "app");
 }
