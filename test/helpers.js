@@ -228,6 +228,10 @@ function steadyLoad(port, { connections, keepAlive, path: urlPath = '/' }) {
  * group is SIGKILLed when the test ends.
  */
 function spawnProgram(t, program, args, options = {}) {
+  // Its own control folder, unless the test chose one: a primary this file started before may
+  // still be dying (SIGKILL is not instant) and hold its cluster's name a moment longer.
+  const env = options.env ?? process.env;
+  if (env.RCLUSTER_HOME === process.env.RCLUSTER_HOME) options = { ...options, env: { ...env, RCLUSTER_HOME: tempDir(t, 'rcluster-home-') } };
   const child = spawn(program, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...options });
   child.output = '';
   child.stdout.setEncoding('utf8');

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -28,11 +28,11 @@ use super::messenger::Messenger;
 use super::options::{ClusterOptions, Schedule};
 use super::output::OutputLog;
 use super::readiness::Sign;
-use super::snapshot;
+use super::snapshot::{ClusterState, Snapshot, WorkerSnapshot};
 use super::supervision::{Phase, Supervision};
 use super::timers::{now, Timer, Timers};
 use super::worker_protocol::{Progress, WorkerProtocol};
-use super::workers::{ProcessTable, WorkerState};
+use super::workers::{ProcessTable, Worker, WorkerState};
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound, ReceivedHandle};
 use crate::errors;
@@ -346,7 +346,7 @@ impl Supervisor {
                 }
             }
             Command::Snapshot(answer) => {
-                let _ = answer.send(snapshot::take(c, self.supervision.as_ref()));
+                let _ = answer.send(snapshot(c, self.supervision.as_ref()));
             }
             Command::Ping(answer) => {
                 let _ = answer.send(());
@@ -519,6 +519,64 @@ fn loop_delay(value: &Value) -> Option<Duration> {
     let ms = value.as_f64()?;
     (ms.is_finite() && (0.0..=MAX_LOOP_DELAY_MS).contains(&ms))
         .then(|| Duration::from_secs_f64(ms / 1000.0))
+}
+
+// ---- for operators ----
+
+fn worker_snapshot(
+    id: WorkerId,
+    w: &Worker,
+    restarts: u64,
+    instance: Option<usize>,
+) -> WorkerSnapshot {
+    let uptime = now().saturating_duration_since(w.started);
+    WorkerSnapshot {
+        id,
+        pid: w.pid(),
+        kind: w.kind,
+        slot: w.slot,
+        instance,
+        state: w.state.as_str(),
+        restarts,
+        started_at: SystemTime::now() - uptime,
+        uptime,
+        loop_delay: w.loop_delay,
+    }
+}
+
+/// What the cluster looks like now (`Command::Snapshot`).
+fn snapshot(c: &Cluster, supervision: Option<&Supervision>) -> Snapshot {
+    let mut workers: Vec<WorkerSnapshot> = c
+        .workers
+        .iter()
+        .map(|(id, w)| {
+            let (restarts, instance) = match (supervision, w.slot) {
+                (Some(s), Some(slot)) => (s.restarts(slot), s.instance(slot)),
+                _ => (0, None),
+            };
+            worker_snapshot(*id, w, restarts, instance)
+        })
+        .collect();
+    workers.sort_by_key(|w| w.id);
+    let state = match supervision.map(|s| (s.phase(), s.is_reloading())) {
+        None => ClusterState::Running,
+        Some((Phase::Idle | Phase::Starting, _)) => ClusterState::Starting,
+        Some((Phase::Running, true)) => ClusterState::Reloading,
+        Some((Phase::Running, false)) => ClusterState::Running,
+        Some((Phase::Stopping, _)) => ClusterState::Stopping,
+        Some((Phase::Stopped, _)) => ClusterState::Stopped,
+    };
+    let target_workers = supervision.map_or_else(
+        || workers.iter().filter(|w| w.kind == WorkerKind::App).count(),
+        Supervision::app_slots,
+    );
+    Snapshot {
+        state,
+        target_workers,
+        workers,
+        slots: supervision.map_or_else(Vec::new, Supervision::slot_restarts),
+        messages: c.messenger.routed(),
+    }
 }
 
 #[cfg(test)]

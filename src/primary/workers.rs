@@ -58,6 +58,18 @@ pub enum WorkerState {
     Leaving,
 }
 
+impl WorkerState {
+    /// As operators read it (`rcluster status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Ready => "ready",
+            WorkerState::Disconnecting { .. } => "disconnecting",
+            WorkerState::Leaving => "leaving",
+        }
+    }
+}
+
 pub struct Worker {
     pub slot: Option<usize>,
     pub kind: WorkerKind,
