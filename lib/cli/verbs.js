@@ -141,9 +141,18 @@ async function stop({ name }) {
   }
 }
 
+/**
+ * A worker's text, made safe for a terminal: its control characters (escape sequences could
+ * retitle the window or write the clipboard) shown as \xNN, as journalctl does. Piped output
+ * is left as the worker wrote it.
+ */
+function forTerminal(text, out) {
+  return out.isTTY ? text.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`) : text;
+}
+
 function printLog({ id, kind, stream, text }) {
-  const line = `${id}|${kind}| ${String(text).replace(/\n$/, '')}\n`;
-  (stream === 'stderr' ? process.stderr : process.stdout).write(line);
+  const out = stream === 'stderr' ? process.stderr : process.stdout;
+  out.write(`${id}|${kind}| ${forTerminal(String(text).replace(/\n$/, ''), out)}\n`);
 }
 
 async function logs({ name, lines, follow }) {

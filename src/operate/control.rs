@@ -2,6 +2,7 @@
 //! connection reads requests and answers them in order. Everything is bounded: the connections,
 //! a request's length, the time a silent connection is kept.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -23,6 +24,8 @@ use crate::primary::snapshot::{Snapshot, WorkerSnapshot};
 const MAX_CONNECTIONS: usize = 64;
 /// A connection that sends no request for this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
+/// How long a client may leave an answer unread.
+const WRITE_WAIT: Duration = Duration::from_secs(30);
 /// How long `status` watches each process to measure its CPU use.
 const CPU_SAMPLE: Duration = Duration::from_millis(200);
 
@@ -184,8 +187,13 @@ fn answer_line(id: &Value, answer: RcResult<Value>) -> String {
     }
 }
 
+/// Writes one line; false if the client is gone or has not read for `WRITE_WAIT` (a client that
+/// stops reading must not hold its connection, one of `MAX_CONNECTIONS`, for good).
 async fn send(write: &mut (impl AsyncWrite + Unpin), line: String) -> bool {
-    write.write_all(line.as_bytes()).await.is_ok()
+    matches!(
+        tokio::time::timeout(WRITE_WAIT, write.write_all(line.as_bytes())).await,
+        Ok(Ok(()))
+    )
 }
 
 /// The next line without its newline; None at the end; an error past `MAX_REQUEST` bytes, before
@@ -277,7 +285,10 @@ fn info(shared: &Shared, snapshot: &Snapshot) -> Value {
         "startedAt": millis_since_epoch(shared.started_at),
         "uptime": shared.started.elapsed().as_millis() as u64,
         "workers": snapshot.target_workers,
-        "addresses": super::lock(&shared.addresses).iter().collect::<Vec<_>>(),
+        "addresses": super::lock(&shared.addresses)
+            .values()
+            .flatten()
+            .collect::<BTreeSet<_>>(),
         "script": shared.script,
     })
 }

@@ -40,7 +40,6 @@ pub fn home(env: impl Fn(&str) -> Option<String>) -> RcResult<PathBuf> {
 /// A name this primary owns until it drops the claim.
 pub struct Claim {
     pub socket_path: PathBuf,
-    lock_path: PathBuf,
     /// Held, not read: the flock is the claim.
     _lock: Flock<File>,
 }
@@ -108,7 +107,6 @@ impl Claim {
             .map_err(|e| io_error("restrict the control socket", e))?;
         let claim = Claim {
             socket_path,
-            lock_path,
             _lock: lock,
         };
         Ok((claim, listener))
@@ -116,11 +114,11 @@ impl Claim {
 }
 
 impl Drop for Claim {
-    /// The files go first, then the lock: a new primary that takes the name after this finds
-    /// nothing of ours to remove.
+    /// The socket goes; the lock file stays (the lock is released as it closes). Unlinking a
+    /// held lock file would let a primary that opened it before, and locks it after, own a name
+    /// whose file a third one has created anew.
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.socket_path);
-        let _ = std::fs::remove_file(&self.lock_path);
     }
 }
 

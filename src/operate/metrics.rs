@@ -218,8 +218,7 @@ impl Counts {
     pub fn observe(&self, event: &Event) {
         match event {
             Event::ReloadStarted { .. } => lock(&self.inner).started = Some(Instant::now()),
-            // One worker's replacement (`cluster.replace`) ends as a reload does, but none began.
-            Event::Reloaded { error, .. } => {
+            Event::Reloaded { error, .. } if event.ends_a_reload() => {
                 let mut reloads = lock(&self.inner);
                 if let Some(started) = reloads.started.take() {
                     reloads.seconds += started.elapsed().as_secs_f64();
@@ -519,16 +518,22 @@ mod tests {
         counts.observe(&Event::Reloaded {
             tickets: vec![],
             error: None,
-            details: serde_json::Value::Null,
+            details: serde_json::json!({ "workers": 1, "replacedWorker": 3 }),
         });
         counts.observe(&Event::ReloadStarted {
             trigger: "t".into(),
             workers: 2,
         });
+        // A replace() refused while the reload runs does not end it.
+        counts.observe(&Event::Reloaded {
+            tickets: vec![],
+            error: Some(("E", "refused".into())),
+            details: serde_json::json!({}),
+        });
         counts.observe(&Event::Reloaded {
             tickets: vec![],
             error: Some(("E", "m".into())),
-            details: serde_json::Value::Null,
+            details: serde_json::json!({ "replaced": 1, "workers": 2 }),
         });
         let r = lock(&counts.inner);
         assert_eq!((r.done, r.aborted), (0, 1));

@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod notify;
 mod protocol;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -26,12 +26,17 @@ use crate::primary::inputs::{Command, Input, InputSender};
 use crate::primary::options::ClusterOptions;
 use crate::primary::output::OutputLog;
 use crate::primary::snapshot::Snapshot;
+use crate::primary::WorkerId;
 
 use self::home::Claim;
 
 /// Tickets of the operator's requests, far above those JavaScript counts from 1 (and beyond
 /// JavaScript's exact integers, so that the two can never meet).
 const FIRST_TICKET: u64 = 1 << 60;
+
+/// A worker reports its own addresses: what it may make the primary keep is bounded.
+const MAX_ADDRESSES_PER_WORKER: usize = 64;
+const MAX_ADDRESS: usize = 256;
 
 /// How an operator's reload, restart or scale ended: the event's details, or its error.
 type Outcome = Result<Value, RcError>;
@@ -50,8 +55,8 @@ struct Shared {
     output: OutputLog,
     next_ticket: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
-    /// The addresses the workers listen on, as `rcluster status` shows them.
-    addresses: Mutex<BTreeSet<String>>,
+    /// The addresses each worker listens on, as `rcluster status` shows them.
+    addresses: Mutex<BTreeMap<WorkerId, BTreeSet<String>>>,
     /// Held until the cluster has stopped; dropping it removes the socket and frees the name.
     claim: Mutex<Option<Claim>>,
     stopped: watch::Sender<bool>,
@@ -118,7 +123,7 @@ pub fn serve(
         output,
         next_ticket: AtomicU64::new(FIRST_TICKET),
         waiting: Mutex::new(HashMap::new()),
-        addresses: Mutex::new(BTreeSet::new()),
+        addresses: Mutex::new(BTreeMap::new()),
         claim: Mutex::new(claim),
         stopped: watch::channel(false).0,
         counts: metrics::Counts::default(),
@@ -150,8 +155,17 @@ impl Shared {
             notifier.observe(event);
         }
         match event {
-            Event::Listening { address, .. } => {
-                lock(&self.addresses).insert(describe_address(address));
+            Event::Listening { id, address } => {
+                // What a worker says it listens on: bounded per worker, forgotten at its exit.
+                let mut addresses = lock(&self.addresses);
+                let own = addresses.entry(*id).or_default();
+                let text = describe_address(address);
+                if own.len() < MAX_ADDRESSES_PER_WORKER && text.len() <= MAX_ADDRESS {
+                    own.insert(text);
+                }
+            }
+            Event::Exit { id, .. } => {
+                lock(&self.addresses).remove(id);
             }
             Event::Reloaded {
                 tickets,
@@ -167,6 +181,10 @@ impl Shared {
                 // The socket goes and the name is free before JavaScript hears of the stop: a
                 // process that exits right after leaves nothing behind.
                 lock(&self.claim).take();
+                // Whatever still waits will never settle now.
+                for (_, answer) in lock(&self.waiting).drain() {
+                    let _ = answer.send(Err(not_running()));
+                }
                 self.stopped.send_replace(true);
             }
             _ => {}
@@ -196,7 +214,10 @@ impl Shared {
         let ticket = self.next_ticket.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(ticket, tx);
-        self.send(command(ticket))?;
+        if let Err(error) = self.send(command(ticket)) {
+            lock(&self.waiting).remove(&ticket);
+            return Err(error);
+        }
         rx.await.unwrap_or_else(|_| Err(not_running()))
     }
 

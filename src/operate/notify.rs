@@ -19,6 +19,10 @@ use super::Shared;
 use crate::primary::events::Event;
 use crate::primary::inputs::Command;
 
+/// The watchdog's ping interval, however odd `WATCHDOG_USEC` is.
+const MIN_PING: Duration = Duration::from_millis(1);
+const MAX_PING: Duration = Duration::from_secs(86_400);
+
 pub struct Notifier {
     socket: UnixDatagram,
     addr: SocketAddr,
@@ -38,7 +42,9 @@ impl Notifier {
         let watchdog = var("WATCHDOG_USEC")
             .and_then(|usec| usec.to_str()?.parse::<u64>().ok())
             .filter(|usec| *usec > 0 && ours)
-            .map(|usec| Duration::from_micros(usec / 2));
+            // Half the timeout, as systemd advises; kept within reason, since a zero interval
+            // would panic the timer and a huge one overflow it.
+            .map(|usec| Duration::from_micros(usec / 2).clamp(MIN_PING, MAX_PING));
         Some(Notifier {
             socket,
             addr,
@@ -80,6 +86,10 @@ fn address(bytes: &[u8]) -> Option<SocketAddr> {
 
 /// What systemd hears of an event.
 fn message(event: &Event) -> Option<String> {
+    if matches!(event, Event::Reloaded { .. }) && !event.ends_a_reload() {
+        // A refused reload or one worker's replace: systemd heard of no reload starting.
+        return None;
+    }
     Some(match event {
         Event::Ready => "READY=1\nSTATUS=ready".into(),
         Event::ReloadStarted { trigger, workers } => format!(

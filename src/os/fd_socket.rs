@@ -25,6 +25,15 @@ pub fn stream_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     .map_err(io::Error::from)
 }
 
+/// Clears O_NONBLOCK on this descriptor's open file description (the other end of a pair keeps
+/// its own flags).
+pub fn set_blocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).map_err(io::Error::from)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags & !OFlag::O_NONBLOCK)).map_err(io::Error::from)?;
+    Ok(())
+}
+
 /// Registers a descriptor with the runtime's reactor. Only for types that own their descriptor
 /// (`OwnedFd`, a pidfd held in an `Arc`): it then stays open, and the same, for the watch's life.
 pub fn watch<T: AsRawFd>(inner: T, interest: Interest) -> io::Result<AsyncFd<T>> {

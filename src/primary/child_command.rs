@@ -96,8 +96,11 @@ pub fn prepare(spec: &ChildSpec, role: &Role) -> io::Result<Prepared> {
                 Some(theirs)
             }
             StdioEntry::Pipe => {
-                // libuv makes 'pipe' entries socketpairs too.
+                // libuv makes 'pipe' entries socketpairs too, the child's end blocking: a program
+                // that is not Node (a shell, `execSync` with inherited stdio) would otherwise get
+                // EAGAIN whenever we read slower than it writes.
                 let (ours, theirs) = stream_pair()?;
+                crate::os::fd_socket::set_blocking(&theirs)?;
                 pipes.push((i, ours));
                 Some(theirs)
             }

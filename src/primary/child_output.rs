@@ -116,6 +116,9 @@ impl Copier {
                 }
                 let fed = self.lines.feed(&buf[..n], SystemTime::now());
                 self.deliver(fed).await;
+                // The loop shares this runtime: a child that prints without pause gets one
+                // chunk at a time, not the thread.
+                tokio::task::yield_now().await;
             }
         }
         let fed = self.lines.finish(SystemTime::now());
@@ -364,13 +367,23 @@ impl StderrTail {
     /// The last lines, once the child has closed its stderr (or after `wait`, whichever is
     /// first): when it has just exited, what it wrote last may still be in the pipe.
     pub fn lines_after_end(&self, wait: Duration) -> Vec<String> {
-        let guard = self.lock();
-        let (guard, _) = self
-            .0
-             .1
-            .wait_timeout_while(guard, wait, |t| !t.ended)
-            .unwrap_or_else(|e| e.into_inner());
-        guard.lines()
+        let wait_for_end = || {
+            let guard = self.lock();
+            let (guard, _) = self
+                .0
+                 .1
+                .wait_timeout_while(guard, wait, |t| !t.ended)
+                .unwrap_or_else(|e| e.into_inner());
+            guard.lines()
+        };
+        // The copier that ends the wait is a task of this runtime: let it run elsewhere while
+        // this thread waits (only on the agent's failure at startup, for `wait` at most).
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait_for_end)
+            }
+            _ => wait_for_end(),
+        }
     }
 }
 

@@ -101,6 +101,20 @@ pub enum Event {
     Stopped,
 }
 
+impl Event {
+    /// It ends a rolling reload that began (`ReloadStarted`), done or aborted; not a refusal
+    /// (which carries no figures) nor the end of one worker's `replace()`.
+    pub fn ends_a_reload(&self) -> bool {
+        match self {
+            Event::Reloaded { details, .. } => {
+                details.get("workers").is_some()
+                    && details.get("replacedWorker").is_none_or(Value::is_null)
+            }
+            _ => false,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct EventQueue {
     events: Arc<Mutex<Vec<Event>>>,
