@@ -42,7 +42,11 @@ test('with the output captured, a worker\'s stdout and stderr reach the primary\
   const child = startPrimary(t, { ...WORKER, control: true });
   const workers = await ready(child);
   for (const { id } of workers) {
-    await until(() => child.out.includes(`out ${id} tab\there "quoted" ünïcödé\nout ${id} unterminated`), 10_000, `worker ${id}'s stdout (got: ${child.out})`);
+    // Each worker's writes arrive whole and in order; another worker's may come between them,
+    // as with an inherited stdout.
+    await until(() => child.out.includes(`out ${id} tab\there "quoted" ünïcödé\n`), 10_000, `worker ${id}'s stdout (got: ${child.out})`);
+    await until(() => child.out.includes(`out ${id} unterminated`), 10_000, `worker ${id}'s unfinished line (got: ${child.out})`);
+    assert.ok(child.out.indexOf(`out ${id} tab`) < child.out.indexOf(`out ${id} unterminated`), 'in the order written');
     await until(() => child.err.includes(`err ${id} on stderr\n`), 10_000, `worker ${id}'s stderr (got: ${child.err})`);
   }
   assert.doesNotMatch(child.out, /\[\d+ \d{4}-/, 'no prefix');
