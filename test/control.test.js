@@ -8,7 +8,7 @@ const assert = require('node:assert');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
-const { fixture, tempDir, until, alive, childrenOf, descendants, get, steadyLoad, spawnNode, waitForOutput } = require('./helpers');
+const { fixture, tempDir, until, alive, childrenOf, descendants, get, steadyLoad, spawnNode, spawnProgram, waitForOutput } = require('./helpers');
 
 const bin = path.join(__dirname, '..', 'bin', 'rcluster.js');
 const NOBODY = 65534;
@@ -47,7 +47,8 @@ async function startCli(t, home, name, args = [], script = fixture('cli-worker.j
 
 /** Runs `rcluster ...args` to its end; resolves with its exit code, stdout and stderr apart. */
 async function rcluster(t, home, args, options = {}) {
-  const run = spawnNode(t, [bin, ...args], { env: { ...process.env, RCLUSTER_HOME: home }, ...options });
+  const { node = process.execPath, ...spawnOptions } = options;
+  const run = spawnProgram(t, node, [bin, ...args], { env: { ...process.env, RCLUSTER_HOME: home }, ...spawnOptions });
   let stdout = '';
   let stderr = '';
   run.stdout.on('data', (d) => (stdout += d));
@@ -64,6 +65,29 @@ async function statusJson(t, home, name) {
 }
 
 const appWorkers = (status) => status.workers.filter((w) => w.kind === 'app');
+
+/** Whether a user who is neither owner nor group can reach `file` (each folder searchable, the file `mode`). */
+function reachableByOthers(file, mode) {
+  for (let dir = path.dirname(file); ; dir = path.dirname(dir)) {
+    if ((fs.statSync(dir).mode & 0o001) === 0) return false;
+    if (dir === path.dirname(dir)) break;
+  }
+  return (fs.statSync(file).mode & mode) === mode;
+}
+
+/**
+ * A Node binary another user can run: this one, or a copy in a folder open to all (a Node
+ * installed into a private folder, as `mktemp -d` makes them, is out of their reach).
+ */
+function nodeForOthers(t) {
+  if (reachableByOthers(process.execPath, 0o005)) return process.execPath;
+  const dir = tempDir(t, 'rcluster-node-');
+  fs.chmodSync(dir, 0o755);
+  const copy = path.join(dir, 'node');
+  fs.copyFileSync(process.execPath, copy);
+  fs.chmodSync(copy, 0o755);
+  return copy;
+}
 
 /** The lines a raw client gets on the control socket; `send` writes bytes as they are. */
 function rawClient(file) {
@@ -274,7 +298,8 @@ test('a second start with a name in use exits 1 naming the pid that holds it; th
 test('a client of another user is refused: by the folder (EACCES), then by the peer check', { skip: process.getuid() !== 0 && 'needs root to run a client as nobody' }, async (t) => {
   const home = newHome(t);
   const cli = await startCli(t, home, 'web', ['-i', '1']);
-  const asNobody = { uid: NOBODY, gid: NOBODY, cwd: '/' };
+  assert.ok(reachableByOthers(bin, 0o004), `${bin} must be readable by nobody for this test: open the checkout's folders to others`);
+  const asNobody = { uid: NOBODY, gid: NOBODY, cwd: '/', node: nodeForOthers(t) };
 
   // The folder is 0700: nobody cannot even reach the socket.
   assert.strictEqual(fs.statSync(home).mode & 0o777, 0o700);
