@@ -103,6 +103,16 @@ function onceReady(worker, message) {
   return false;
 }
 
+/**
+ * Whether `message` is an egg-ready for an app worker that does not listen yet. Egg's master sends
+ * egg-ready to every app worker when one starts, including one still loading, whose messenger may
+ * not exist yet; it sends it again once that worker listens, so this early one is left out
+ * rather than lost (and counted as told) in a worker that cannot hear it.
+ */
+function tooEarly(worker, message) {
+  return Boolean(message) && message.action === 'egg-ready' && worker.state !== 'listening';
+}
+
 /** Egg's view of one app worker (what AppProcessWorker gives egg's master), over an rcluster worker. */
 class EggAppWorker {
   constructor(worker, id) {
@@ -126,7 +136,7 @@ class EggAppWorker {
   }
 
   send(message) {
-    if (!this.worker.process.connected || onceReady(this, message)) return;
+    if (!this.worker.process.connected || tooEarly(this, message) || onceReady(this, message)) return;
     try {
       this.worker.send(message);
     } catch {
