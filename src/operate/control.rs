@@ -329,7 +329,7 @@ fn log_entry(line: &LogLine) -> Value {
         "kind": line.kind.as_str(),
         "stream": line.stream.as_str(),
         "time": millis_since_epoch(line.time),
-        "text": line.text,
+        "text": &*line.text,
     })
 }
 

@@ -130,15 +130,13 @@ impl Copier {
 
     async fn deliver(&self, fed: Fed) {
         if let Some(log) = &self.log {
-            for (time, text) in fed.lines {
-                log.push(LogLine {
-                    id: self.id,
-                    kind: self.kind,
-                    stream: self.stream,
-                    time,
-                    text,
-                });
-            }
+            log.push(fed.lines.into_iter().map(|(time, text)| LogLine {
+                id: self.id,
+                kind: self.kind,
+                stream: self.stream,
+                time,
+                text,
+            }));
         }
         if !fed.foreground.is_empty() {
             foreground::write(self.stream, fed.foreground).await;
@@ -160,7 +158,7 @@ fn read(fd: i32, buf: &mut [u8]) -> std::io::Result<usize> {
 #[derive(Debug, Default)]
 pub struct Fed {
     pub foreground: Vec<u8>,
-    pub lines: Vec<(SystemTime, String)>,
+    pub lines: Vec<(SystemTime, Arc<str>)>,
 }
 
 /// Splits a stream into lines, for the log and for the prefix.
@@ -262,7 +260,7 @@ fn write_line(out: &mut Vec<u8>, prefix: &str, line: &[u8]) {
 
 /// A line as the log keeps it: at most `LOG_LINE_MAX` bytes, cut on a character boundary,
 /// without a carriage return at its end.
-fn log_text(bytes: &[u8]) -> String {
+fn log_text(bytes: &[u8]) -> Arc<str> {
     let mut end = bytes.len();
     if end > LOG_LINE_MAX {
         end = LOG_LINE_MAX;
@@ -271,7 +269,7 @@ fn log_text(bytes: &[u8]) -> String {
         }
     }
     let bytes = bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]);
-    String::from_utf8_lossy(bytes).into_owned()
+    Arc::from(String::from_utf8_lossy(bytes).as_ref())
 }
 
 /// `[<id> <time>] `, the time in UTC with milliseconds.
@@ -396,7 +394,7 @@ mod tests {
     }
 
     fn texts(fed: &Fed) -> Vec<&str> {
-        fed.lines.iter().map(|(_, t)| t.as_str()).collect()
+        fed.lines.iter().map(|(_, t)| &**t).collect()
     }
 
     #[test]
@@ -531,7 +529,7 @@ mod tests {
         assert_eq!(lines, ["first", "last words"]);
         let kept = log.recent(10);
         assert_eq!(
-            kept.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(),
+            kept.iter().map(|l| &*l.text).collect::<Vec<_>>(),
             ["first", "last words"]
         );
         assert!(kept

@@ -38,8 +38,8 @@ pub struct LogLine {
     pub kind: WorkerKind,
     pub stream: Stream,
     pub time: SystemTime,
-    /// Without its end of line.
-    pub text: String,
+    /// Without its end of line. Shared: the ring and every follower hold the same text.
+    pub text: Arc<str>,
 }
 
 struct Ring {
@@ -71,19 +71,25 @@ impl OutputLog {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn push(&self, line: LogLine) {
+    /// Keeps `lines` (one lock for a whole read of a child's output) and passes them to followers.
+    pub fn push(&self, lines: impl IntoIterator<Item = LogLine>) {
         let mut ring = self.lock();
-        ring.bytes += line.text.len();
-        ring.lines.push_back(line.clone());
+        // Under the lock, so that `follow` splits the lines exactly between the ring and the
+        // feed. Sending does not wait; with no follower there is nothing to send.
+        let followed = self.feed.receiver_count() > 0;
+        for line in lines {
+            ring.bytes += line.text.len();
+            if followed {
+                let _ = self.feed.send(line.clone());
+            }
+            ring.lines.push_back(line);
+        }
         while ring.lines.len() > KEPT_LINES || ring.bytes > KEPT_BYTES {
             match ring.lines.pop_front() {
                 Some(old) => ring.bytes -= old.text.len(),
                 None => break,
             }
         }
-        // Under the lock, so that `follow` splits the lines exactly between the ring and the
-        // feed. Sending does not wait; no follower is not an error.
-        let _ = self.feed.send(line);
     }
 
     /// The last `n` lines and every line after them, none twice and none missed.
@@ -126,15 +132,15 @@ mod tests {
     fn keeps_the_most_recent_lines_within_its_bounds() {
         let log = OutputLog::default();
         for i in 0..KEPT_LINES + 10 {
-            log.push(line(&format!("line {i}")));
+            log.push([line(&format!("line {i}"))]);
         }
         let recent = log.recent(usize::MAX);
         assert_eq!(recent.len(), KEPT_LINES);
-        assert_eq!(recent[0].text, "line 10");
-        assert_eq!(log.recent(2)[1].text, format!("line {}", KEPT_LINES + 9));
+        assert_eq!(&*recent[0].text, "line 10");
+        assert_eq!(&*log.recent(2)[1].text, format!("line {}", KEPT_LINES + 9));
         let big = "x".repeat(KEPT_BYTES / 2 + 1);
-        log.push(line(&big));
-        log.push(line(&big));
+        log.push([line(&big)]);
+        log.push([line(&big)]);
         assert_eq!(log.recent(usize::MAX).len(), 1);
     }
 
@@ -143,7 +149,7 @@ mod tests {
         let log = OutputLog::default();
         let mut feed = log.subscribe();
         for i in 0..FEED_LINES + 5 {
-            log.push(line(&format!("{i}")));
+            log.push([line(&format!("{i}"))]);
         }
         assert!(matches!(
             feed.try_recv(),
