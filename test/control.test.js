@@ -144,6 +144,20 @@ test('ls lists the running cluster; status --json matches its workers; status pr
   for (const w of workers) assert.ok(rows.some((row) => new RegExp(`^${w.id}\\s+${w.pid}\\s+app\\s+ready\\s+0\\s`).test(row)), table.stdout);
 });
 
+test("the primary's JavaScript busy: status and stop are still answered, by the Rust primary", async (t) => {
+  const home = newHome(t);
+  const primary = spawnNode(t, [fixture('busy-primary.js')], { env: { ...process.env, RCLUSTER_HOME: home, BUSY_MS: '30000' } });
+  await waitForOutput(primary, /busy from now/, 20_000);
+  const status = await statusJson(t, home, 'busy');
+  assert.strictEqual(status.pid, primary.pid);
+  assert.deepStrictEqual(status.workers.map((w) => [w.kind, w.state]), [['app', 'ready']]);
+  const stop = await rcluster(t, home, ['stop', 'busy']);
+  assert.strictEqual(stop.code, 0, stop.output);
+  await until(() => !alive(status.workers[0].pid), 10_000, 'the worker gone');
+  // The answers came while the loop still ran: the busy spell (30 s) has not ended.
+  assert.doesNotMatch(primary.output, /busy no more/);
+});
+
 test('reload under load: every worker replaced, not one request fails', async (t) => {
   const home = newHome(t);
   const cli = await startCli(t, home, 'web', ['-i', '2']);
