@@ -6,6 +6,7 @@
 //! it, with the defaults and the checks that look at the file system or at two options at once.
 
 mod raw;
+mod remote;
 #[cfg(test)]
 mod tests;
 
@@ -128,6 +129,31 @@ pub struct ClusterOptions {
     /// Sent to each app worker the primary sends away, right after its disconnect.
     pub stop_signal: Option<nix::sys::signal::Signal>,
     pub operations: Operations,
+    /// The namespace this cluster joins with clusters on other hosts; None without `redis`.
+    pub remote: Option<RemoteOptions>,
+}
+
+/// `redis`, `namespace` and `hostId`: where clusters on several hosts meet, under which name, and
+/// who this host is among them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteOptions {
+    /// As given: `redis://...`, `unix://...` or `redis+unix://...` (src/primary/options/remote.rs).
+    pub url: String,
+    /// Default: the cluster's `name`.
+    pub namespace: String,
+    /// Default: `<hostname>-<pid>-<4 hex digits>`.
+    pub host_id: String,
+}
+
+// By hand: the URL may hold a password, and options are printed when debugging.
+impl std::fmt::Debug for RemoteOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteOptions")
+            .field("url", &remote::hide_password(&self.url))
+            .field("namespace", &self.namespace)
+            .field("host_id", &self.host_id)
+            .finish()
+    }
 }
 
 /// How operators reach the running cluster (src/operate/).
@@ -258,6 +284,10 @@ pub fn parse_cluster_options(
         )));
     }
     let agent = raw.agent.as_ref().map(|a| agent_options(&a.0, &child));
+    let name = raw
+        .name
+        .map_or_else(|| default_cluster_name(&child.exec), |n| n.0);
+    let remote = remote_options(raw.redis, raw.namespace, raw.host_id, &name)?;
     Ok(ClusterOptions {
         workers: raw.workers.map_or_else(raw::cpus, |w| w.0),
         schedule: raw.schedule.unwrap_or(Schedule::Shared),
@@ -286,15 +316,42 @@ pub fn parse_cluster_options(
         systemd_fds,
         stop_signal: raw.stop_signal.as_ref().map(|s| s.0),
         operations: Operations {
-            name: raw
-                .name
-                .map_or_else(|| default_cluster_name(&child.exec), |n| n.0),
+            name,
             control: raw.control.unwrap_or(true),
             metrics: raw.metrics.map(|m| metrics_address(&m.0)).transpose()?,
             log_prefix: raw.log_prefix.unwrap_or(false),
         },
+        remote,
         child,
     })
+}
+
+/// The remote options, or None without `redis`; `namespace` and `hostId` mean nothing without
+/// it, so either alone is a mistake (a forgotten `redis`), not something to ignore.
+fn remote_options(
+    redis: Option<raw::RedisUrl>,
+    namespace: Option<raw::Namespace>,
+    host_id: Option<raw::HostId>,
+    name: &str,
+) -> RcResult<Option<RemoteOptions>> {
+    let Some(url) = redis else {
+        let given = [
+            ("namespace", namespace.is_some()),
+            ("hostId", host_id.is_some()),
+        ];
+        return match given.into_iter().find(|(_, given)| *given) {
+            Some((option, _)) => Err(invalid(format!(
+                "option `{option}` needs `redis`: it names this cluster among clusters that meet through a Redis server"
+            ))),
+            None => Ok(None),
+        };
+    };
+    Ok(Some(RemoteOptions {
+        url: url.0,
+        // A cluster name always makes a valid namespace (its rule is the stricter one).
+        namespace: namespace.map_or_else(|| name.to_string(), |n| n.0),
+        host_id: host_id.map_or_else(remote::default_host_id, |h| h.0),
+    }))
 }
 
 /// A child's settings: the compat primary's `cluster.settings` for `fork()`. `check_exec` makes a

@@ -64,6 +64,12 @@ pub struct RawOptions {
     pub metrics: Option<Text>,
     /// Prefix every line a worker prints with its id and a timestamp.
     pub log_prefix: Option<bool>,
+    /// The Redis server through which clusters on several hosts form one namespace.
+    pub redis: Option<RedisUrl>,
+    /// The cluster that spans hosts; only with `redis`.
+    pub namespace: Option<Namespace>,
+    /// This host's id within the namespace; only with `redis`.
+    pub host_id: Option<HostId>,
 }
 
 /// `agent` as an object: what the agent runs differently from the app workers.
@@ -269,6 +275,56 @@ impl<'de> Deserialize<'de> for ClusterName {
         check(d, expected, |v| {
             let name = v.as_str()?;
             super::is_cluster_name(name).then(|| ClusterName(name.into()))
+        })
+    }
+}
+
+/// `redis`: a URL of a form `super::remote::check_redis_url` takes. A refused one is shown with
+/// its password hidden: the message may end up in a log.
+pub struct RedisUrl(pub String);
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use super::remote::{check_redis_url, hide_password, REDIS_FORMS};
+        let value = Value::deserialize(d)?;
+        let Some(url) = value.as_str() else {
+            let got = describe(&value);
+            return Err(de::Error::custom(format!(
+                "must be {REDIS_FORMS}, got {got}"
+            )));
+        };
+        check_redis_url(url)
+            .map(|()| RedisUrl(url.into()))
+            .map_err(|why| {
+                let got = describe(&Value::from(hide_password(url)));
+                de::Error::custom(format!("must be {REDIS_FORMS}, got {got} ({why})"))
+            })
+    }
+}
+
+/// `namespace`: a Redis key component shared by every host, so none of the characters Redis
+/// Cluster (`{`, `}`) or a key layout (`:`, `/`) gives a meaning to.
+pub struct Namespace(pub String);
+
+impl<'de> Deserialize<'de> for Namespace {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let expected = "a name of 1 to 64 letters, digits, '.', '_' or '-', not starting with '.'";
+        check(d, expected, |v| {
+            let name = v.as_str()?;
+            super::remote::is_namespace(name).then(|| Namespace(name.into()))
+        })
+    }
+}
+
+/// `hostId`: this host's part of the keys it writes in the namespace.
+pub struct HostId(pub String);
+
+impl<'de> Deserialize<'de> for HostId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let expected = "an id of 1 to 128 letters, digits, '.', '_' or '-'";
+        check(d, expected, |v| {
+            let id = v.as_str()?;
+            super::remote::is_host_id(id).then(|| HostId(id.into()))
         })
     }
 }

@@ -713,3 +713,202 @@ fn systemd_variables_stay_with_the_primary() {
     );
     assert!(o.systemd_fds.is_empty(), "LISTEN_FDS=0");
 }
+
+#[test]
+fn redis_urls_of_the_taken_forms() {
+    use super::remote::check_redis_url;
+    for url in [
+        "redis://localhost",
+        "redis://127.0.0.1:6379",
+        "redis://redis.internal:6380/2",
+        "redis://user:s3cret@redis.internal:6379/0",
+        "redis://:s3cret@h",
+        "redis://h/",
+        "redis://[::1]:6379/1",
+        "redis://[::1]",
+        "REDIS://h",
+        "unix:///run/redis/redis.sock",
+        "redis+unix:///run/redis.sock",
+    ] {
+        assert_eq!(check_redis_url(url), Ok(()), "{url}");
+    }
+    for url in [
+        "",
+        "localhost:6379",
+        "rediss://h:6379",
+        "http://h:6379",
+        "redis://",
+        "redis://:6379",
+        "redis://user:pass@",
+        "redis://h:0",
+        "redis://h:65536",
+        "redis://h:",
+        "redis://h:+80",
+        "redis://h:port",
+        "redis://h/db",
+        "redis://h/1/2",
+        "redis://h/-1",
+        "redis://h?db=1",
+        "redis://h#x",
+        "redis://a b",
+        "redis://h\n",
+        "redis://::1:6379",
+        "redis://[::1",
+        "redis://[nope]:1",
+        "redis://[::1]6379",
+        "redis://h%41",
+        "unix://host/run/redis.sock",
+        "unix://",
+        "unix:///",
+        "unix:///run/",
+        "unix:///run/redis.sock?db=1",
+    ] {
+        assert!(check_redis_url(url).is_err(), "{url:?}");
+    }
+}
+
+#[test]
+fn a_password_is_hidden_from_messages() {
+    use super::remote::hide_password;
+    assert_eq!(
+        hide_password("redis://user:s3cret@h:1/2"),
+        "redis://user:***@h:1/2"
+    );
+    assert_eq!(hide_password("redis://s3cret@h"), "redis://:***@h");
+    assert_eq!(hide_password("redis://a:b@c@h"), "redis://a:***@h");
+    assert_eq!(hide_password("redis://h:1"), "redis://h:1");
+    assert_eq!(hide_password("nothing"), "nothing");
+    let (_d, exec) = script();
+    let message = refused(
+        &exec,
+        json!({ "redis": "rediss://user:s3cret@h:6379" }),
+        "redis",
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+    let o = parse(json!({ "exec": exec, "redis": "redis://u:s3cret@h" })).unwrap();
+    assert!(!format!("{o:?}").contains("s3cret"));
+}
+
+#[test]
+fn no_remote_without_redis() {
+    let (_d, exec) = script();
+    assert_eq!(parse(json!({ "exec": exec })).unwrap().remote, None);
+    let o = parse(json!({ "exec": exec, "redis": null, "namespace": null, "hostId": null }));
+    assert_eq!(o.unwrap().remote, None);
+}
+
+#[test]
+fn remote_defaults_the_namespace_to_the_name_and_the_host_id_to_host_pid_random() {
+    let (_d, exec) = script();
+    let o = parse(json!({ "exec": exec, "redis": "redis://127.0.0.1:6379/0" })).unwrap();
+    let remote = o.remote.unwrap();
+    assert_eq!(remote.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(remote.namespace, o.operations.name);
+    assert_eq!(remote.namespace, "app");
+    let named = parse(json!({ "exec": exec, "redis": "unix:///run/r.sock", "name": "shop" }));
+    let named = named.unwrap();
+    assert_eq!(named.remote.unwrap().namespace, named.operations.name);
+
+    // `<hostname>-<pid>-<4 hex digits>`, a valid host id whatever the hostname holds.
+    let id = remote.host_id;
+    assert!(super::remote::is_host_id(&id), "{id}");
+    let (rest, random) = id.rsplit_once('-').unwrap();
+    assert!(
+        random.len() == 4 && random.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{id}"
+    );
+    let (host, pid) = rest.rsplit_once('-').unwrap();
+    assert_eq!(pid, std::process::id().to_string());
+    assert!(!host.is_empty(), "{id}");
+}
+
+#[test]
+fn remote_values_are_read() {
+    let (_d, exec) = script();
+    let o = parse(json!({
+        "exec": exec, "name": "api", "redis": "redis+unix:///run/redis.sock",
+        "namespace": "shop_prod-1.eu", "hostId": ".web-01_A",
+    }))
+    .unwrap();
+    assert_eq!(
+        o.remote,
+        Some(RemoteOptions {
+            url: "redis+unix:///run/redis.sock".into(),
+            namespace: "shop_prod-1.eu".into(),
+            host_id: ".web-01_A".into(),
+        })
+    );
+    let long = parse(json!({
+        "exec": exec, "redis": "redis://h", "namespace": "n".repeat(64), "hostId": "h".repeat(128),
+    }));
+    let remote = long.unwrap().remote.unwrap();
+    assert_eq!((remote.namespace.len(), remote.host_id.len()), (64, 128));
+}
+
+#[test]
+fn bad_remote_values_name_the_option() {
+    let (_d, exec) = script();
+    for bad in [
+        json!(""),
+        json!("rediss://h"),
+        json!("http://h:6379"),
+        json!("redis://h:70000"),
+        json!("redis://h/zero"),
+        json!(6379),
+        json!({ "host": "h" }),
+    ] {
+        let message = refused(&exec, json!({ "redis": bad }), "redis");
+        assert!(
+            message.contains("'redis://[user:pass@]host[:port][/db]' or 'unix:///path'"),
+            "{message}"
+        );
+    }
+    for bad in [
+        json!(""),
+        json!(".hidden"),
+        json!("a{b}"),
+        json!("a:b"),
+        json!("a/b"),
+        json!("a b"),
+        json!("é"),
+        json!("n".repeat(65)),
+        json!(7),
+    ] {
+        refused(
+            &exec,
+            json!({ "redis": "redis://h", "namespace": bad }),
+            "namespace",
+        );
+    }
+    for bad in [
+        json!(""),
+        json!("a:b"),
+        json!("a/b"),
+        json!("{a}"),
+        json!("a b"),
+        json!("h".repeat(129)),
+        json!(false),
+    ] {
+        refused(
+            &exec,
+            json!({ "redis": "redis://h", "hostId": bad }),
+            "hostId",
+        );
+    }
+}
+
+#[test]
+fn namespace_and_host_id_need_redis() {
+    let (_d, exec) = script();
+    for (options, name) in [
+        (json!({ "namespace": "shop" }), "namespace"),
+        (json!({ "hostId": "web-1" }), "hostId"),
+        (
+            json!({ "namespace": "shop", "hostId": "web-1" }),
+            "namespace",
+        ),
+    ] {
+        let message = refused(&exec, options, name);
+        assert!(message.contains("needs `redis`"), "{message}");
+    }
+}
