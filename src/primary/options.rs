@@ -341,7 +341,7 @@ fn remote_options(
         ];
         return match given.into_iter().find(|(_, given)| *given) {
             Some((option, _)) => Err(invalid(format!(
-                "option `{option}` needs `redis`: it names this cluster among clusters that meet through a Redis server"
+                "option `{option}` needs `redis`: it only means something to clusters that meet through a Redis server"
             ))),
             None => Ok(None),
         };
