@@ -72,6 +72,16 @@ export interface ClusterOptions {
   metrics?: string;
   /** Prefix every line a child prints with its worker id and a UTC timestamp. Default false. */
   logPrefix?: boolean;
+  /** The Redis server through which clusters on several hosts form one cluster:
+   *  `'redis://[user:pass@]host[:port][/db]'` or `'unix:///path'` (also `'redis+unix:///path'`).
+   *  `rediss://` (TLS) is refused. Default: none (the cluster is this host's alone). */
+  redis?: string;
+  /** The cluster that spans hosts, the same on each of them. Needs `redis`. 1 to 64 of
+   *  `A-Z a-z 0-9 . _ -`, not starting with `.`. Default: the cluster's `name`. */
+  namespace?: string;
+  /** This host's id within `namespace`, unique among its hosts. Needs `redis`. 1 to 128 of
+   *  `A-Z a-z 0-9 . _ -`. Default: `<hostname>-<pid>-<4 random hex digits>`. */
+  hostId?: string;
   /** Slots a rolling reload replaces at once. Default 1. */
   reloadParallel?: number;
   /** Whether a reload replaces the agent too (first). Default false. */

@@ -119,7 +119,7 @@ test('every start() option is a known key', async (t) => {
     schedule: 'shared', killTimeout: 1, readiness: 'online', readyTimeout: 1, maxRestarts: 1, restartWindow: 1, restartDelay: 1,
     maxRestartDelay: 1, maxMessageSize: 1, agent: 'a.js', reloadParallel: 1, reloadAgent: true, childRuntime: true,
     heartbeatInterval: 1, heartbeatTimeout: 1, maxMemory: '1G', listenFds: [3], stopSignal: 'SIGTERM', name: 'x', control: false,
-    metrics: '127.0.0.1:9209', logPrefix: true,
+    metrics: '127.0.0.1:9209', logPrefix: true, redis: 'redis://127.0.0.1:6379/0', namespace: 'shop', hostId: 'web-1',
   };
   const dir = folder(t, { 'all.json': JSON.stringify({ script: 'a.js', ...options }) });
   const [app] = await apps(path.join(dir, 'all.json'));
@@ -181,12 +181,14 @@ test('start\'s flags map to start() options', () => {
     'start', 'app.js', '--readiness', 'message', '--ready-timeout', '5000', '--heartbeat-interval', '500', '--heartbeat-timeout', '0',
     '--restart-delay', '10', '--max-restart-delay', '2000', '--reload-parallel', '2', '--max-message-size', '1048576',
     '--exec-arg=--max-old-space-size=64', '--exec-arg=--no-warnings', '--cwd', 'srv', '--metrics', '127.0.0.1:9209',
-    '--no-control', '--log-prefix', '--name', 'web', '-i', '3',
+    '--no-control', '--log-prefix', '--name', 'web', '-i', '3', '--redis', 'redis://:pw@10.0.0.5:6380/2', '--namespace', 'shop',
+    '--host-id', 'web-1',
   ]);
   assert.deepStrictEqual(overrides, {
     readiness: 'message', readyTimeout: 5000, heartbeatInterval: 500, heartbeatTimeout: 0, restartDelay: 10, maxRestartDelay: 2000,
     reloadParallel: 2, maxMessageSize: 1048576, execArgv: ['--max-old-space-size=64', '--no-warnings'], cwd: path.resolve('srv'),
-    metrics: '127.0.0.1:9209', control: false, logPrefix: true, name: 'web', workers: 3,
+    metrics: '127.0.0.1:9209', control: false, logPrefix: true, name: 'web', workers: 3, redis: 'redis://:pw@10.0.0.5:6380/2',
+    namespace: 'shop', hostId: 'web-1',
   });
   const { pidFile } = parseCommandLine(['start', 'app.js', '--pid-file', 'run/app.pid']);
   assert.strictEqual(pidFile, path.resolve('run/app.pid'));
@@ -282,6 +284,26 @@ test('usage errors from the command line: exit 2, the message first, before conn
     assert.strictEqual(code, 2, run.output);
     assert.match(run.output, first);
     assert.match(run.output, usage);
+  }
+});
+
+test('--redis, --namespace and --host-id reach start(): with a config file\'s redis, and refused naming the option (exit 1)', async (t) => {
+  const dir = folder(t, { 'app.config.json': JSON.stringify({ script: fixture('http-worker.js'), redis: 'unix:///run/redis.sock' }) });
+  const [app] = await appsToStart(parseCommandLine(['start', path.join(dir, 'app.config.json'), '--namespace', 'shop', '--host-id', 'web-1']));
+  assert.deepStrictEqual([app.redis, app.namespace, app.hostId], ['unix:///run/redis.sock', 'shop', 'web-1']);
+  const script = fixture('http-worker.js');
+  const cases = [
+    [['--redis', 'rediss://h:6379'], /`redis` must be 'redis:\/\/\[user:pass@\]host\[:port\]\[\/db\]' or 'unix:\/\/\/path'.*ERR_RCLUSTER_INVALID_OPTION/],
+    [['--redis', 'redis://h', '--namespace', 'a:b'], /`namespace` must be .*ERR_RCLUSTER_INVALID_OPTION/],
+    [['--redis', 'redis://h', '--host-id', 'a b'], /`hostId` must be .*ERR_RCLUSTER_INVALID_OPTION/],
+    [['--namespace', 'shop'], /`namespace` needs `redis`.*ERR_RCLUSTER_INVALID_OPTION/],
+    [['--host-id', 'web-1'], /`hostId` needs `redis`.*ERR_RCLUSTER_INVALID_OPTION/],
+  ];
+  for (const [flags, message] of cases) {
+    const run = cli(t, ['start', script, '-i', '1', '--no-control', ...flags]);
+    const { code } = await run.exited;
+    assert.strictEqual(code, 1, `${flags.join(' ')}: ${run.output}`);
+    assert.match(run.output, message);
   }
 });
 

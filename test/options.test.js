@@ -49,6 +49,24 @@ const cases = [
   ['a restartWindow past any Duration', { exec: worker, restartWindow: 1e300 }, 'ERR_RCLUSTER_INVALID_OPTION', /`restartWindow`/],
   ['a maxRestarts past u32', { exec: worker, maxRestarts: 2 ** 32 }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxRestarts`/],
   ['a maxMemory past 2^53 bytes', { exec: worker, maxMemory: '1e30G' }, 'ERR_RCLUSTER_INVALID_OPTION', /`maxMemory`/],
+  // The cluster that spans hosts: a Redis URL of a taken form, names that fit in Redis keys.
+  ['a TLS redis URL', { exec: worker, redis: 'rediss://h:6379' }, 'ERR_RCLUSTER_INVALID_OPTION', /`redis` must be 'redis:\/\/\[user:pass@\]host\[:port\]\[\/db\]' or 'unix:\/\/\/path'/],
+  ['an http URL as redis', { exec: worker, redis: 'http://h:6379' }, 'ERR_RCLUSTER_INVALID_OPTION', /`redis` must be .*scheme/],
+  ['an empty redis', { exec: worker, redis: '' }, 'ERR_RCLUSTER_INVALID_OPTION', /`redis` must be .*empty/],
+  ['a redis port out of range', { exec: worker, redis: 'redis://h:65536' }, 'ERR_RCLUSTER_INVALID_OPTION', /`redis` must be .*port/],
+  ['a non-numeric redis db', { exec: worker, redis: 'redis://h:6379/main' }, 'ERR_RCLUSTER_INVALID_OPTION', /`redis` must be .*database/],
+  ['a number as redis', { exec: worker, redis: 6379 }, 'ERR_RCLUSTER_INVALID_OPTION', /`redis` must be/],
+  ['a namespace with braces', { exec: worker, redis: 'redis://h', namespace: 'a{b}' }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace` must be a name of 1 to 64/],
+  ['a namespace with a colon', { exec: worker, redis: 'redis://h', namespace: 'a:b' }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace`/],
+  ['a namespace with a slash', { exec: worker, redis: 'redis://h', namespace: 'a/b' }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace`/],
+  ['a namespace with a space', { exec: worker, redis: 'redis://h', namespace: 'a b' }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace`/],
+  ['a namespace starting with a dot', { exec: worker, redis: 'redis://h', namespace: '.shop' }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace`/],
+  ['a namespace of 65 characters', { exec: worker, redis: 'redis://h', namespace: 'n'.repeat(65) }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace`/],
+  ['an empty hostId', { exec: worker, redis: 'redis://h', hostId: '' }, 'ERR_RCLUSTER_INVALID_OPTION', /`hostId` must be an id of 1 to 128/],
+  ['a hostId with a colon', { exec: worker, redis: 'redis://h', hostId: 'web:1' }, 'ERR_RCLUSTER_INVALID_OPTION', /`hostId`/],
+  ['a hostId of 129 characters', { exec: worker, redis: 'redis://h', hostId: 'h'.repeat(129) }, 'ERR_RCLUSTER_INVALID_OPTION', /`hostId`/],
+  ['a namespace without redis', { exec: worker, namespace: 'shop' }, 'ERR_RCLUSTER_INVALID_OPTION', /`namespace` needs `redis`/],
+  ['a hostId without redis', { exec: worker, hostId: 'web-1' }, 'ERR_RCLUSTER_INVALID_OPTION', /`hostId` needs `redis`/],
 ];
 
 for (const [name, options, code, message] of cases) {
@@ -63,6 +81,25 @@ for (const [name, options, code, message] of cases) {
     assert.strictEqual(childrenOf(process.pid).length, before);
   });
 }
+
+test('a refused redis URL is shown without its password', () => {
+  assert.throws(() => rcluster.start({ exec: worker, redis: 'rediss://user:s3cret@h:6379' }), (error) => {
+    assert.strictEqual(error.code, 'ERR_RCLUSTER_INVALID_OPTION');
+    assert.match(error.message, /`redis`.*rediss:\/\/user:\*\*\*@h:6379/);
+    assert.doesNotMatch(error.message, /s3cret/);
+    return true;
+  });
+});
+
+test('redis, namespace and hostId of the taken forms are accepted; nothing connects at start', async (t) => {
+  // Port 1: nothing listens there, and start() must not care.
+  const cluster = startCluster(t, {
+    exec: worker, workers: 1, control: false, redis: 'redis://user:pass@127.0.0.1:1/3', namespace: 'shop_prod-1.eu', hostId: 'web-01.eu',
+  });
+  await cluster.ready;
+  const unix = startCluster(t, { exec: worker, workers: 1, control: false, redis: 'unix:///run/redis/redis.sock' });
+  await unix.ready;
+});
 
 test('an unreadable script is reported as such', { skip: process.getuid() === 0 && 'root reads every file' }, () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));

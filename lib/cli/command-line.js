@@ -43,6 +43,9 @@ const START_OPTIONS = {
   'reload-parallel': { type: 'string' },
   'max-message-size': { type: 'string' },
   metrics: { type: 'string' },
+  redis: { type: 'string' },
+  namespace: { type: 'string' },
+  'host-id': { type: 'string' },
   'log-prefix': { type: 'boolean' },
   'no-control': { type: 'boolean' },
   'pid-file': { type: 'string' },
@@ -173,6 +176,11 @@ function startOverrides(values) {
     options.maxMessageSize = parseWhole('--max-message-size', values['max-message-size'], 1, MAX_MESSAGE_SIZE, 'bytes');
   }
   if (values.metrics !== undefined) options.metrics = parseMetrics(values.metrics);
+  // Left to start(), which names the option: whether --namespace has a `redis` to go with it
+  // may depend on the config file, and the URL's rule is the primary's.
+  if (values.redis !== undefined) options.redis = values.redis;
+  if (values.namespace !== undefined) options.namespace = values.namespace;
+  if (values['host-id'] !== undefined) options.hostId = values['host-id'];
   if (values['log-prefix']) options.logPrefix = true;
   if (values['no-control']) options.control = false;
   return options;

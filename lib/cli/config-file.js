@@ -26,7 +26,7 @@ const START_KEYS = new Set([
   'workers', 'schedule', 'killTimeout', 'readiness', 'readyTimeout', 'maxRestarts', 'restartWindow',
   'restartDelay', 'maxRestartDelay', 'maxMessageSize', 'agent', 'reloadParallel', 'reloadAgent',
   'childRuntime', 'heartbeatInterval', 'heartbeatTimeout', 'maxMemory', 'listenFds', 'stopSignal',
-  'name', 'control', 'metrics', 'logPrefix',
+  'name', 'control', 'metrics', 'logPrefix', 'redis', 'namespace', 'hostId',
 ]);
 
 /** PM2 ecosystem keys a config copied from PM2 may hold, and what rcluster calls them. */

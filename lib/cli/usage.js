@@ -55,6 +55,11 @@ Options:
       --reload-parallel N   worker slots a reload replaces at once (default 1)
       --max-message-size BYTES  the largest messenger payload
       --metrics HOST:PORT   serve Prometheus metrics at http://HOST:PORT/metrics
+      --redis URL           the Redis server through which clusters on several hosts form
+                            one: redis://[user:pass@]host[:port][/db] or unix:///path
+      --namespace NAME      the cluster that spans hosts (needs --redis; default: its name)
+      --host-id ID          this host's id in the namespace (needs --redis; default:
+                            <hostname>-<pid>-<4 hex digits>)
       --log-prefix          prefix every line a worker prints with its id
       --no-control          serve no control socket (the other commands cannot reach it)
       --pid-file FILE       write this process's pid to FILE once started; removed at exit

@@ -50,6 +50,9 @@ export async function main(): Promise<void> {
     control: true,
     metrics: '127.0.0.1:9464',
     logPrefix: true,
+    redis: 'redis://127.0.0.1:6379/0',
+    namespace: 'shop',
+    hostId: 'web-1',
   });
   cluster.on('stopping', ({ trigger }) => console.log(trigger.toUpperCase()));
   cluster.on('fork', (worker) => console.log(worker.id, worker.pid, worker.kind, worker.slot));
