@@ -466,6 +466,7 @@ async fn send_queued(
     mut stop: oneshot::Receiver<()>,
 ) -> (mpsc::UnboundedReceiver<Outgoing>, bool) {
     let transport = &shared.transport;
+    let mut next_seq = 1;
     loop {
         let next = tokio::select! {
             biased;
@@ -478,15 +479,24 @@ async fn send_queued(
         let mut connection = lock(&commands).clone();
         match message {
             Outgoing::Broadcast(bytes) => {
-                // A sequence number is used only once written, so a failed write leaves no gap
-                // that the others would report lost on top of this `Failed`.
-                let seq = written.load(Ordering::Acquire) + 1;
+                let seq = next_seq;
                 match transport.broadcast(&mut connection, &me, seq, &bytes).await {
                     Ok(()) => {
                         written.store(seq, Ordering::Release);
+                        next_seq = seq + 1;
                         shared.release(bytes.len());
                     }
-                    Err(reason) => fail(&shared, Outgoing::Broadcast(bytes), &reason),
+                    Err(failure) if failure.maybe_written => {
+                        // Its answer was lost, not necessarily the entry: its number is not used
+                        // again, or a receiver that got it would skip the next one as stale.
+                        // Receivers get it, or report it lost if a later one arrives.
+                        next_seq = seq + 1;
+                        let reason = format!("{} (it may have been written)", failure.reason);
+                        fail(&shared, Outgoing::Broadcast(bytes), &reason);
+                    }
+                    // Refused by Redis, so not written: its number goes to the next one, and the
+                    // receivers see no gap to report on top of this `Failed`.
+                    Err(failure) => fail(&shared, Outgoing::Broadcast(bytes), &failure.reason),
                 }
             }
             Outgoing::Direct { host, bytes } => {

@@ -294,10 +294,13 @@ async fn a_redis_restart_is_survived_and_its_losses_are_counted() {
     }
     let lost = b.lost_from("a");
     eprintln!("restart: accepted {accepted}, failed {failed}, lost {lost}");
-    assert_eq!(
-        accounted(&b),
-        sent,
-        "accepted {accepted}, failed {failed}, lost {lost}"
+    // The one write in flight when the server died may have reached b although its answer
+    // never reached a (which reported it failed, "it may have been written"); nothing else may
+    // differ.
+    let accounted = accounted(&b);
+    assert!(
+        (sent..=sent + 1).contains(&accounted),
+        "accepted {accepted}, failed {failed}, lost {lost}, received and lost {accounted}"
     );
 
     // And the namespace works again.
@@ -462,4 +465,32 @@ async fn without_redis_calls_fail_fast_and_unavailable_is_reported() {
         .err()
         .unwrap();
     assert!(refused.contains("TLS"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_restart_that_lost_the_data_makes_the_hosts_rejoin() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let url = server.url();
+    let mut a = Host::start(config(&url, "t5", "a"));
+    let mut b = Host::start(config(&url, "t5", "b"));
+    let a_first = a.joined().await;
+    b.joined().await;
+    b.sees(&["a"]).await;
+    // Back before the host timeout, but empty: the generation tells the hosts.
+    server.restart();
+    for host in [&mut a, &mut b] {
+        host.until("Unavailable", HOST_TIMEOUT + SLACK * 2, |event| {
+            matches!(event, RemoteEvent::Unavailable { .. }).then_some(())
+        })
+        .await;
+    }
+    let a_again = a.joined().await;
+    b.joined().await;
+    assert_ne!(a_again, a_first);
+    b.sees(&["a"]).await;
+    assert_eq!(b.remote.hosts(), [a_again]);
+    a.remote.leave().await;
+    b.remote.leave().await;
 }

@@ -57,6 +57,12 @@ pub(crate) struct BroadcastEntry {
     pub bytes: Vec<u8>,
 }
 
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub reason: String,
+    pub maybe_written: bool,
+}
+
 /// A notice of the control channel.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ControlNotice {
@@ -259,13 +265,15 @@ impl RedisTransport {
             .await
     }
 
+    /// Writes one broadcast entry. A failure tells whether the entry may have been written all
+    /// the same (the answer, not the command, was lost).
     pub async fn broadcast(
         &self,
         connection: &mut Connection,
         me: &HostInfo,
         seq: u64,
         bytes: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), WriteFailure> {
         let mut invocation = self.broadcast.prepare_invoke();
         invocation
             .key(&self.keys.broadcast)
@@ -275,10 +283,21 @@ impl RedisTransport {
             .arg(seq)
             .arg(bytes)
             .arg(STREAM_MAX_LEN);
-        let _: i64 = self
-            .bounded(self.op_timeout, invocation.invoke_async(connection))
-            .await?;
-        Ok(())
+        match tokio::time::timeout(self.op_timeout, invocation.invoke_async::<i64>(connection))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(WriteFailure {
+                maybe_written: error.is_timeout()
+                    || error.is_connection_dropped()
+                    || (error.is_io_error() && !error.is_connection_refusal()),
+                reason: describe(error),
+            }),
+            Err(_) => Err(WriteFailure {
+                reason: format!("redis did not answer within {:?}", self.op_timeout),
+                maybe_written: true,
+            }),
+        }
     }
 
     /// Publishes an enveloped message to a host's inbox; returns how many subscribers got it.
