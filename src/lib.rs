@@ -4,7 +4,8 @@
 //! beside it, so that there are no import circles. From the bottom up: `errors` (the error codes
 //! users see) and `os` (operating-system primitives: descriptor passing, sealed memory files,
 //! pidfd processes, the spawner, listening sockets) import nothing of the crate; `wire` (the wire
-//! formats, pure: bytes in, values out) imports nothing of the crate either; `channel` (the tasks
+//! formats, pure: bytes in, values out) imports nothing of the crate either, nor does `remote`
+//! (the link to the other hosts of a namespace, through Redis); `channel` (the tasks
 //! serving one child's channels) imports `os` and `wire`; `primary` (the supervisor and its
 //! parts) imports `errors`, `os`, `wire` and `channel`; `operate` (the operator's side: the
 //! control socket) imports `primary` and what it imports; `js_error` (how an error reaches
@@ -21,4 +22,5 @@ mod js_error;
 pub mod operate;
 pub mod os;
 pub mod primary;
+pub mod remote;
 pub mod wire;

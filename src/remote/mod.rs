@@ -1,0 +1,195 @@
+//! The remote transport: connects this primary ("host") to the other hosts of its namespace
+//! through Redis. Membership with heartbeats and timeouts, a broadcast stream whose losses are
+//! counted per sender, and one inbox per host. See docs/remote-transport.md for the keys,
+//! channels and formats.
+//!
+//! Its files: `types` (what the caller sees), `config` (settings and their checks), `keys`,
+//! `envelope`, `membership` and `sequences` (pure logic), `scripts` and `redis_transport`
+//! (everything Redis-specific), `host` (the tasks), `ids`; this file is the caller's handle.
+
+mod config;
+mod envelope;
+mod host;
+mod ids;
+mod keys;
+mod membership;
+mod redis_transport;
+mod scripts;
+mod sequences;
+mod types;
+
+#[cfg(test)]
+mod redis_tests;
+#[cfg(test)]
+mod test_server;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use config::RemoteConfig;
+pub use types::{HostInfo, LeaveReason, RemoteError, RemoteEvent};
+
+use host::{Outgoing, Shared};
+use redis_transport::RedisTransport;
+
+/// A handle on the transport of this host; clones share it. Dropping the last clone stops the
+/// tasks without a leave (the others see this host time out).
+#[derive(Clone)]
+pub struct Remote {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self
+            .task
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Remote {
+    /// Validates the configuration (the URL included), then spawns the tasks on the current
+    /// tokio runtime; events go to `events`. The first event is `Joined` once Redis answered (or
+    /// `Unavailable` if it does not within the host timeout).
+    pub fn start(
+        config: RemoteConfig,
+        events: mpsc::UnboundedSender<RemoteEvent>,
+    ) -> Result<Remote, String> {
+        let connection_info = config.check()?;
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "remote: start must be called inside a tokio runtime".to_string())?;
+        let op_timeout = host::op_timeout(&config);
+        let transport = RedisTransport::new(
+            connection_info,
+            &config.namespace,
+            op_timeout,
+            config.heartbeat.max(Duration::from_millis(100)),
+        )?;
+        let shared = Arc::new(Shared::new(config, transport, events));
+        let (outgoing, queue) = mpsc::unbounded_channel();
+        let task = runtime.spawn(host::run(shared.clone(), queue));
+        Ok(Remote {
+            inner: Arc::new(Inner {
+                shared,
+                outgoing,
+                task: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    fn check_size(&self, bytes: &[u8]) -> Result<(), RemoteError> {
+        let limit = self.inner.shared.config.max_message;
+        if bytes.len() > limit {
+            return Err(RemoteError::TooLarge { limit });
+        }
+        Ok(())
+    }
+
+    fn enqueue(&self, size: usize, message: Outgoing) -> Result<(), RemoteError> {
+        let shared = &self.inner.shared;
+        let queued = shared.queued_bytes.fetch_add(size, Ordering::AcqRel);
+        if queued + size > shared.config.max_queued {
+            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Err(RemoteError::QueueFull);
+        }
+        if self.inner.outgoing.send(message).is_err() {
+            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            return Err(RemoteError::Unavailable("stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Queues a broadcast to every other host. Once queued it is written in order, or comes back
+    /// as `Failed`.
+    pub fn broadcast(&self, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        self.check_size(&bytes)?;
+        if let Some(reason) = &self.inner.shared.state().unavailable {
+            return Err(RemoteError::Unavailable(reason.clone()));
+        }
+        self.enqueue(bytes.len(), Outgoing::Broadcast(bytes))
+    }
+
+    /// Queues a message for one host's inbox; if nobody listens there it comes back as
+    /// `NotDelivered`.
+    pub fn send(&self, host: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        self.check_size(&bytes)?;
+        {
+            let state = self.inner.shared.state();
+            if let Some(reason) = &state.unavailable {
+                return Err(RemoteError::Unavailable(reason.clone()));
+            }
+            if !state.membership.has_host(host) {
+                return Err(RemoteError::UnknownHost(host.to_owned()));
+            }
+        }
+        let size = bytes.len();
+        self.enqueue(
+            size,
+            Outgoing::Direct {
+                host: host.to_owned(),
+                bytes,
+            },
+        )
+    }
+
+    /// The other members now, as this host last saw them.
+    pub fn hosts(&self) -> Vec<HostInfo> {
+        self.inner.shared.state().membership.members()
+    }
+
+    /// This host; its incarnation is 0 until it first joined.
+    pub fn me(&self) -> HostInfo {
+        self.inner.shared.state().me.clone()
+    }
+
+    /// Leaves gracefully: sends what is queued (waiting at most the host timeout), removes this
+    /// host from the members and tells the others, then stops the tasks.
+    pub async fn leave(&self) {
+        let wait = self
+            .inner
+            .shared
+            .config
+            .host_timeout
+            .max(Duration::from_secs(1));
+        // Nothing queued after the leave could be sent.
+        self.inner.shared.state().unavailable = Some("leaving".into());
+        let (done, left) = oneshot::channel();
+        if self.inner.outgoing.send(Outgoing::Leave(done)).is_ok() {
+            let _ = tokio::time::timeout(wait, left).await;
+        }
+        self.abort();
+    }
+
+    /// Stops the tasks at once, without a leave: the others see this host time out. What is
+    /// still queued is dropped.
+    pub fn abort(&self) {
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            task.abort();
+        }
+        let mut state = self.inner.shared.state();
+        if state.unavailable.is_none() {
+            state.unavailable = Some("stopped".into());
+        }
+    }
+}

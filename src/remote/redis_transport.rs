@@ -1,0 +1,579 @@
+//! Everything that speaks to Redis. The host logic (`host.rs`) calls only the methods of
+//! `RedisTransport` and the plain types below, so that another transport (NATS, say) could offer
+//! the same methods.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Script, Value};
+use tokio::sync::mpsc;
+
+use super::keys::Keys;
+use super::scripts;
+use super::types::HostInfo;
+
+/// Approximate length the broadcast stream is trimmed to: a host further behind than this loses
+/// (and reports) the oldest entries.
+const STREAM_MAX_LEN: u64 = 10_000;
+/// Entries taken by one read of the stream.
+const READ_BATCH: usize = 512;
+
+pub(crate) type Connection = MultiplexedConnection;
+
+/// One member as a membership script returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberRecord {
+    pub info: HostInfo,
+    /// How many broadcasts this incarnation wrote.
+    pub written: u64,
+    /// The incarnation of the same host before this one, and how many it wrote.
+    pub predecessor: Option<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MembershipStatus {
+    Ok,
+    /// The namespace's generation changed: Redis lost its data.
+    DataLost,
+    /// This member was removed by the others (timed out).
+    Gone,
+}
+
+#[derive(Debug)]
+pub(crate) struct MembershipReply {
+    pub status: MembershipStatus,
+    pub generation: String,
+    /// The id of the last entry of the broadcast stream (join only).
+    pub stream_end: String,
+    pub members: Vec<MemberRecord>,
+    pub recently_left: HashSet<HostInfo>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct BroadcastEntry {
+    pub from: HostInfo,
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    pub reason: String,
+    pub maybe_written: bool,
+}
+
+/// A notice of the control channel.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ControlNotice {
+    pub member: HostInfo,
+    pub graceful: bool,
+    pub written: u64,
+}
+
+/// What arrives on the pub/sub connection.
+pub(crate) enum Incoming {
+    Inbox(Vec<u8>),
+    Control(Result<ControlNotice, String>),
+    /// The pub/sub connection closed: subscribe again.
+    Disconnected,
+}
+
+pub(crate) struct RedisTransport {
+    commands: redis::Client,
+    /// RESP3, so that pub/sub messages arrive as pushes on a plain channel.
+    pushes: redis::Client,
+    keys: Keys,
+    op_timeout: Duration,
+    read_block: Duration,
+    membership: Script,
+    broadcast: Script,
+    leave: Script,
+}
+
+fn describe(error: redis::RedisError) -> String {
+    error.to_string()
+}
+
+impl RedisTransport {
+    /// `op_timeout` bounds every call; a stream read blocks up to `read_block` on top of it.
+    pub fn new(
+        info: redis::ConnectionInfo,
+        namespace: &str,
+        op_timeout: Duration,
+        read_block: Duration,
+    ) -> Result<RedisTransport, String> {
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let pushes =
+            redis::Client::open(info.clone().set_redis_settings(resp3)).map_err(describe)?;
+        let commands = redis::Client::open(info).map_err(describe)?;
+        Ok(RedisTransport {
+            commands,
+            pushes,
+            keys: Keys::new(namespace),
+            op_timeout,
+            read_block,
+            membership: Script::new(scripts::MEMBERSHIP),
+            broadcast: Script::new(scripts::BROADCAST),
+            leave: Script::new(scripts::LEAVE),
+        })
+    }
+
+    async fn bounded<T>(
+        &self,
+        limit: Duration,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, String> {
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result.map_err(describe),
+            Err(_) => Err(format!("redis did not answer within {limit:?}")),
+        }
+    }
+
+    fn connection_config(&self, response_timeout: Duration) -> AsyncConnectionConfig {
+        AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.op_timeout))
+            .set_response_timeout(Some(response_timeout))
+    }
+
+    /// A connection for commands that answer at once (shared by clones).
+    pub async fn connect(&self) -> Result<Connection, String> {
+        let config = self.connection_config(self.op_timeout);
+        self.bounded(
+            self.op_timeout * 2,
+            self.commands
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+
+    /// A connection of its own for the blocking stream reads, which would stall any other command
+    /// queued behind them.
+    pub async fn connect_reader(&self) -> Result<Connection, String> {
+        let config = self.connection_config(self.read_block + self.op_timeout);
+        self.bounded(
+            self.op_timeout * 2,
+            self.commands
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+    }
+
+    /// A pub/sub connection subscribed to this host's inbox and the control channel, and the
+    /// receiver of what arrives on it (each connection has its own, so that the closing of a
+    /// replaced one is not taken for the closing of its successor). Returns once both
+    /// subscriptions are confirmed, so a message published after that reaches this host.
+    pub async fn subscribe(
+        &self,
+        host: &str,
+    ) -> Result<(Connection, mpsc::UnboundedReceiver<Incoming>), String> {
+        let (incoming, received) = mpsc::unbounded_channel();
+        let inbox = self.keys.inbox(host);
+        let control = self.keys.control.clone();
+        let forward = move |push: PushInfo| -> Result<(), ()> {
+            let message = match push.kind {
+                PushKind::Disconnection => Some(Incoming::Disconnected),
+                PushKind::Message => classify(&push.data, &inbox, &control),
+                _ => None,
+            };
+            match message {
+                Some(message) => incoming.send(message).map_err(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let config = self
+            .connection_config(self.op_timeout)
+            .set_push_sender(forward);
+        let mut connection = self
+            .bounded(
+                self.op_timeout * 2,
+                self.pushes
+                    .get_multiplexed_async_connection_with_config(&config),
+            )
+            .await?;
+        let channels = [self.keys.inbox(host), self.keys.control.clone()];
+        self.bounded(self.op_timeout, connection.subscribe(&channels))
+            .await?;
+        Ok((connection, received))
+    }
+
+    async fn run_membership(
+        &self,
+        connection: &mut Connection,
+        me: &HostInfo,
+        host_timeout: Duration,
+        generation: &str,
+        mode: &str,
+        predecessor: &str,
+    ) -> Result<MembershipReply, String> {
+        let member = me.member();
+        let mut invocation = self.membership.prepare_invoke();
+        invocation
+            .key(&self.keys.hosts)
+            .key(&self.keys.generation)
+            .key(&self.keys.control)
+            .key(&self.keys.left)
+            .key(&self.keys.broadcast)
+            .key(self.keys.member_hash(&member))
+            .arg(&member)
+            .arg(millis(host_timeout))
+            .arg(generation)
+            .arg(mode)
+            .arg(&self.keys.member_prefix)
+            .arg(predecessor);
+        let reply: (String, String, String, Vec<String>, Vec<String>) = self
+            .bounded(self.op_timeout, invocation.invoke_async(connection))
+            .await?;
+        parse_membership(reply)
+    }
+
+    /// Announces `me` (a new incarnation); `predecessor` is this host's previous incarnation and
+    /// what it wrote, so that the others can close its account exactly.
+    pub async fn join(
+        &self,
+        connection: &mut Connection,
+        me: &HostInfo,
+        host_timeout: Duration,
+        candidate_generation: &str,
+        predecessor: Option<(u64, u64)>,
+    ) -> Result<MembershipReply, String> {
+        let predecessor = predecessor
+            .map(|(incarnation, written)| format!("{incarnation:016x}:{written}"))
+            .unwrap_or_default();
+        self.run_membership(
+            connection,
+            me,
+            host_timeout,
+            candidate_generation,
+            "join",
+            &predecessor,
+        )
+        .await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        connection: &mut Connection,
+        me: &HostInfo,
+        host_timeout: Duration,
+        generation: &str,
+    ) -> Result<MembershipReply, String> {
+        self.run_membership(connection, me, host_timeout, generation, "beat", "")
+            .await
+    }
+
+    /// Writes one broadcast entry. A failure tells whether the entry may have been written all
+    /// the same (the answer, not the command, was lost).
+    pub async fn broadcast(
+        &self,
+        connection: &mut Connection,
+        me: &HostInfo,
+        seq: u64,
+        bytes: &[u8],
+    ) -> Result<(), WriteFailure> {
+        let mut invocation = self.broadcast.prepare_invoke();
+        invocation
+            .key(&self.keys.broadcast)
+            .key(self.keys.member_hash(&me.member()))
+            .arg(&me.host)
+            .arg(format!("{:016x}", me.incarnation))
+            .arg(seq)
+            .arg(bytes)
+            .arg(STREAM_MAX_LEN);
+        match tokio::time::timeout(self.op_timeout, invocation.invoke_async::<i64>(connection))
+            .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(WriteFailure {
+                maybe_written: error.is_timeout()
+                    || error.is_connection_dropped()
+                    || (error.is_io_error() && !error.is_connection_refusal()),
+                reason: describe(error),
+            }),
+            Err(_) => Err(WriteFailure {
+                reason: format!("redis did not answer within {:?}", self.op_timeout),
+                maybe_written: true,
+            }),
+        }
+    }
+
+    /// Publishes an enveloped message to a host's inbox; returns how many subscribers got it.
+    pub async fn publish_inbox(
+        &self,
+        connection: &mut Connection,
+        host: &str,
+        envelope: &[u8],
+    ) -> Result<u64, String> {
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(self.keys.inbox(host)).arg(envelope);
+        self.bounded(self.op_timeout, command.query_async(connection))
+            .await
+    }
+
+    pub async fn leave(
+        &self,
+        connection: &mut Connection,
+        me: &HostInfo,
+        written: u64,
+        host_timeout: Duration,
+    ) -> Result<(), String> {
+        let member = me.member();
+        let mut invocation = self.leave.prepare_invoke();
+        invocation
+            .key(&self.keys.hosts)
+            .key(self.keys.member_hash(&member))
+            .key(&self.keys.left)
+            .key(&self.keys.control)
+            .arg(&member)
+            .arg(written)
+            .arg(millis(host_timeout));
+        let _: i64 = self
+            .bounded(self.op_timeout, invocation.invoke_async(connection))
+            .await?;
+        Ok(())
+    }
+
+    /// The entries after `cursor`, waiting up to the read block for some. Each entry comes with
+    /// its id (the next cursor) and what it decoded to.
+    pub async fn read(
+        &self,
+        connection: &mut Connection,
+        cursor: &str,
+    ) -> Result<Vec<(String, Result<BroadcastEntry, String>)>, String> {
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(READ_BATCH)
+            .arg("BLOCK")
+            .arg(millis(self.read_block))
+            .arg("STREAMS")
+            .arg(&self.keys.broadcast)
+            .arg(cursor);
+        let reply: Option<redis::streams::StreamReadReply> = self
+            .bounded(
+                self.read_block + self.op_timeout,
+                command.query_async(connection),
+            )
+            .await?;
+        Ok(reply
+            .into_iter()
+            .flat_map(|reply| reply.keys)
+            .flat_map(|key| key.ids)
+            .map(|entry| {
+                let decoded = parse_entry(&entry.map);
+                (entry.id, decoded)
+            })
+            .collect())
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn parse_membership(
+    (status, generation, stream_end, flat_members, left): (
+        String,
+        String,
+        String,
+        Vec<String>,
+        Vec<String>,
+    ),
+) -> Result<MembershipReply, String> {
+    let status = match status.as_str() {
+        "ok" => MembershipStatus::Ok,
+        "lost" => MembershipStatus::DataLost,
+        "gone" => MembershipStatus::Gone,
+        other => return Err(format!("membership script answered {other:?}")),
+    };
+    let mut members = Vec::with_capacity(flat_members.len() / 3);
+    for record in flat_members.chunks(3) {
+        let [member, written, predecessor] = record else {
+            return Err("membership script answered a cut member list".into());
+        };
+        // A member that does not parse was not written by this transport: it is skipped, not
+        // fatal to the heartbeat.
+        let Some(info) = HostInfo::from_member(member) else {
+            continue;
+        };
+        members.push(MemberRecord {
+            info,
+            written: written.parse().unwrap_or(0),
+            predecessor: parse_predecessor(predecessor),
+        });
+    }
+    Ok(MembershipReply {
+        status,
+        generation,
+        stream_end,
+        members,
+        recently_left: left
+            .iter()
+            .filter_map(|member| HostInfo::from_member(member))
+            .collect(),
+    })
+}
+
+fn parse_predecessor(text: &str) -> Option<(u64, u64)> {
+    let (incarnation, written) = text.split_once(':')?;
+    Some((
+        u64::from_str_radix(incarnation, 16).ok()?,
+        written.parse().ok()?,
+    ))
+}
+
+fn field<'a>(map: &'a HashMap<String, Value>, name: &str) -> Result<&'a [u8], String> {
+    match map.get(name) {
+        Some(Value::BulkString(bytes)) => Ok(bytes),
+        Some(Value::SimpleString(text)) => Ok(text.as_bytes()),
+        Some(_) => Err(format!("field {name:?} is not a string")),
+        None => Err(format!("field {name:?} is missing")),
+    }
+}
+
+fn text_field<'a>(map: &'a HashMap<String, Value>, name: &str) -> Result<&'a str, String> {
+    std::str::from_utf8(field(map, name)?).map_err(|_| format!("field {name:?} is not UTF-8"))
+}
+
+pub(crate) fn parse_entry(map: &HashMap<String, Value>) -> Result<BroadcastEntry, String> {
+    let host = text_field(map, "h")?;
+    let incarnation = u64::from_str_radix(text_field(map, "i")?, 16)
+        .map_err(|_| "field \"i\" is not a hex incarnation".to_string())?;
+    let seq = text_field(map, "s")?
+        .parse()
+        .map_err(|_| "field \"s\" is not a sequence number".to_string())?;
+    Ok(BroadcastEntry {
+        from: HostInfo {
+            host: host.to_owned(),
+            incarnation,
+        },
+        seq,
+        bytes: field(map, "f")?.to_vec(),
+    })
+}
+
+/// A push of kind `message`: `[channel, payload]`.
+fn classify(data: &[Value], inbox: &str, control: &str) -> Option<Incoming> {
+    let [Value::BulkString(channel), Value::BulkString(payload)] = data else {
+        return None;
+    };
+    if channel == inbox.as_bytes() {
+        Some(Incoming::Inbox(payload.clone()))
+    } else if channel == control.as_bytes() {
+        Some(Incoming::Control(parse_control(payload)))
+    } else {
+        None
+    }
+}
+
+/// `left <member> <written>` (graceful) or `expired <member> <written>` (timed out).
+pub(crate) fn parse_control(payload: &[u8]) -> Result<ControlNotice, String> {
+    let text = std::str::from_utf8(payload).map_err(|_| "control notice is not UTF-8")?;
+    let mut words = text.split(' ');
+    let (Some(kind), Some(member), Some(written), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return Err(format!(
+            "control notice {text:?} is not `<kind> <member> <written>`"
+        ));
+    };
+    let graceful = match kind {
+        "left" => true,
+        "expired" => false,
+        _ => return Err(format!("control notice of unknown kind {kind:?}")),
+    };
+    let member = HostInfo::from_member(member)
+        .ok_or_else(|| format!("control notice names no member: {member:?}"))?;
+    let written = written
+        .parse()
+        .map_err(|_| format!("control notice with a bad count: {written:?}"))?;
+    Ok(ControlNotice {
+        member,
+        graceful,
+        written,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn an_entry_decodes_with_binary_frames() {
+        let mut map = HashMap::new();
+        map.insert("h".to_string(), bulk("web"));
+        map.insert("i".to_string(), bulk("00000000000000ff"));
+        map.insert("s".to_string(), bulk("7"));
+        map.insert("f".to_string(), Value::BulkString(vec![0, 255, 10]));
+        let entry = parse_entry(&map).unwrap();
+        assert_eq!(
+            entry,
+            BroadcastEntry {
+                from: HostInfo {
+                    host: "web".into(),
+                    incarnation: 255
+                },
+                seq: 7,
+                bytes: vec![0, 255, 10],
+            }
+        );
+        map.insert("s".to_string(), bulk("x"));
+        assert!(parse_entry(&map).is_err());
+        map.remove("f");
+        assert!(parse_entry(&map).is_err());
+    }
+
+    #[test]
+    fn control_notices_parse() {
+        assert_eq!(
+            parse_control(b"left a/0f 12").unwrap(),
+            ControlNotice {
+                member: HostInfo {
+                    host: "a".into(),
+                    incarnation: 15
+                },
+                graceful: true,
+                written: 12
+            }
+        );
+        assert!(!parse_control(b"expired a/0f 0").unwrap().graceful);
+        assert!(parse_control(b"joined a/0f 0").is_err());
+        assert!(parse_control(b"left a/0f").is_err());
+        assert!(parse_control(b"left a/0f 1 2").is_err());
+    }
+
+    #[test]
+    fn membership_replies_parse() {
+        let reply = parse_membership((
+            "ok".into(),
+            "g".into(),
+            "0-0".into(),
+            vec![
+                "a/01".into(),
+                "3".into(),
+                "".into(),
+                "b/02".into(),
+                "0".into(),
+                "00000000000000aa:9".into(),
+            ],
+            vec!["c/03".into()],
+        ))
+        .unwrap();
+        assert_eq!(reply.status, MembershipStatus::Ok);
+        assert_eq!(reply.members.len(), 2);
+        assert_eq!(reply.members[0].written, 3);
+        assert_eq!(reply.members[1].predecessor, Some((0xaa, 9)));
+        assert!(reply.recently_left.contains(&HostInfo {
+            host: "c".into(),
+            incarnation: 3
+        }));
+        assert!(parse_membership(("??".into(), "".into(), "".into(), vec![], vec![])).is_err());
+    }
+}

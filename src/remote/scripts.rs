@@ -1,0 +1,87 @@
+//! The Lua scripts. Each runs atomically in Redis, and reads the time from Redis (`TIME`) so that
+//! the hosts' clocks never matter.
+//!
+//! Keys of other members' hashes are built inside the scripts from the member prefix; they share
+//! the namespace's hash tag, so they live in the same slot as the declared keys.
+
+/// Join (`ARGV[4] == "join"`) or heartbeat (`"beat"`).
+///
+/// KEYS: hosts, generation, control, left, broadcast, own member hash.
+/// ARGV: own member, host timeout ms, generation (a fresh candidate at join, the known one at a
+/// heartbeat), mode, member hash prefix, predecessor (`<incarnation hex>:<written>` or empty).
+///
+/// Returns `{status, generation, stream end, {member, written, predecessor, ...}, {left...}}`;
+/// status `ok`, or `lost` (the generation changed: Redis lost its data) or `gone` (this member was
+/// removed, as timed out) for a heartbeat, which then changes nothing.
+pub(crate) const MEMBERSHIP: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local me = ARGV[1]
+local timeout = tonumber(ARGV[2])
+local prefix = ARGV[5]
+local generation = redis.call('GET', KEYS[2])
+if ARGV[4] == 'join' then
+  if not generation then
+    redis.call('SET', KEYS[2], ARGV[3])
+    generation = ARGV[3]
+  end
+  redis.call('HSET', KEYS[6], 'seq', 0, 'started', now, 'prev', ARGV[6])
+else
+  if generation ~= ARGV[3] then
+    return {'lost', generation or '', '', {}, {}}
+  end
+  if not redis.call('ZSCORE', KEYS[1], me) then
+    return {'gone', generation, '', {}, {}}
+  end
+end
+redis.call('ZADD', KEYS[1], now + timeout, me)
+redis.call('PEXPIRE', KEYS[6], timeout)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
+for _, member in ipairs(dead) do
+  local written = redis.call('HGET', prefix .. member, 'seq') or '0'
+  redis.call('ZREM', KEYS[1], member)
+  redis.call('DEL', prefix .. member)
+  redis.call('PUBLISH', KEYS[3], 'expired ' .. member .. ' ' .. written)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. now)
+local left = redis.call('ZRANGE', KEYS[4], 0, -1)
+local members = {}
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local fields = redis.call('HMGET', prefix .. member, 'seq', 'prev')
+  table.insert(members, member)
+  table.insert(members, fields[1] or '0')
+  table.insert(members, fields[2] or '')
+end
+local stream_end = ''
+if ARGV[4] == 'join' then
+  local last = redis.call('XREVRANGE', KEYS[5], '+', '-', 'COUNT', 1)
+  if last[1] then stream_end = last[1][1] else stream_end = '0-0' end
+end
+return {'ok', generation, stream_end, members, left}
+"#;
+
+/// One broadcast: the stream entry, and the sender's written count in its member hash (only if
+/// the hash still exists: a member declared dead must not come back without a timeout).
+///
+/// KEYS: broadcast, own member hash. ARGV: host, incarnation hex, sequence, frame, max length.
+pub(crate) const BROADCAST: &str = r#"
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'h', ARGV[1], 'i', ARGV[2], 's', ARGV[3], 'f', ARGV[4])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'seq', ARGV[3])
+end
+return 1
+"#;
+
+/// A graceful leave: out of the members, into the recently-left set (for one host timeout), and
+/// a notice on the control channel with the final written count.
+///
+/// KEYS: hosts, own member hash, left, control. ARGV: own member, written, host timeout ms.
+pub(crate) const LEAVE: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[2])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PUBLISH', KEYS[4], 'left ' .. ARGV[1] .. ' ' .. ARGV[2])
+return 1
+"#;
