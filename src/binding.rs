@@ -64,6 +64,8 @@ pub struct NativeCluster {
     holds_loop: bool,
     /// The largest messenger payload; None without a messenger (the Node-compatible primary).
     max_message: Option<usize>,
+    /// With option `redis`: this host's id in its namespace.
+    host_id: Option<String>,
 }
 
 /// One event for JavaScript: an object whose `kind` ('fork', 'exit', ...) says which fields it
@@ -109,6 +111,8 @@ pub enum JsEvent {
         correlation: u32,
         action: String,
         buffer: Buffer,
+        /// The host it came from, when that is another host.
+        host: Option<String>,
     },
     InternalMessage {
         id: u32,
@@ -168,6 +172,15 @@ pub enum JsEvent {
         message: String,
     },
     Stopped,
+    /// `message`: the host's id; `json`: `{ host, incarnation }` (and `reason` when it left).
+    HostJoined {
+        message: String,
+        json: String,
+    },
+    HostLeft {
+        message: String,
+        json: String,
+    },
 }
 
 /// The calls an outcome settles, and its failure.
@@ -232,6 +245,7 @@ impl From<Event> for JsEvent {
                 correlation: frame.header.correlation,
                 buffer: frame.payload().to_vec().into(),
                 action: frame.header.action,
+                host: frame.header.host,
             },
             Event::Internal { id, message } => JsEvent::InternalMessage {
                 id,
@@ -302,6 +316,24 @@ impl From<Event> for JsEvent {
             }
             Event::Stopping { trigger } => JsEvent::Stopping { message: trigger },
             Event::Stopped => JsEvent::Stopped,
+            Event::HostJoined { host, incarnation } => JsEvent::HostJoined {
+                json: serde_json::json!({ "host": host, "incarnation": format!("{incarnation:016x}") })
+                    .to_string(),
+                message: host,
+            },
+            Event::HostLeft {
+                host,
+                incarnation,
+                reason,
+            } => JsEvent::HostLeft {
+                json: serde_json::json!({
+                    "host": host,
+                    "incarnation": format!("{incarnation:016x}"),
+                    "reason": reason,
+                })
+                .to_string(),
+                message: host,
+            },
         }
     }
 }
@@ -335,12 +367,14 @@ impl NativeCluster {
         on_wake: Function<(), ()>,
     ) -> Result<Self, Code> {
         let mut max_message = None;
+        let mut host_id = None;
         let mut operations = None;
         let plan = match plan.as_str() {
             "supervised" => {
                 let parsed =
                     options::parse_cluster_options(&options, process_env()).map_err(js_error)?;
                 max_message = Some(parsed.max_message);
+                host_id = parsed.remote.as_ref().map(|r| r.host_id.clone());
                 // Before anything starts: a name in use fails the start here.
                 let claimed = operate::claim(&parsed).map_err(js_error)?;
                 operations = Some((claimed, parsed.clone()));
@@ -397,7 +431,14 @@ impl NativeCluster {
             wake,
             holds_loop: false,
             max_message,
+            host_id,
         })
+    }
+
+    /// With option `redis`: this host's id in its namespace (given, or made up at start).
+    #[napi(getter)]
+    pub fn host_id(&self) -> Option<String> {
+        self.host_id.clone()
     }
 
     fn command(&self, command: Command) -> Result<(), Code> {

@@ -54,6 +54,12 @@ pub const METRICS_UNAVAILABLE: &str = "ERR_RCLUSTER_METRICS_UNAVAILABLE";
 /// A worker asked to listen on an address that a socket systemd passed (`LISTEN_FDS`) serves,
 /// under the reuseport schedule: it gets the shared inherited socket instead.
 pub const LISTEN_INHERITED: &str = "ERR_RCLUSTER_LISTEN_INHERITED";
+/// Redis cannot be reached (or this host is cut off from it): what crosses hosts fails at once;
+/// what stays on this host goes on.
+pub const REMOTE_UNAVAILABLE: &str = "ERR_RCLUSTER_REMOTE_UNAVAILABLE";
+/// Messages of another host that this host will never see (a Redis restart, a trimmed stream),
+/// reported with their count.
+pub const MESSAGES_LOST: &str = "ERR_RCLUSTER_MESSAGES_LOST";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";
 

@@ -7,7 +7,7 @@
 //! formats, pure: bytes in, values out) imports nothing of the crate either, nor does `remote`
 //! (the link to the other hosts of a namespace, through Redis); `channel` (the tasks
 //! serving one child's channels) imports `os` and `wire`; `primary` (the supervisor and its
-//! parts) imports `errors`, `os`, `wire` and `channel`; `operate` (the operator's side: the
+//! parts) imports `errors`, `os`, `wire`, `channel` and `remote`; `operate` (the operator's side: the
 //! control socket) imports `primary` and what it imports; `js_error` (how an error reaches
 //! JavaScript) imports `errors`. On top, the two native classes that JavaScript sees: `binding`
 //! (the primary) may import anything, and `child` (a child's messenger channel) anything but

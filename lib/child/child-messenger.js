@@ -4,7 +4,7 @@
 // rcluster's channel. Null where there is no channel (not an rcluster child).
 
 const { Messenger, KIND, TARGET } = require('../messenger/messenger');
-const { forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN } = require('../messenger/frames');
+const { forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, FLAG_HOST, MAX_ACTION_LEN } = require('../messenger/frames');
 const { rclusterError } = require('../errors');
 const { worker } = require('./identity');
 
@@ -111,7 +111,8 @@ function open(fd, owner) {
       }
       const actionLen = actionLength(action);
       let frameFlags = flags | asciiFlag(payload, payloadLen);
-      if (payloadLen >= SHARED_PAYLOAD_BYTES) frameFlags |= FLAG_SHARED;
+      // A frame for another host carries its payload in line (the primary sends it on as bytes).
+      if (payloadLen >= SHARED_PAYLOAD_BYTES && !(flags & FLAG_HOST)) frameFlags |= FLAG_SHARED;
       const size = frameLength(actionLen, payloadLen, frameFlags);
       // A message that would overfill the write queue is refused whole (the cached count of what
       // waits only ever overstates it; it is read again before refusing). One always fits an
@@ -196,7 +197,7 @@ function create(fd) {
       drained: () => (transport === null ? Promise.resolve() : transport.drained()),
       hold: (yes) => channel().hold(yes),
     },
-    { workerId: worker && worker.id },
+    { workerId: worker && worker.id, host: require('./environment').RCLUSTER_HOST_ID },
   );
   return result;
 }

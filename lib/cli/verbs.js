@@ -86,7 +86,15 @@ function statusText(status) {
     humanMs(w.loopDelay),
   ]);
   const table = formatTable(['ID', 'PID', 'KIND', 'STATE', 'RESTARTS', 'UPTIME', 'MEMORY', 'CPU', 'LOOP DELAY'], rows);
-  return `${header}\n${table}`;
+  return `${header}\n${table}${hostsText(status.hosts)}`;
+}
+
+/** With option `redis`: this host and the others of its namespace. */
+function hostsText(hosts) {
+  if (!hosts) return '';
+  const others = hosts.others.map((h) => h.host).sort();
+  const lost = hosts.lost > 0 ? `; ${hosts.lost} messages of other hosts lost here` : '';
+  return `\nhost ${hosts.me}; other hosts: ${others.length > 0 ? others.join(', ') : 'none'}${lost}`;
 }
 
 async function status({ name, json }) {

@@ -20,6 +20,8 @@ const FLAG_ASCII = 16;
 /** The payload is in a sealed memory file sent with the frame; the frame carries its length. */
 const FLAG_SHARED = 32;
 const SHARED_LEN_BYTES = 4;
+/** A host id (u8 length, then the id) precedes the payload: the host a frame came from, or is for. */
+const FLAG_HOST = 64;
 /** The longest action name, in UTF-8 bytes (src/wire/frames.rs refuses longer ones). */
 const MAX_ACTION_LEN = 1024;
 
@@ -28,7 +30,7 @@ const MAX_ACTION_LEN = 1024;
  * payload is decoded from there, without a Buffer view in between.
  */
 class ReceivedFrame {
-  constructor(kind, target, flags, sourceId, sourcePid, correlation, action, bytes, start, end) {
+  constructor(kind, target, flags, sourceId, sourcePid, correlation, action, bytes, start, end, host) {
     this.kind = kind;
     this.target = target;
     this.flags = flags;
@@ -39,6 +41,8 @@ class ReceivedFrame {
     this._bytes = bytes;
     this._start = start;
     this._end = end;
+    /** The host it came from, when that is another host. */
+    this.host = host;
   }
 
   /** The payload's bytes, a view of the batch (or of the mapped memory file). */
@@ -86,6 +90,12 @@ function forEachFrame(batch, onFrame, takeShared) {
     const actionLen = batch.readUInt16LE(h + 20);
     const flags = batch[h + 3];
     let [bytes, start, stop] = [batch, h + HEADER_LEN + actionLen, end];
+    let host;
+    if (flags & FLAG_HOST) {
+      const hostLen = batch[start];
+      host = batch.toString('latin1', start + 1, start + 1 + hostLen);
+      start += 1 + hostLen;
+    }
     if (flags & FLAG_SHARED) {
       bytes = takeShared((flags & (FLAG_STRING | FLAG_ASCII)) === (FLAG_STRING | FLAG_ASCII));
       [start, stop] = [0, bytes.length];
@@ -102,6 +112,7 @@ function forEachFrame(batch, onFrame, takeShared) {
         bytes,
         start,
         stop,
+        host,
       ),
     );
     at = end;
@@ -159,4 +170,4 @@ function writeFrame(out, at, kind, target, targetId, correlation, action, action
   return payloadAt + payloadLen;
 }
 
-module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, MAX_ACTION_LEN };
+module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, FLAG_HOST, MAX_ACTION_LEN };

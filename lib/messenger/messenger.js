@@ -12,7 +12,7 @@ const FLAG_BINARY = 1;
 const FLAG_ERROR = 2;
 const FLAG_FROM_AGENT = 4;
 const FLAG_STRING = 8;
-const { FLAG_ASCII } = require('./frames');
+const { FLAG_ASCII, FLAG_HOST } = require('./frames');
 /** ms a consume or map waits for its answers unless told otherwise. */
 const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
@@ -76,13 +76,28 @@ function errorPayload(error) {
   return Buffer.from(JSON.stringify({ message: plain.message, code: plain.code, name: plain.name }));
 }
 
-function fromOf(frame) {
-  return {
+/** `meta.from` of a frame; with `redis`, its `host` (this one's, `host`, unless it came from another). */
+function fromOf(frame, host) {
+  const from = {
     id: frame.sourceId,
     pid: frame.sourcePid,
     kind: frame.sourceId === 0 ? 'primary' : frame.flags & FLAG_FROM_AGENT ? 'agent' : 'app',
   };
+  const fromHost = frame.host ?? host;
+  if (fromHost !== undefined) from.host = fromHost;
+  return from;
 }
+
+/** A payload with the host id it is for in front (FLAG_HOST), as bytes: it never goes in a memory file. */
+function forHost(host, payload) {
+  const bytes = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const prefix = Buffer.allocUnsafe(1 + host.length);
+  prefix[0] = host.length;
+  prefix.write(host, 1, 'latin1');
+  return Buffer.concat([prefix, bytes]);
+}
+
+const HOST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 
 class Messenger {
   /**
@@ -90,12 +105,13 @@ class Messenger {
    *                     handler(action, on): void, hold(yes): void, drained?(): Promise<void> }}
    *   `bounded` false: a frame the messenger itself must send (a receipt, an error answer),
    *   never refused for a full queue.
-   * @param self {{ workerId?: number | null }} this process's worker id, named in the errors it
-   *   answers with; none in the primary.
+   * @param self {{ workerId?: number | null, host?: string }} this process's worker id, named in
+   *   the errors it answers with (none in the primary), and with `redis`, its host's id.
    */
-  constructor(transport, { workerId = null } = {}) {
+  constructor(transport, { workerId = null, host } = {}) {
     this._transport = transport;
     this._workerId = workerId;
+    this._host = host;
     this._handlers = new Map();
     this._errorListeners = new Set();
     this._nextCorrelation = 1;
@@ -163,13 +179,30 @@ class Messenger {
     this._send(TARGET.randomApp, 0, action, data);
   }
 
-  /** `target`: a worker id, a pid, or 'primary'. */
+  /** `target`: a worker id, a pid, 'primary', or with `redis`, `{ host, id }` (a worker of any host). */
   sendTo(target, action, data) {
     if (target === 'primary') return this._send(TARGET.primary, 0, action, data);
+    if (target !== null && typeof target === 'object') return this._sendToHost(target, action, data);
     if (!Number.isInteger(target) || target <= 0 || target > 0xffffffff) {
-      throw rclusterError('ERR_RCLUSTER_UNKNOWN_TARGET', `messenger.sendTo: target must be a worker id, a pid or 'primary', got ${String(target)}`);
+      throw rclusterError('ERR_RCLUSTER_UNKNOWN_TARGET', `messenger.sendTo: target must be a worker id, a pid, 'primary' or { host, id }, got ${String(target)}`);
     }
     return this._send(TARGET.one, target, action, data);
+  }
+
+  _sendToHost({ host, id }, action, data) {
+    if (typeof host !== 'string' || !HOST_ID.test(host) || !Number.isInteger(id) || id <= 0 || id > 0xffffffff) {
+      throw rclusterError('ERR_RCLUSTER_UNKNOWN_TARGET', `messenger.sendTo: { host, id } takes a host id (A-Z a-z 0-9 . _ -) and a worker id, got ${JSON.stringify({ host, id })}`);
+    }
+    if (this._host === undefined) {
+      throw rclusterError('ERR_RCLUSTER_UNKNOWN_TARGET', `messenger.sendTo: no host '${host}': this cluster spans one host (no redis option)`);
+    }
+    if (host === this._host) return this._send(TARGET.one, id, action, data);
+    checkAction(action);
+    const { flags, payload } = encodePayload(data);
+    const correlation = this._nextCorrelation++;
+    if (this._nextCorrelation > 0xffffffff) this._nextCorrelation = 1;
+    this._transport.send(KIND.message, TARGET.one, id, correlation, action, flags | FLAG_HOST, forHost(host, payload));
+    return correlation;
   }
 
   /**
@@ -325,7 +358,7 @@ class Messenger {
       reply(error);
       return;
     }
-    new Promise((resolve) => resolve(entry.handler(data, { from: fromOf(frame) }))).then(
+    new Promise((resolve) => resolve(entry.handler(data, { from: fromOf(frame, this._host) }))).then(
       (value) => reply(null, value),
       (error) => reply(error),
     );
@@ -337,9 +370,10 @@ class Messenger {
     if (frame.kind === KIND.undeliverable) {
       // A full receiver's queue is reported with `count` messages, and the receiver (id 0: the
       // primary) as `workerId` and `pid`.
-      const { code, message, count = 1, workerId, pid } = JSON.parse(frame.text('utf8'));
+      const { code, message, count = 1, workerId, pid, host } = JSON.parse(frame.text('utf8'));
       const props = { action: frame.action, count };
       if (workerId !== undefined) Object.assign(props, { workerId, pid });
+      if (host !== undefined) props.host = host;
       const what = count === 1 ? `'${frame.action}' was` : `${count} messages '${frame.action}' were`;
       const error = rclusterError(code, `messenger: ${what} not delivered: ${message}`, props);
       if (pending) pending.fail(error);
@@ -358,7 +392,7 @@ class Messenger {
     const list = this._handlers.get(frame.action);
     if (!list) return;
     const data = decodePayload(frame);
-    const meta = { from: fromOf(frame) };
+    const meta = { from: fromOf(frame, this._host) };
     for (const entry of [...list]) {
       if (entry.once) this.off(frame.action, entry.handler);
       entry.handler(data, meta);

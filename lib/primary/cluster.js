@@ -256,6 +256,12 @@ class Cluster extends EventEmitter {
         if (!error) this.emit('scaled', event.workers);
         break;
       }
+      case 'hostJoined':
+        this.emit('host-join', JSON.parse(event.json));
+        break;
+      case 'hostLeft':
+        this.emit('host-leave', JSON.parse(event.json));
+        break;
       case 'stopping':
         this.emit('stopping', { trigger: event.message });
         break;

@@ -46,12 +46,12 @@ function primaryMessenger(core) {
     hold: () => {},
     // The primary sends each frame at once.
     flush: () => {},
-  });
+  }, { host: core.native.hostId ?? undefined });
 }
 
 /** The ReceivedFrame of a native `frame` event: the header's fields, the payload's bytes. */
 function receivedFrame(event) {
-  return new ReceivedFrame(event.frameKind, 0, event.flags, event.id, event.pid, event.correlation, event.action, event.buffer, 0, event.buffer.length);
+  return new ReceivedFrame(event.frameKind, 0, event.flags, event.id, event.pid, event.correlation, event.action, event.buffer, 0, event.buffer.length, event.host ?? undefined);
 }
 
 module.exports = { primaryMessenger, receivedFrame };

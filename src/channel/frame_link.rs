@@ -535,6 +535,7 @@ mod tests {
             source_pid: 99,
             correlation: 7,
             action: "bytes".into(),
+            host: None,
         };
         let mut frame =
             parse(encode(&header, &(payload.len() as u32).to_le_bytes()).unwrap()).unwrap();
@@ -561,6 +562,7 @@ mod tests {
             source_pid: 0,
             correlation: 0,
             action: "bytes".into(),
+            host: None,
         };
         let frame = || parse(encode(&header, &100u32.to_le_bytes()).unwrap()).ok();
         let mut fds = VecDeque::new();

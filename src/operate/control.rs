@@ -290,6 +290,14 @@ fn info(shared: &Shared, snapshot: &Snapshot) -> Value {
             .flatten()
             .collect::<BTreeSet<_>>(),
         "script": shared.script,
+        "hosts": snapshot.hosts.as_ref().map(|h| json!({
+            "me": h.me,
+            "others": h.others.iter().map(|(host, incarnation)| json!({
+                "host": host,
+                "incarnation": format!("{incarnation:016x}"),
+            })).collect::<Vec<_>>(),
+            "lost": h.lost,
+        })),
     })
 }
 

@@ -414,6 +414,21 @@ fn render(shared: &Shared, snapshot: &Snapshot) -> String {
         snapshot.messages as f64,
     );
 
+    if let Some(hosts) = &snapshot.hosts {
+        t.family(
+            "rcluster_hosts",
+            Type::Gauge,
+            "Hosts of the namespace this host sees, itself included (option redis).",
+        );
+        t.sample("rcluster_hosts", &[], (hosts.others.len() + 1) as f64);
+        t.family(
+            "rcluster_messenger_lost_total",
+            Type::Counter,
+            "Messages of other hosts that never reached this host, as reported here.",
+        );
+        t.sample("rcluster_messenger_lost_total", &[], hosts.lost as f64);
+    }
+
     let reloads = lock(&shared.counts.inner);
     t.family(
         "rcluster_reloads_total",

@@ -99,6 +99,17 @@ pub enum Event {
         trigger: String,
     },
     Stopped,
+    /// Another host of the namespace is a member (option `redis`).
+    HostJoined {
+        host: String,
+        incarnation: u64,
+    },
+    /// Another host left the namespace: `reason` 'left', 'timeout' or 'restarted'.
+    HostLeft {
+        host: String,
+        incarnation: u64,
+        reason: &'static str,
+    },
 }
 
 impl Event {
@@ -230,6 +241,7 @@ mod tests {
             source_pid: 2,
             correlation: 0,
             action: "a".into(),
+            host: None,
         };
         let frame = parse(encode(&header, &[7; 100]).unwrap()).unwrap();
         let len = frame.bytes.len();

@@ -1,5 +1,5 @@
 //! What wakes the primary's loop: calls from JavaScript, news from the children's channels, a
-//! connection accepted for round-robin, a child that has been spawned. Everything reaches the
+//! connection accepted for round-robin, a child that has been spawned, news from other hosts. Everything reaches the
 //! loop on one queue, so it needs no locks and sees things in the order they happened.
 
 use std::os::fd::OwnedFd;
@@ -11,6 +11,7 @@ use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Ticket};
 use crate::channel::frame_link::Frame;
 use crate::channel::frame_link::FrameEvent;
+use crate::remote::RemoteEvent;
 use crate::wire::node_ipc::Serialization;
 
 pub type InputSender = tokio::sync::mpsc::UnboundedSender<Input>;
@@ -29,6 +30,8 @@ pub enum Input {
         id: WorkerId,
         result: Result<Launched, String>,
     },
+    /// News from the other hosts of the namespace (option `redis`).
+    Remote(RemoteEvent),
 }
 
 /// A child the JavaScript thread started (`fork()` of the Node-compatible primary).

@@ -45,6 +45,8 @@ const SERVICE_MANAGER_VARS: &[&str] = &[
 
 /// Set for each app worker as PM2 sets it; never passed on from the primary's environment.
 const APP_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
+/// This host's id, for a child of a cluster that spans hosts (option `redis`).
+const HOST_ID_VAR: &str = "RCLUSTER_HOST_ID";
 
 /// What a supervised child runs: the app's (or the agent's) settings, and what the cluster tells
 /// every child through its stdio and environment. `instance` is an app worker's index among the
@@ -71,11 +73,18 @@ pub fn supervised_spec(
         }
     }
     spec.env.retain(|(name, _)| {
-        !SERVICE_MANAGER_VARS.iter().any(|v| name == v) && name != APP_INSTANCE_VAR
+        !SERVICE_MANAGER_VARS.iter().any(|v| name == v)
+            && name != APP_INSTANCE_VAR
+            && name != HOST_ID_VAR
     });
     if let (WorkerKind::App, Some(instance)) = (kind, instance) {
         spec.env
             .push((APP_INSTANCE_VAR.into(), instance.to_string().into()));
+    }
+    // With `redis`, a child names its host in `meta.from` and knows which `{ host, id }` is here.
+    if let Some(remote) = &options.remote {
+        spec.env
+            .push((HOST_ID_VAR.into(), remote.host_id.clone().into()));
     }
     // The child's messenger refuses, at the sender, what the primary would refuse.
     let max_message = options.max_message.to_string();

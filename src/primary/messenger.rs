@@ -4,6 +4,8 @@
 //! (src/primary/requests.rs decides how; this module writes what it decides).
 //! See docs/messenger-frames.md.
 
+mod across_hosts;
+
 use std::collections::HashMap;
 
 use nix::sys::signal::Signal;
@@ -49,7 +51,8 @@ pub struct Reports(Vec<Report>);
 struct Report {
     to: Option<WorkerId>,
     about: Header,
-    receiver: Dest,
+    /// None: the other hosts (option `redis`).
+    receiver: Option<Dest>,
     why: Undeliverable,
     count: u64,
     /// Stands for messages of other actions too: a batch of many actions has at most
@@ -58,7 +61,13 @@ struct Report {
 }
 
 impl Reports {
-    fn add(&mut self, to: Option<WorkerId>, about: &Header, receiver: Dest, why: Undeliverable) {
+    fn add(
+        &mut self,
+        to: Option<WorkerId>,
+        about: &Header,
+        receiver: Option<Dest>,
+        why: Undeliverable,
+    ) {
         let same = |r: &&mut Report| {
             r.to == to && r.receiver == receiver && (r.others || r.about.action == about.action)
         };
@@ -133,6 +142,8 @@ pub struct Messenger {
     ready_signals: Vec<WorkerId>,
     /// Messages, requests and replies routed since the cluster started (the metrics).
     routed: u64,
+    /// The other hosts of the namespace (option `redis`).
+    hosts: Option<across_hosts::AcrossHosts>,
 }
 
 /// What the messenger works with, lent by the loop for one call.
@@ -159,6 +170,7 @@ impl Messenger {
                 + frames::MAX_ACTION_LEN,
             ready_signals: Vec::new(),
             routed: 0,
+            hosts: None,
         }
     }
 
@@ -267,6 +279,10 @@ impl Messenger {
                 }
             }
             Kind::Reply => self.forward_reply(cx, from, frame),
+            // `sendTo({ host, id })`: for another host (held at startup like the rest).
+            Kind::Message | Kind::Request if frame.header.host.is_some() && !cx.starting => {
+                self.send_to_host(cx, from, frame)
+            }
             // Nothing is lost at startup: what is addressed to children waits until all are up.
             Kind::Message | Kind::Request
                 if cx.starting && frame.header.target != Target::Primary =>
@@ -285,9 +301,24 @@ impl Messenger {
     }
 
     fn route_message(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
+        if let Some((header, out)) = self.route_here(cx, from, frame) {
+            self.send_to_other_hosts(from, &header, &out);
+        }
+    }
+
+    /// Routes a message to the processes of this host; returns it for the other hosts.
+    fn route_here(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: Option<WorkerId>,
+        frame: Frame,
+    ) -> Option<(Header, Outgoing)> {
         let dests = match self.router.route(&frame.header) {
             Ok(dests) => dests,
-            Err(why) => return self.undeliverable(cx, from, &frame.header, why),
+            Err(why) => {
+                self.undeliverable(cx, from, &frame.header, why);
+                return None;
+            }
         };
         let header = frame.header.clone();
         let out = Outgoing::new(frame);
@@ -300,6 +331,7 @@ impl Messenger {
                 }
             }
         }
+        Some((header, out))
     }
 
     /// `about` did not fit `receiver`'s queue: its sender will be told, with the others like it.
@@ -310,7 +342,7 @@ impl Messenger {
         receiver: Dest,
         why: Undeliverable,
     ) {
-        self.reports.add(to, about, receiver, why);
+        self.reports.add(to, about, Some(receiver), why);
     }
 
     /// Sends the reports gathered while a batch was routed (see Reports).
@@ -324,10 +356,10 @@ impl Messenger {
                 count,
                 others,
             } = report;
-            let (id, pid) = match receiver {
+            let receiver = receiver.map(|receiver| match receiver {
                 Dest::Primary => (0, std::process::id()),
                 Dest::Worker(id) => (id, self.router.source(id).map_or(0, |(pid, _)| pid)),
-            };
+            });
             let message = if others {
                 format!(
                     "{}; with it, {count} messages of this and other actions were not delivered",
@@ -343,14 +375,16 @@ impl Messenger {
                     1,
                 )
             };
-            let payload = json!({
+            let mut payload = json!({
                 "code": why.code,
                 "message": message,
                 "count": count,
-                "workerId": id,
-                "pid": pid,
-            })
-            .to_string();
+            });
+            if let Some((id, pid)) = receiver {
+                payload["workerId"] = json!(id);
+                payload["pid"] = json!(pid);
+            }
+            let payload = payload.to_string();
             self.send_from_primary(cx, to, Kind::Undeliverable, FLAG_ERROR, &about, payload);
         }
     }
@@ -656,6 +690,7 @@ impl Messenger {
             source_pid,
             correlation,
             action: action.to_owned(),
+            host: None,
         };
         if let Ok(frame) = frames::encode(&header, payload.as_bytes()).and_then(frames::parse) {
             let dest = to.map_or(Dest::Primary, Dest::Worker);
@@ -697,9 +732,14 @@ impl Messenger {
             source_pid: 0,
             correlation: 0,
             action: CLUSTER_READY_ACTION.into(),
+            host: None,
         };
-        if let Ok(frame) = frames::encode(&header, b"").and_then(frames::parse) {
-            self.route_frame(cx, None, frame);
+        // Each host tells its own processes: this one stays here.
+        if let Ok(mut frame) = frames::encode(&header, b"").and_then(frames::parse::<_>) {
+            frame.set_source(0, std::process::id(), false);
+            self.routed += 1;
+            self.route_here(cx, None, frame);
+            self.send_reports(cx);
         }
     }
 }
@@ -764,6 +804,7 @@ mod tests {
             source_pid: 10,
             correlation: 0,
             action: action.into(),
+            host: None,
         }
     }
 
@@ -778,15 +819,22 @@ mod tests {
     fn reports_count_the_messages_of_one_sender_receiver_and_action() {
         let mut reports = Reports::default();
         for action in ["a", "b", "a", "a", "b"] {
-            reports.add(Some(1), &about(action), Dest::Worker(3), full());
+            reports.add(Some(1), &about(action), Some(Dest::Worker(3)), full());
         }
-        reports.add(Some(1), &about("a"), Dest::Worker(4), full());
-        reports.add(Some(2), &about("a"), Dest::Worker(3), full());
-        reports.add(None, &about("a"), Dest::Primary, full());
+        reports.add(Some(1), &about("a"), Some(Dest::Worker(4)), full());
+        reports.add(Some(2), &about("a"), Some(Dest::Worker(3)), full());
+        reports.add(None, &about("a"), Some(Dest::Primary), full());
         let seen: Vec<_> = reports
             .0
             .iter()
-            .map(|r| (r.to, r.receiver, r.about.action.as_str(), r.count))
+            .map(|r| {
+                (
+                    r.to,
+                    r.receiver.expect("a process"),
+                    r.about.action.as_str(),
+                    r.count,
+                )
+            })
             .collect();
         assert_eq!(
             seen,
@@ -805,12 +853,20 @@ mod tests {
         let mut reports = Reports::default();
         let sent = 10 * MAX_REPORTS as u64;
         for n in 0..sent {
-            reports.add(Some(1), &about(&format!("a{n}")), Dest::Worker(3), full());
+            reports.add(
+                Some(1),
+                &about(&format!("a{n}")),
+                Some(Dest::Worker(3)),
+                full(),
+            );
         }
-        reports.add(Some(1), &about("other"), Dest::Worker(4), full());
+        reports.add(Some(1), &about("other"), Some(Dest::Worker(4)), full());
         assert!(reports.0.len() <= MAX_REPORTS + 1);
         assert_eq!(reports.0.iter().map(|r| r.count).sum::<u64>(), sent + 1);
         assert!(reports.0[0].others);
-        assert_eq!(reports.0.last().map(|r| r.receiver), Some(Dest::Worker(4)));
+        assert_eq!(
+            reports.0.last().map(|r| r.receiver),
+            Some(Some(Dest::Worker(4)))
+        );
     }
 }

@@ -286,6 +286,7 @@ mod tests {
             source_pid: 101,
             correlation,
             action: "job".into(),
+            host: None,
         }
     }
 

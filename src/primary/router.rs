@@ -190,6 +190,7 @@ mod tests {
             source_pid: 0,
             correlation: 0,
             action: action.into(),
+            host: None,
         }
     }
 

@@ -58,4 +58,15 @@ pub struct Snapshot {
     pub slots: Vec<(usize, WorkerKind, u64)>,
     /// Messages, requests and replies the messenger has routed since the cluster started.
     pub messages: u64,
+    /// With option `redis`: this host's id and the other hosts of the namespace now.
+    pub hosts: Option<HostsSnapshot>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HostsSnapshot {
+    pub me: String,
+    /// Id and incarnation of each other member.
+    pub others: Vec<(String, u64)>,
+    /// Messages of other hosts reported lost here since the cluster started.
+    pub lost: u64,
 }

@@ -25,10 +25,10 @@ use super::inputs::{Command, Input, InputSender, NewChild, ReloadRequest};
 use super::launcher::{Done, Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
-use super::options::{ClusterOptions, Schedule};
+use super::options::{ClusterOptions, RemoteOptions, Schedule};
 use super::output::OutputLog;
 use super::readiness::Sign;
-use super::snapshot::{ClusterState, Snapshot, WorkerSnapshot};
+use super::snapshot::{ClusterState, HostsSnapshot, Snapshot, WorkerSnapshot};
 use super::supervision::{Phase, Supervision};
 use super::timers::{now, Timer, Timers};
 use super::worker_protocol::{Progress, WorkerProtocol};
@@ -37,6 +37,7 @@ use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound, ReceivedHandle};
 use crate::errors;
 use crate::os::process::ExitStatus;
+use crate::remote::{Remote, RemoteConfig};
 use crate::wire::node_ipc::{self, Incoming, Payload};
 
 /// The largest message a child of the Node-compatible primary may send on Node's channel. Node
@@ -151,6 +152,12 @@ pub fn start_with(
         stop_signal,
         max_ipc_message,
     };
+    let mut cluster = cluster;
+    if let Plan::Supervised(options) = &plan {
+        if let Some(remote) = &options.remote {
+            span_hosts(&mut cluster, remote);
+        }
+    }
     let supervision = match plan {
         Plan::Supervised(options) => Some(Supervision::new(options)),
         Plan::Manual { .. } => None,
@@ -162,6 +169,35 @@ pub fn start_with(
     };
     tokio::spawn(supervisor.run(rx));
     tx
+}
+
+/// Joins the namespace on Redis; the other hosts' news comes to the loop as `Input::Remote`. A
+/// link that cannot even start (the options were checked; this is rare) leaves the cluster on
+/// this host alone, with a warning: a host never fails to serve because of Redis.
+fn span_hosts(cluster: &mut Cluster, options: &RemoteOptions) {
+    let config = RemoteConfig::new(&options.url, &options.namespace, &options.host_id);
+    let (news, mut from_hosts) = mpsc::unbounded_channel();
+    match Remote::start(config, news) {
+        Ok(remote) => {
+            cluster.messenger.span_hosts(remote);
+            let inputs = cluster.inputs.clone();
+            tokio::spawn(async move {
+                while let Some(event) = from_hosts.recv().await {
+                    if inputs.send(Input::Remote(event)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Err(why) => cluster.events.warn(
+            None,
+            errors::REMOTE_UNAVAILABLE,
+            format!(
+                "this host cannot join namespace '{}': {why}",
+                options.namespace
+            ),
+        ),
+    }
 }
 
 impl Supervisor {
@@ -189,6 +225,21 @@ impl Supervisor {
             }
             self.settle();
             self.flush();
+            self.leave_hosts_when_stopping();
+        }
+    }
+
+    /// Once the cluster is stopping, the other hosts see this one leave at once (not after its
+    /// heartbeats stop); what its workers send to them from then on is reported as not sent.
+    fn leave_hosts_when_stopping(&mut self) {
+        let stopping = self
+            .supervision
+            .as_ref()
+            .is_some_and(|s| matches!(s.phase(), Phase::Stopping | Phase::Stopped));
+        if stopping {
+            if let Some(remote) = self.cluster.messenger.take_hosts_to_leave() {
+                tokio::spawn(async move { remote.leave().await });
+            }
         }
     }
 
@@ -210,6 +261,11 @@ impl Supervisor {
                 if let Some(h) = self.cluster.listeners.rr_accepted(generation, &key, conn) {
                     self.worker_protocol().send_newconn(h.worker, key, h.conn);
                 }
+            }
+            Input::Remote(event) => {
+                let starting = self.is_starting();
+                let (messenger, mut cx) = self.cluster.messenger_cx(starting);
+                messenger.on_remote(&mut cx, event);
             }
             Input::Spawned { id, result } => match (&mut self.supervision, result) {
                 (Some(s), result) => s.on_spawned(&mut self.cluster, id, result),
@@ -576,6 +632,14 @@ fn snapshot(c: &Cluster, supervision: Option<&Supervision>) -> Snapshot {
         workers,
         slots: supervision.map_or_else(Vec::new, Supervision::slot_restarts),
         messages: c.messenger.routed(),
+        hosts: c.messenger.hosts().map(|(me, others)| HostsSnapshot {
+            me,
+            others: others
+                .into_iter()
+                .map(|h| (h.host, h.incarnation))
+                .collect(),
+            lost: c.messenger.lost_across_hosts(),
+        }),
     }
 }
 

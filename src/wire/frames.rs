@@ -14,6 +14,9 @@
 //! u32 LE  correlation id (request/reply pairing; 0 when unused)
 //! u16 LE  action length, then the action (UTF-8), then the payload
 //! ```
+//!
+//! With FLAG_HOST, a host id (u8 length, then that many bytes of `[A-Za-z0-9._-]`) comes between
+//! the action and the payload: the host a child's frame is for, or the host a frame came from.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -40,8 +43,24 @@ pub const FLAG_ASCII: u8 = 0b0001_0000;
 /// The payload is in a sealed memory file sent with the frame (see docs/messenger-frames.md); the
 /// frame itself carries only its length, a u32 LE.
 pub const FLAG_SHARED: u8 = 0b0010_0000;
+/// A host id precedes the payload: from a child, the host the frame is for (`sendTo({ host, id })`);
+/// to a child, the host it came from. Never with FLAG_SHARED: frames between hosts carry their
+/// payload in line.
+pub const FLAG_HOST: u8 = 0b0100_0000;
 const KNOWN_FLAGS: u8 =
-    FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING | FLAG_ASCII | FLAG_SHARED;
+    FLAG_BINARY | FLAG_ERROR | FLAG_FROM_AGENT | FLAG_STRING | FLAG_ASCII | FLAG_SHARED | FLAG_HOST;
+/// The longest host id.
+pub const MAX_HOST_LEN: usize = 128;
+
+/// Whether `id` can name a host: 1 to MAX_HOST_LEN bytes of `[A-Za-z0-9._-]`, so that it is safe
+/// in Redis keys and channel names, in logs and in file names.
+pub fn is_host_id(id: &[u8]) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_HOST_LEN
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
 /// The in-band payload of a FLAG_SHARED frame.
 pub const SHARED_LEN_BYTES: usize = 4;
 
@@ -126,6 +145,8 @@ pub struct Header {
     pub source_pid: u32,
     pub correlation: u32,
     pub action: String,
+    /// With FLAG_HOST: the host it is for (from a child) or from (to a child).
+    pub host: Option<String>,
 }
 
 /// One frame: its header, and where the payload starts in `bytes` (the whole frame, prefix
@@ -198,7 +219,16 @@ pub fn encode(header: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     if action.len() > MAX_ACTION_LEN {
         return Err(FrameError::Malformed("action name too long"));
     }
-    let body = HEADER_LEN + action.len() + payload.len();
+    let host = header.host.as_deref().map(str::as_bytes);
+    if host.is_some_and(|h| !is_host_id(h)) {
+        return Err(FrameError::Malformed("not a host id"));
+    }
+    let host_len = host.map_or(0, |h| 1 + h.len());
+    let flags = match host {
+        Some(_) => header.flags | FLAG_HOST,
+        None => header.flags & !FLAG_HOST,
+    };
+    let body = HEADER_LEN + action.len() + host_len + payload.len();
     let len = u32::try_from(body).map_err(|_| FrameError::TooLarge {
         len: body,
         limit: u32::MAX as usize,
@@ -208,13 +238,17 @@ pub fn encode(header: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     out.push(VERSION);
     out.push(header.kind as u8);
     out.push(header.target as u8);
-    out.push(header.flags);
+    out.push(flags);
     out.extend_from_slice(&header.target_id.to_le_bytes());
     out.extend_from_slice(&header.source_id.to_le_bytes());
     out.extend_from_slice(&header.source_pid.to_le_bytes());
     out.extend_from_slice(&header.correlation.to_le_bytes());
     out.extend_from_slice(&(action.len() as u16).to_le_bytes());
     out.extend_from_slice(action);
+    if let Some(host) = host {
+        out.push(host.len() as u8);
+        out.extend_from_slice(host);
+    }
     out.extend_from_slice(payload);
     Ok(out)
 }
@@ -230,8 +264,12 @@ struct Checked {
     kind: Kind,
     target: Target,
     flags: u8,
-    /// Where the action ends (and the payload starts), from the start of the header.
+    /// Where the action ends, from the start of the header.
     action_end: usize,
+    /// Where the host id is (FLAG_HOST), from the start of the header.
+    host: Option<std::ops::Range<usize>>,
+    /// Where the payload starts, from the start of the header.
+    payload_start: usize,
 }
 
 /// Checks the header of a complete frame `h` (without its prefix).
@@ -261,11 +299,36 @@ fn check(h: &[u8]) -> Result<Checked, FrameError> {
             "a shared payload's frame carries only its length",
         ));
     }
+    let (host, payload_start) = if flags & FLAG_HOST != 0 {
+        if flags & FLAG_SHARED != 0 {
+            return Err(FrameError::Malformed(
+                "a frame for or from another host carries its payload in line",
+            ));
+        }
+        let len =
+            *h.get(action_end)
+                .ok_or(FrameError::Malformed("host id runs past the frame"))? as usize;
+        let range = action_end + 1..action_end + 1 + len;
+        if range.end > h.len() {
+            return Err(FrameError::Malformed("host id runs past the frame"));
+        }
+        if !is_host_id(&h[range.clone()]) {
+            return Err(FrameError::Malformed(
+                "a host id is 1 to 128 characters of A-Z a-z 0-9 . _ -",
+            ));
+        }
+        let end = range.end;
+        (Some(range), end)
+    } else {
+        (None, action_end)
+    };
     Ok(Checked {
         kind,
         target,
         flags,
         action_end,
+        host,
+        payload_start,
     })
 }
 
@@ -283,10 +346,14 @@ pub fn parse<F>(bytes: Vec<u8>) -> Result<Frame<F>, FrameError> {
         target,
         flags,
         action_end,
+        host,
+        payload_start,
     } = check(h)?;
     let action = std::str::from_utf8(&h[HEADER_LEN..action_end])
         .map_err(|_| FrameError::Malformed("action is not UTF-8"))?
         .to_owned();
+    // Checked: ASCII only.
+    let host = host.map(|range| String::from_utf8_lossy(&h[range]).into_owned());
     let header = Header {
         kind,
         target,
@@ -296,10 +363,11 @@ pub fn parse<F>(bytes: Vec<u8>) -> Result<Frame<F>, FrameError> {
         source_pid: u32_at(h, 12),
         correlation: u32_at(h, 16),
         action,
+        host,
     };
     Ok(Frame {
         header,
-        payload_at: PREFIX_LEN + action_end,
+        payload_at: PREFIX_LEN + payload_start,
         bytes,
         shared: None,
     })
@@ -415,6 +483,7 @@ mod tests {
             source_pid: 0,
             correlation: 42,
             action: action.into(),
+            host: None,
         }
     }
 
@@ -496,6 +565,44 @@ mod tests {
         assert!(parse(bad_flags).is_err());
     }
 
+    #[test]
+    fn frames_name_hosts_only_with_ids_that_are_safe_everywhere() {
+        let mut to_b = header("x");
+        to_b.host = Some("host-b.1".into());
+        let frame = parse(encode(&to_b, b"payload").unwrap()).unwrap();
+        assert_eq!(frame.header.host.as_deref(), Some("host-b.1"));
+        assert_ne!(frame.header.flags & FLAG_HOST, 0);
+        assert_eq!(frame.payload(), b"payload");
+
+        for bad in ["", "a/b", "a:b", "{ns}", "a b", &"x".repeat(129)] {
+            to_b.host = Some(bad.into());
+            assert!(encode(&to_b, b"").is_err(), "{bad:?}");
+        }
+        // Written by hand, as a hostile child could: each is refused by the parser.
+        let mut frame = encode(&header("x"), b"").unwrap();
+        frame[7] |= FLAG_HOST;
+        assert!(
+            parse(frame.clone()).is_err(),
+            "the host id's length is missing"
+        );
+        let with_host = |host: &[u8], len: u8, flags: u8| {
+            let mut bytes =
+                encode(&header("x"), &[&[len][..], host, &[0, 0, 0, 0]].concat()).unwrap();
+            bytes[7] |= flags;
+            parse(bytes)
+        };
+        assert!(with_host(b"b", 1, FLAG_HOST).is_ok());
+        assert!(
+            with_host(b"b", 9, FLAG_HOST).is_err(),
+            "runs past the frame"
+        );
+        assert!(with_host(b"b/", 2, FLAG_HOST).is_err(), "not a host id");
+        assert!(
+            with_host(b"b", 1, FLAG_HOST | FLAG_SHARED).is_err(),
+            "shared"
+        );
+    }
+
     proptest! {
         // The decoder never panics, whatever a child writes, however it is split.
         #[test]
@@ -510,9 +617,11 @@ mod tests {
 
         #[test]
         fn encode_parse_round_trip(action in "[a-z:._-]{0,40}", payload in proptest::collection::vec(any::<u8>(), 0..300),
-                                   target_id: u32, correlation: u32, binary: bool) {
-            let h = Header { kind: Kind::Message, target: Target::Apps, flags: if binary { FLAG_BINARY } else { 0 },
-                             target_id, source_id: 0, source_pid: 0, correlation, action };
+                                   target_id: u32, correlation: u32, binary: bool,
+                                   host in proptest::option::of("[A-Za-z0-9._-]{1,128}")) {
+            let flags = if binary { FLAG_BINARY } else { 0 } | if host.is_some() { FLAG_HOST } else { 0 };
+            let h = Header { kind: Kind::Message, target: Target::Apps, flags,
+                             target_id, source_id: 0, source_pid: 0, correlation, action, host };
             let frame = parse(encode(&h, &payload).unwrap()).unwrap();
             prop_assert_eq!(frame.payload(), &payload[..]);
             prop_assert_eq!(frame.header, h);
@@ -543,7 +652,8 @@ mod tests {
             )
                 .prop_map(
                     |((kind, target, flags), ids, action, payload, shared_len)| {
-                        let flags = flags & KNOWN_FLAGS;
+                        // Host ids: encode_parse_round_trip and frames_name_hosts.
+                        let flags = flags & KNOWN_FLAGS & !FLAG_HOST;
                         let header = Header {
                             kind,
                             target,
@@ -553,6 +663,7 @@ mod tests {
                             source_pid: ids[2],
                             correlation: ids[3],
                             action,
+                            host: None,
                         };
                         let payload = if flags & FLAG_SHARED != 0 {
                             shared_len.to_le_bytes().to_vec()

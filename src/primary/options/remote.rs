@@ -113,9 +113,9 @@ pub fn is_namespace(name: &str) -> bool {
     (1..=64).contains(&name.len()) && name.bytes().all(is_name_byte) && !name.starts_with('.')
 }
 
-/// A host id: 1 to 128 of `[A-Za-z0-9._-]`.
+/// A host id: 1 to 128 of `[A-Za-z0-9._-]`, as the messenger's frames carry it.
 pub fn is_host_id(id: &str) -> bool {
-    (1..=128).contains(&id.len()) && id.bytes().all(is_name_byte)
+    crate::wire::frames::is_host_id(id.as_bytes())
 }
 
 /// The host id when none is given: `<hostname>-<pid>-<4 hex digits>`. The pid tells apart two

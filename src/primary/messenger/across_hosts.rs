@@ -1,0 +1,397 @@
+//! The messenger across hosts (option `redis`). What a process sends to every app worker
+//! (`broadcast`, `sendToApp`) is routed here first, then goes to the other hosts of the namespace;
+//! `sendTo({ host, id })` goes to one worker of another host; what comes from another host is
+//! routed here as if it had been sent here, with that host's id in the frame (FLAG_HOST), so that
+//! `meta.from.host` names it. src/remote/ carries the bytes and keeps the membership; this module
+//! decides what crosses, and tells each sender what did not arrive: nothing is lost in silence.
+
+use serde_json::json;
+
+use super::{Bound, Cx, Messenger};
+use crate::channel::frame_link::{Frame, Outgoing};
+use crate::errors;
+use crate::primary::events::Event;
+use crate::primary::router::{Dest, Undeliverable};
+use crate::primary::WorkerId;
+use crate::remote::{HostInfo, LeaveReason, Remote, RemoteError, RemoteEvent};
+use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
+
+/// This host's side of the namespace.
+pub struct AcrossHosts {
+    remote: Remote,
+    me: String,
+    /// Messages of other hosts reported lost here (the metrics).
+    lost: u64,
+    /// Reports for senders of other hosts that could not be sent since the last that could.
+    untold: u64,
+    /// A graceful stop has begun: this host has left, or is leaving.
+    leaving: bool,
+}
+
+impl AcrossHosts {
+    pub fn new(remote: Remote) -> Self {
+        AcrossHosts {
+            me: remote.me().host,
+            remote,
+            lost: 0,
+            untold: 0,
+            leaving: false,
+        }
+    }
+}
+
+/// The same frame, naming `host` (FLAG_HOST) instead of what it named: its payload in line.
+fn naming_host(out: &Outgoing, host: Option<&str>) -> Result<Vec<u8>, String> {
+    let in_line = out.in_line().map_err(|e| e.to_string())?;
+    let frame: frames::Frame<()> =
+        frames::parse(in_line.bytes.to_vec()).map_err(|e| e.to_string())?;
+    let header = Header {
+        host: host.map(str::to_owned),
+        ..frame.header.clone()
+    };
+    frames::encode(&header, frame.payload()).map_err(|e| e.to_string())
+}
+
+/// Why a frame did not go to `whom`, as its sender is told.
+fn not_sent(error: RemoteError, action: &str, whom: &str) -> Undeliverable {
+    match error {
+        RemoteError::Unavailable(why) => Undeliverable {
+            code: errors::REMOTE_UNAVAILABLE,
+            message: format!("Redis cannot be reached ({why}); '{action}' was not sent to {whom}"),
+        },
+        RemoteError::TooLarge { limit } => Undeliverable {
+            code: errors::MESSAGE_TOO_LARGE,
+            message: format!(
+                "messages between hosts are at most {limit} bytes; '{action}' was not sent to {whom}"
+            ),
+        },
+        RemoteError::QueueFull => Undeliverable {
+            code: errors::QUEUE_FULL,
+            message: format!(
+                "this host's queue for other hosts is full; '{action}' was not sent to {whom}"
+            ),
+        },
+        RemoteError::UnknownHost(host) => Undeliverable {
+            code: errors::UNKNOWN_TARGET,
+            message: format!("no host '{host}' in the namespace; '{action}' was not delivered"),
+        },
+    }
+}
+
+/// The local sender a frame names (its source id; 0 is the primary's JavaScript).
+fn sender(header: &Header) -> Option<WorkerId> {
+    (header.source_id != 0).then_some(header.source_id)
+}
+
+impl Messenger {
+    /// From now on the messenger spans the hosts `remote` reaches.
+    pub fn span_hosts(&mut self, remote: Remote) {
+        self.hosts = Some(AcrossHosts::new(remote));
+    }
+
+    /// This host's id and the others', when the cluster spans hosts.
+    pub fn hosts(&self) -> Option<(String, Vec<HostInfo>)> {
+        self.hosts
+            .as_ref()
+            .map(|h| (h.me.clone(), h.remote.hosts()))
+    }
+
+    /// Messages of other hosts reported lost here.
+    pub fn lost_across_hosts(&self) -> u64 {
+        self.hosts.as_ref().map_or(0, |h| h.lost)
+    }
+
+    /// The link to the other hosts, once, for a graceful stop (`Remote::leave`).
+    pub fn take_hosts_to_leave(&mut self) -> Option<Remote> {
+        let hosts = self.hosts.as_mut()?;
+        if std::mem::replace(&mut hosts.leaving, true) {
+            return None;
+        }
+        Some(hosts.remote.clone())
+    }
+
+    /// A message for every app worker, routed here: now for the other hosts.
+    pub(super) fn send_to_other_hosts(
+        &mut self,
+        from: Option<WorkerId>,
+        header: &Header,
+        out: &Outgoing,
+    ) {
+        let Some(hosts) = &self.hosts else {
+            return;
+        };
+        if header.kind != Kind::Message
+            || !matches!(header.target, Target::Broadcast | Target::Apps)
+        {
+            return;
+        }
+        let sent = naming_host(out, Some(&hosts.me))
+            .map_err(|why| Undeliverable {
+                code: errors::PROTOCOL,
+                message: format!(
+                    "'{}' could not be sent to other hosts: {why}",
+                    header.action
+                ),
+            })
+            .and_then(|bytes| {
+                hosts
+                    .remote
+                    .broadcast(bytes)
+                    .map_err(|e| not_sent(e, &header.action, "the other hosts"))
+            });
+        if let Err(why) = sent {
+            // A flood while Redis is away is one report per sender and action, with a count.
+            self.reports.add(from, header, None, why);
+        }
+    }
+
+    /// A child's frame that names a host (`sendTo({ host, id })`): sent there, or routed here if
+    /// it names this host.
+    pub(super) fn send_to_host(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
+        let header = frame.header.clone();
+        let host = header.host.clone().unwrap_or_default();
+        let plain =
+            header.kind == Kind::Message && matches!(header.target, Target::One | Target::Pid);
+        let Some(hosts) = &self.hosts else {
+            let why = Undeliverable {
+                code: errors::UNKNOWN_TARGET,
+                message: format!(
+                    "no host '{host}': this cluster spans one host (no redis option); '{}' was not delivered",
+                    header.action
+                ),
+            };
+            return self.undeliverable(cx, from, &header, why);
+        };
+        if !plain {
+            let why = Undeliverable {
+                code: errors::UNKNOWN_TARGET,
+                message: format!(
+                    "only sendTo names a host; '{}' was not delivered",
+                    header.action
+                ),
+            };
+            return self.undeliverable(cx, from, &header, why);
+        }
+        let out = Outgoing::new(frame);
+        if host == hosts.me {
+            // Routed here, as if it had named no host.
+            // A frame this host cannot read again was checked as it came: none is dropped here.
+            if let Ok(frame) =
+                naming_host(&out, None).and_then(|b| frames::parse(b).map_err(|e| e.to_string()))
+            {
+                self.route_message(cx, from, frame);
+            }
+            return;
+        }
+        let whom = format!("host '{host}'");
+        let sent = naming_host(&out, Some(&hosts.me))
+            .map_err(|why| Undeliverable {
+                code: errors::PROTOCOL,
+                message: format!("'{}' could not be sent to {whom}: {why}", header.action),
+            })
+            .and_then(|bytes| {
+                hosts
+                    .remote
+                    .send(&host, bytes)
+                    .map_err(|e| not_sent(e, &header.action, &whom))
+            });
+        if let Err(why) = sent {
+            self.undeliverable(cx, from, &header, why);
+        }
+    }
+
+    /// News from the other hosts.
+    pub fn on_remote(&mut self, cx: &mut Cx<'_>, event: RemoteEvent) {
+        match event {
+            RemoteEvent::Broadcast { from, bytes } => self.route_from_host(cx, &from, bytes, true),
+            RemoteEvent::Inbox { from, bytes } => self.route_from_host(cx, &from, bytes, false),
+            RemoteEvent::Lost { from, count } => {
+                if let Some(hosts) = &mut self.hosts {
+                    hosts.lost += count;
+                }
+                cx.events.push(Event::Warning {
+                    code: errors::MESSAGES_LOST,
+                    message: format!(
+                        "{count} messages that host '{from}' sent to every worker never reached this host (Redis lost them: a restart, or a stream trimmed while this host lagged)"
+                    ),
+                    id: None,
+                    details: json!({ "fromHost": from, "count": count }),
+                });
+            }
+            RemoteEvent::NotDelivered { host, bytes, reason } => {
+                let why = Undeliverable {
+                    code: errors::UNKNOWN_TARGET,
+                    message: format!("host '{host}' is not connected ({reason})"),
+                };
+                self.tell_sender(cx, bytes, why);
+            }
+            RemoteEvent::Failed { bytes, reason } => {
+                let why = Undeliverable {
+                    code: errors::REMOTE_UNAVAILABLE,
+                    message: format!("Redis did not take it ({reason})"),
+                };
+                self.tell_sender(cx, bytes, why);
+            }
+            RemoteEvent::Unavailable { reason } => cx.events.warn(
+                None,
+                errors::REMOTE_UNAVAILABLE,
+                format!("Redis cannot be reached ({reason}): messages for other hosts fail until it is back; this host goes on"),
+            ),
+            RemoteEvent::Joined { me, hosts } => {
+                if let Some(h) = &mut self.hosts {
+                    h.me = me.host.clone();
+                }
+                for host in hosts {
+                    cx.events.push(Event::HostJoined {
+                        host: host.host,
+                        incarnation: host.incarnation,
+                    });
+                }
+            }
+            RemoteEvent::HostJoined(host) => cx.events.push(Event::HostJoined {
+                host: host.host,
+                incarnation: host.incarnation,
+            }),
+            RemoteEvent::HostLeft { host, reason } => cx.events.push(Event::HostLeft {
+                host: host.host,
+                incarnation: host.incarnation,
+                reason: match reason {
+                    LeaveReason::Left => "left",
+                    LeaveReason::TimedOut => "timeout",
+                    LeaveReason::NewIncarnation => "restarted",
+                },
+            }),
+            RemoteEvent::Malformed { from, why } => cx.events.warn(
+                None,
+                errors::PROTOCOL,
+                format!(
+                    "a malformed message from {} was dropped: {why}",
+                    from.map_or("another host".into(), |h| format!("host '{h}'"))
+                ),
+            ),
+        }
+    }
+
+    /// A frame from another host: routed here as if sent here, naming that host.
+    fn route_from_host(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &HostInfo,
+        bytes: Vec<u8>,
+        broadcast: bool,
+    ) {
+        let frame: Frame = match frames::parse(bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                return cx.events.warn(
+                    None,
+                    errors::PROTOCOL,
+                    format!(
+                        "a malformed message from host '{}' was dropped: {e}",
+                        from.host
+                    ),
+                )
+            }
+        };
+        let header = frame.header.clone();
+        if header.host.as_deref() != Some(from.host.as_str()) {
+            return cx.events.warn(
+                None,
+                errors::PROTOCOL,
+                format!(
+                    "a message from host '{}' named another host; it was dropped",
+                    from.host
+                ),
+            );
+        }
+        let fits = matches!(
+            (broadcast, header.kind, header.target),
+            (true, Kind::Message, Target::Broadcast | Target::Apps)
+                | (false, Kind::Message, Target::One | Target::Pid)
+                | (false, Kind::Undeliverable, Target::One)
+        );
+        if !fits {
+            return cx.events.warn(
+                None,
+                errors::PROTOCOL,
+                format!(
+                    "host '{}' sent a frame this host does not take from other hosts; it was dropped",
+                    from.host
+                ),
+            );
+        }
+        self.routed += u64::from(header.kind == Kind::Message);
+        if header.kind == Kind::Undeliverable {
+            // The answer to what a process of this host sent there.
+            let to = Dest::Worker(header.target_id);
+            let _ = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Waived);
+            return;
+        }
+        let dests = match self.router.route(&header) {
+            Ok(dests) => dests,
+            Err(why) => return self.tell_origin(cx, &from.host, &header, why),
+        };
+        let out = Outgoing::new(frame);
+        for dest in dests {
+            if let Err(why) = self.deliver(cx, dest, &out, &header, Bound::Applies) {
+                self.tell_origin(cx, &from.host, &header, why);
+            }
+        }
+    }
+
+    /// A sender of another host is told that what it sent did not reach a process of this one.
+    fn tell_origin(&mut self, cx: &mut Cx<'_>, origin: &str, about: &Header, why: Undeliverable) {
+        let Some(hosts) = &mut self.hosts else {
+            return;
+        };
+        let payload = json!({ "code": why.code, "message": why.message, "host": hosts.me });
+        let header = Header {
+            kind: Kind::Undeliverable,
+            target: Target::One,
+            flags: FLAG_ERROR,
+            target_id: about.source_id,
+            source_id: 0,
+            source_pid: std::process::id(),
+            correlation: about.correlation,
+            action: about.action.clone(),
+            host: Some(hosts.me.clone()),
+        };
+        let Ok(bytes) = frames::encode(&header, payload.to_string().as_bytes()) else {
+            return;
+        };
+        if hosts.remote.send(origin, bytes).is_err() {
+            // Its host is gone or cut off: there is no one left to tell. Counted, and said once
+            // until a report gets through again.
+            hosts.untold += 1;
+            if hosts.untold == 1 {
+                cx.events.warn(
+                    None,
+                    errors::UNKNOWN_TARGET,
+                    format!(
+                        "'{}' from host '{origin}' was not delivered here ({}), and that host cannot be told",
+                        about.action, why.message
+                    ),
+                );
+            }
+        } else {
+            hosts.untold = 0;
+        }
+    }
+
+    /// What this host sent did not reach another host: its sender (named in the frame) is told.
+    fn tell_sender(&mut self, cx: &mut Cx<'_>, bytes: Vec<u8>, why: Undeliverable) {
+        let Ok(frame) = frames::parse::<()>(bytes) else {
+            return;
+        };
+        let why = Undeliverable {
+            code: why.code,
+            message: format!(
+                "{}; '{}' was not delivered to it",
+                why.message, frame.header.action
+            ),
+        };
+        self.reports
+            .add(sender(&frame.header), &frame.header, None, why);
+        self.send_reports(cx);
+    }
+}
