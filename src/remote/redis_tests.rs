@@ -441,6 +441,44 @@ async fn gaps_and_damaged_messages_are_reported() {
         .await;
     assert_eq!(count, 2);
     b.sees(&["ghost", "spectre"]).await;
+
+    // A pub/sub connection killed under the host is made again.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(killed, 1);
+    let ghost = HostInfo {
+        host: "ghost".into(),
+        incarnation: 5,
+    };
+    let envelope = super::envelope::encode(&ghost, b"again");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("rc:{t3}:in:b")
+            .arg(&envelope)
+            .query(&mut connection)
+            .unwrap();
+        if receivers == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b did not subscribe again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from = b
+        .until(
+            "the inbox message",
+            Duration::from_secs(2),
+            |event| match event {
+                RemoteEvent::Inbox { from, bytes } if bytes == b"again" => Some(from.clone()),
+                _ => None,
+            },
+        )
+        .await;
+    assert_eq!(from, ghost);
     b.remote.leave().await;
 }
 
