@@ -532,3 +532,26 @@ async fn a_quick_restart_that_lost_the_data_makes_the_hosts_rejoin() {
     a.remote.leave().await;
     b.remote.leave().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Host::start(RemoteConfig {
+        max_queued: 128 * 1024,
+        ..config(&server.url(), "t6", "a")
+    });
+    a.joined().await;
+    // A hung server: what is queued stays queued (the one in flight counts too).
+    server.pause();
+    let big = vec![7u8; 64 * 1024];
+    assert_eq!(a.remote.broadcast(big.clone()), Ok(()));
+    assert_eq!(a.remote.broadcast(big.clone()), Ok(()));
+    let asked = Instant::now();
+    assert_eq!(a.remote.broadcast(big), Err(RemoteError::QueueFull));
+    assert_eq!(a.remote.broadcast(vec![1]), Err(RemoteError::QueueFull));
+    assert!(asked.elapsed() < Duration::from_millis(50));
+    server.resume();
+    a.remote.leave().await;
+}
