@@ -362,6 +362,10 @@ async fn gaps_and_damaged_messages_are_reported() {
         .await;
     }
     b.drain();
+    assert!(b.seen.iter().any(|event| matches!(
+        event,
+        RemoteEvent::Malformed { from: Some(from), .. } if from == "ghost"
+    )));
     assert_eq!(
         b.broadcasts_from("ghost"),
         [b"one".to_vec(), b"four".to_vec()]
