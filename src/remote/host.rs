@@ -563,8 +563,11 @@ async fn read_stream(
             cursor = id;
             let entry = match decoded {
                 Ok(entry) => entry,
-                Err(why) => {
-                    shared.emit(RemoteEvent::Malformed { from: None, why });
+                Err(damaged) => {
+                    shared.emit(RemoteEvent::Malformed {
+                        from: damaged.from,
+                        why: damaged.why,
+                    });
                     continue;
                 }
             };

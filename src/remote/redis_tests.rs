@@ -362,6 +362,10 @@ async fn gaps_and_damaged_messages_are_reported() {
         .await;
     }
     b.drain();
+    assert!(b.seen.iter().any(|event| matches!(
+        event,
+        RemoteEvent::Malformed { from: Some(from), .. } if from == "ghost"
+    )));
     assert_eq!(
         b.broadcasts_from("ghost"),
         [b"one".to_vec(), b"four".to_vec()]
@@ -441,6 +445,44 @@ async fn gaps_and_damaged_messages_are_reported() {
         .await;
     assert_eq!(count, 2);
     b.sees(&["ghost", "spectre"]).await;
+
+    // A pub/sub connection killed under the host is made again.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(killed, 1);
+    let ghost = HostInfo {
+        host: "ghost".into(),
+        incarnation: 5,
+    };
+    let envelope = super::envelope::encode(&ghost, b"again");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let receivers: i64 = redis::cmd("PUBLISH")
+            .arg("rc:{t3}:in:b")
+            .arg(&envelope)
+            .query(&mut connection)
+            .unwrap();
+        if receivers == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b did not subscribe again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from = b
+        .until(
+            "the inbox message",
+            Duration::from_secs(2),
+            |event| match event {
+                RemoteEvent::Inbox { from, bytes } if bytes == b"again" => Some(from.clone()),
+                _ => None,
+            },
+        )
+        .await;
+    assert_eq!(from, ghost);
     b.remote.leave().await;
 }
 
@@ -493,4 +535,27 @@ async fn a_quick_restart_that_lost_the_data_makes_the_hosts_rejoin() {
     assert_eq!(b.remote.hosts(), [a_again]);
     a.remote.leave().await;
     b.remote.leave().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let mut a = Host::start(RemoteConfig {
+        max_queued: 128 * 1024,
+        ..config(&server.url(), "t6", "a")
+    });
+    a.joined().await;
+    // A hung server: what is queued stays queued (the one in flight counts too).
+    server.pause();
+    let big = vec![7u8; 64 * 1024];
+    assert_eq!(a.remote.broadcast(big.clone()), Ok(()));
+    assert_eq!(a.remote.broadcast(big.clone()), Ok(()));
+    let asked = Instant::now();
+    assert_eq!(a.remote.broadcast(big), Err(RemoteError::QueueFull));
+    assert_eq!(a.remote.broadcast(vec![1]), Err(RemoteError::QueueFull));
+    assert!(asked.elapsed() < Duration::from_millis(50));
+    server.resume();
+    a.remote.leave().await;
 }

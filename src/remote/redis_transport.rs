@@ -57,6 +57,13 @@ pub(crate) struct BroadcastEntry {
     pub bytes: Vec<u8>,
 }
 
+/// An entry that does not decode: its sender if that much can be read, and why.
+#[derive(Debug)]
+pub(crate) struct Damaged {
+    pub from: Option<String>,
+    pub why: String,
+}
+
 #[derive(Debug)]
 pub(crate) struct WriteFailure {
     pub reason: String,
@@ -342,7 +349,7 @@ impl RedisTransport {
         &self,
         connection: &mut Connection,
         cursor: &str,
-    ) -> Result<Vec<(String, Result<BroadcastEntry, String>)>, String> {
+    ) -> Result<Vec<(String, Result<BroadcastEntry, Damaged>)>, String> {
         let mut command = redis::cmd("XREAD");
         command
             .arg("COUNT")
@@ -363,7 +370,10 @@ impl RedisTransport {
             .flat_map(|reply| reply.keys)
             .flat_map(|key| key.ids)
             .map(|entry| {
-                let decoded = parse_entry(&entry.map);
+                let decoded = parse_entry(&entry.map).map_err(|why| Damaged {
+                    from: text_field(&entry.map, "h").ok().map(str::to_owned),
+                    why,
+                });
                 (entry.id, decoded)
             })
             .collect())

@@ -85,6 +85,21 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: the server hangs (no answers) until `resume`.
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let child = self.child.as_ref().expect("the server runs");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
     /// A new, empty server on the same socket.
     pub fn restart(&mut self) {
         self.kill();
