@@ -165,7 +165,14 @@ export interface Worker extends EventEmitter {
 
 /** Who sent a messenger message: id 0 and kind 'primary' for the primary. */
 export interface MessageMeta {
-  from: { id: number; pid: number; kind: 'app' | 'agent' | 'primary' };
+  /** `host`: with option `redis`, the host it came from (this one's id for a message from here). */
+  from: { id: number; pid: number; kind: 'app' | 'agent' | 'primary'; host?: string };
+}
+
+/** A worker of any host of the namespace (option `redis`). */
+export interface HostTarget {
+  host: string;
+  id: number;
 }
 
 /** Data a message carries: any JSON value, or bytes (a Buffer or typed array arrives as a Buffer). */
@@ -179,26 +186,30 @@ export interface UndeliveredError extends RclusterError {
   /** With `ERR_RCLUSTER_QUEUE_FULL`: the receiver whose queue was full (id 0: the primary). */
   workerId?: number;
   pid?: number;
+  /** The host that reported it, when another host did (option `redis`). */
+  host?: string;
 }
 
 /** The messenger (api.md section 3), the same in the primary and in every child.
  *  A send throws `ERR_RCLUSTER_QUEUE_FULL`, and sends nothing, when this process's write queue is
  *  full: send again once `drained()` resolves. */
 export interface Messenger {
-  /** Failures to deliver what this process sent (`ERR_RCLUSTER_UNKNOWN_TARGET`, `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_QUEUE_FULL`). */
+  /** Failures to deliver what this process sent (`ERR_RCLUSTER_UNKNOWN_TARGET`, `ERR_RCLUSTER_NO_HANDLER`,
+   *  `ERR_RCLUSTER_QUEUE_FULL`; with `redis`, `ERR_RCLUSTER_REMOTE_UNAVAILABLE` and `ERR_RCLUSTER_MESSAGE_TOO_LARGE`
+   *  for what did not reach the other hosts). */
   on(action: 'error', listener: (error: UndeliveredError) => void): this;
   on(action: string, handler: (data: any, meta: MessageMeta) => unknown): this;
   once(action: string, handler: (data: any, meta: MessageMeta) => unknown): this;
   off(action: string, handler?: (...args: any[]) => unknown): this;
-  /** Every app worker and the agent, the sender included. */
+  /** Every app worker and the agent, the sender included (with `redis`, of every host). */
   broadcast(action: string, data?: MessageData): void;
-  /** Every app worker, the sender included. */
+  /** Every app worker, the sender included (with `redis`, of every host). */
   sendToApp(action: string, data?: MessageData): void;
   sendToAgent(action: string, data?: MessageData): void;
   /** One app worker with a handler for `action`, picked at random. */
   sendRandom(action: string, data?: MessageData): void;
-  /** One process: a worker id, a pid, or 'primary'. */
-  sendTo(target: number | 'primary', action: string, data?: MessageData): void;
+  /** One process: a worker id, a pid, 'primary', or with `redis`, `{ host, id }`. */
+  sendTo(target: number | 'primary' | HostTarget, action: string, data?: MessageData): void;
   /** Resolves once what this process sent has left its write queue (at once in the primary); after a
    *  send threw `ERR_RCLUSTER_QUEUE_FULL`, send again then. Rejects with `ERR_RCLUSTER_NOT_RUNNING`
    *  if the channel is gone. */
@@ -267,6 +278,10 @@ export interface Cluster extends EventEmitter {
   on(event: 'reload', listener: (info: { trigger: string; workers: number }) => void): this;
   /** A stop began; `trigger` says who asked: `'stop()'`, `'rcluster stop'`, a failure. */
   on(event: 'stopping', listener: (info: { trigger: string }) => void): this;
+  /** Option `redis`: another host of the namespace is a member (`incarnation`: 16 hex digits, new at each start). */
+  on(event: 'host-join', listener: (host: { host: string; incarnation: string }) => void): this;
+  /** Option `redis`: another host left: `'left'` (a stop), `'timeout'` (no heartbeat), `'restarted'`. */
+  on(event: 'host-leave', listener: (host: { host: string; incarnation: string; reason: 'left' | 'timeout' | 'restarted' }) => void): this;
   on(event: 'reloaded', listener: (result: ReloadResult) => void): this;
   on(event: 'scaled', listener: (workers: number) => void): this;
   /** A failure that ends the cluster: `ERR_RCLUSTER_RESTART_BUDGET`, `ERR_RCLUSTER_READY_TIMEOUT`. */

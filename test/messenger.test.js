@@ -289,6 +289,8 @@ test('a receiver that stops reading holds bounded memory and never stalls the ot
 for (const [garbage, why] of [
   ['version', /unknown version/],
   ['shared', /without its memory file/],
+  ['host', /a host id is 1 to 128 characters/],
+  ['host-reply', /only a message may name a host/],
 ]) {
   test(`a worker that writes garbage (${garbage}) on the messenger channel is replaced; the primary reports it`, async (t) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));

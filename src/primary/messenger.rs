@@ -213,20 +213,23 @@ impl Messenger {
                 }
                 self.send_reports(cx);
             }
-            FrameEvent::ProtocolError(why) => {
-                let pid = cx.workers.get(&id).map_or(0, |w| w.process.pid());
-                cx.events.warn(
-                    Some(id),
-                    errors::PROTOCOL,
-                    format!("worker {id} (pid {pid}) broke the messenger protocol: {why}; it is replaced"),
-                );
-                self.member_gone(cx, id);
-                if let Some(w) = cx.workers.get_mut(&id) {
-                    w.frames = None;
-                    let _ = w.process.signal(Signal::SIGKILL);
-                }
-            }
+            FrameEvent::ProtocolError(why) => self.broke_protocol(cx, id, &why),
             FrameEvent::Closed => self.member_gone(cx, id),
+        }
+    }
+
+    /// A child that broke the frame format is replaced; nothing more of it is read.
+    fn broke_protocol(&mut self, cx: &mut Cx<'_>, id: WorkerId, why: &str) {
+        let pid = cx.workers.get(&id).map_or(0, |w| w.process.pid());
+        cx.events.warn(
+            Some(id),
+            errors::PROTOCOL,
+            format!("worker {id} (pid {pid}) broke the messenger protocol: {why}; it is replaced"),
+        );
+        self.member_gone(cx, id);
+        if let Some(w) = cx.workers.get_mut(&id) {
+            w.frames = None;
+            let _ = w.process.signal(Signal::SIGKILL);
         }
     }
 
@@ -256,6 +259,16 @@ impl Messenger {
             _ => false,
         };
         self.routed += u64::from(counts);
+        // Only a message or a request names a host: a reply or a subscription that does would
+        // show a receiver a host it did not come from.
+        if frame.header.host.is_some()
+            && !matches!(frame.header.kind, Kind::Message | Kind::Request)
+        {
+            if let Some(id) = from {
+                self.broke_protocol(cx, id, "only a message may name a host");
+            }
+            return;
+        }
         match frame.header.kind {
             // The empty action is the child's hello: it has joined, nothing more.
             Kind::Subscribe if frame.header.action.is_empty() => {}

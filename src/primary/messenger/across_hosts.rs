@@ -322,9 +322,10 @@ impl Messenger {
         }
         self.routed += u64::from(header.kind == Kind::Message);
         if header.kind == Kind::Undeliverable {
-            // The answer to what a process of this host sent there.
+            // The answer to what a process of this host sent there: within the receiver's
+            // bound, as anything else another host sends.
             let to = Dest::Worker(header.target_id);
-            let _ = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Waived);
+            let _ = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Applies);
             return;
         }
         let dests = match self.router.route(&header) {

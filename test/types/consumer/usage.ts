@@ -66,6 +66,10 @@ export async function main(): Promise<void> {
   cluster.messenger.broadcast('config', { level: 'debug' });
   cluster.messenger.sendTo('primary', 'hello');
   cluster.messenger.sendTo(3, 'bytes', Buffer.from('raw'));
+  cluster.messenger.sendTo({ host: 'web-2', id: 1 }, 'hello');
+  cluster.messenger.on('where', (_data, meta) => console.log(meta.from.host ?? 'this host'));
+  cluster.on('host-join', ({ host, incarnation }) => console.log(host, incarnation));
+  cluster.on('host-leave', ({ host, reason }) => console.log(host, reason === 'timeout'));
   await cluster.ready;
   const total: number = await cluster.messenger.consume<number>('sum', [1, 2], { timeout: 1000 });
   const pids: number[] = await cluster.messenger.map<number>('pid');
