@@ -69,7 +69,10 @@ impl Reports {
         why: Undeliverable,
     ) {
         let same = |r: &&mut Report| {
-            r.to == to && r.receiver == receiver && (r.others || r.about.action == about.action)
+            r.to == to
+                && r.receiver == receiver
+                && r.why.code == why.code
+                && (r.others || r.about.action == about.action)
         };
         if let Some(report) = self.0.iter_mut().rev().find(same) {
             report.count += 1;
@@ -80,7 +83,7 @@ impl Reports {
             if let Some(report) = self
                 .0
                 .iter_mut()
-                .find(|r| r.to == to && r.receiver == receiver)
+                .find(|r| r.to == to && r.receiver == receiver && r.why.code == why.code)
             {
                 report.count += 1;
                 report.others = true;
@@ -117,7 +120,7 @@ fn requester_of(header: &Header) -> Option<WorkerId> {
 }
 
 /// The worker a destination names, if it is one.
-fn worker(dest: Dest) -> Option<WorkerId> {
+fn worker_of(dest: Dest) -> Option<WorkerId> {
     match dest {
         Dest::Worker(id) => Some(id),
         Dest::Primary => None,
@@ -292,9 +295,14 @@ impl Messenger {
                 }
             }
             Kind::Reply => self.forward_reply(cx, from, frame),
-            // `sendTo({ host, id })`: for another host (held at startup like the rest).
-            Kind::Message | Kind::Request if frame.header.host.is_some() && !cx.starting => {
-                self.send_to_host(cx, from, frame)
+            // `sendTo({ host, id })`: for another host, held at startup like the rest, whatever
+            // its target (a frame naming a host never reaches a receiver as it came).
+            Kind::Message | Kind::Request if frame.header.host.is_some() => {
+                if cx.starting {
+                    self.hold(cx, from, frame)
+                } else {
+                    self.send_to_host(cx, from, frame)
+                }
             }
             // Nothing is lost at startup: what is addressed to children waits until all are up.
             Kind::Message | Kind::Request
@@ -413,7 +421,7 @@ impl Messenger {
         };
         let header = frame.header.clone();
         let out = Outgoing::new(frame);
-        let targets: Vec<WorkerId> = dests.into_iter().filter_map(worker).collect();
+        let targets: Vec<WorkerId> = dests.into_iter().filter_map(worker_of).collect();
         if header.target == Target::Apps {
             self.expect(cx, from, &header, &targets);
         }
@@ -508,7 +516,7 @@ impl Messenger {
         self.router.leave(id);
         let router = &mut self.router;
         let decisions = self.requests.gone((id, pid), |header| {
-            router.route(header).ok()?.into_iter().find_map(worker)
+            router.route(header).ok()?.into_iter().find_map(worker_of)
         });
         for decision in decisions {
             self.carry_out(cx, decision);
@@ -781,6 +789,7 @@ impl Messenger {
                 self.route_frame(cx, from, frame);
             }
         }
+        self.release_held_from_hosts(cx);
     }
 }
 

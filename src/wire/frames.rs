@@ -253,6 +253,45 @@ pub fn encode(header: &Header, payload: &[u8]) -> Result<Vec<u8>, FrameError> {
     Ok(out)
 }
 
+/// The same frame naming `host` (FLAG_HOST) instead of what it named, or naming none: its
+/// header, action and payload unchanged. The frame must carry its payload in line.
+pub fn with_host(frame: &[u8], host: Option<&str>) -> Result<Vec<u8>, FrameError> {
+    if frame.len() < PREFIX_LEN + HEADER_LEN {
+        return Err(FrameError::Malformed("shorter than a header"));
+    }
+    let checked = check(&frame[PREFIX_LEN..])?;
+    if checked.flags & FLAG_SHARED != 0 {
+        return Err(FrameError::Malformed(
+            "a frame for or from another host carries its payload in line",
+        ));
+    }
+    let host = host.map(str::as_bytes);
+    if host.is_some_and(|h| !is_host_id(h)) {
+        return Err(FrameError::Malformed("not a host id"));
+    }
+    let head = &frame[..PREFIX_LEN + checked.action_end];
+    let payload = &frame[PREFIX_LEN + checked.payload_start..];
+    let host_len = host.map_or(0, |h| 1 + h.len());
+    let body = head.len() - PREFIX_LEN + host_len + payload.len();
+    let len = u32::try_from(body).map_err(|_| FrameError::TooLarge {
+        len: body,
+        limit: u32::MAX as usize,
+    })?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + body);
+    out.extend_from_slice(head);
+    out[..PREFIX_LEN].copy_from_slice(&len.to_le_bytes());
+    match host {
+        Some(host) => {
+            out[PREFIX_LEN + 3] |= FLAG_HOST;
+            out.push(host.len() as u8);
+            out.extend_from_slice(host);
+        }
+        None => out[PREFIX_LEN + 3] &= !FLAG_HOST,
+    }
+    out.extend_from_slice(payload);
+    Ok(out)
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut v = [0u8; 4];
     v.copy_from_slice(&b[at..at + 4]);
@@ -563,6 +602,30 @@ mod tests {
         let mut bad_flags = good;
         bad_flags[7] = 0x80;
         assert!(parse(bad_flags).is_err());
+    }
+
+    #[test]
+    fn a_frame_renamed_for_a_host_is_the_frame_encode_makes() {
+        let plain = header("x");
+        let mut named = header("x");
+        named.host = Some("b".into());
+        let mut other = header("x");
+        other.host = Some("host-c".into());
+        let bytes = encode(&plain, b"data").unwrap();
+        assert_eq!(
+            with_host(&bytes, Some("b")).unwrap(),
+            encode(&named, b"data").unwrap()
+        );
+        let for_b = encode(&named, b"data").unwrap();
+        assert_eq!(
+            with_host(&for_b, Some("host-c")).unwrap(),
+            encode(&other, b"data").unwrap()
+        );
+        assert_eq!(with_host(&for_b, None).unwrap(), bytes);
+        assert!(with_host(&bytes, Some("a/b")).is_err());
+        let mut shared = header("x");
+        shared.flags |= FLAG_SHARED;
+        assert!(with_host(&encode(&shared, &[0, 0, 0, 0]).unwrap(), Some("b")).is_err());
     }
 
     #[test]

@@ -26,7 +26,17 @@ pub struct AcrossHosts {
     untold: u64,
     /// A graceful stop has begun: this host has left, or is leaving.
     leaving: bool,
+    /// What other hosts sent while this one was starting, routed once it is up: the host, the
+    /// frame, whether it was a broadcast. Bounded by `held_bytes`.
+    held: Vec<(HostInfo, Vec<u8>, bool)>,
+    held_bytes: usize,
+    /// Frames of other hosts this host refused (malformed, or not for it): warned about at the
+    /// 1st, 2nd, 4th, 8th... so that a faulty host cannot flood the warnings.
+    refused: u64,
 }
+
+/// The most held for other hosts while this one starts.
+const MAX_HELD_FROM_HOSTS: usize = 64 << 20;
 
 impl AcrossHosts {
     pub fn new(remote: Remote) -> Self {
@@ -36,6 +46,9 @@ impl AcrossHosts {
             lost: 0,
             untold: 0,
             leaving: false,
+            held: Vec::new(),
+            held_bytes: 0,
+            refused: 0,
         }
     }
 }
@@ -43,13 +56,7 @@ impl AcrossHosts {
 /// The same frame, naming `host` (FLAG_HOST) instead of what it named: its payload in line.
 fn naming_host(out: &Outgoing, host: Option<&str>) -> Result<Vec<u8>, String> {
     let in_line = out.in_line().map_err(|e| e.to_string())?;
-    let frame: frames::Frame<()> =
-        frames::parse(in_line.bytes.to_vec()).map_err(|e| e.to_string())?;
-    let header = Header {
-        host: host.map(str::to_owned),
-        ..frame.header.clone()
-    };
-    frames::encode(&header, frame.payload()).map_err(|e| e.to_string())
+    frames::with_host(&in_line.bytes, host).map_err(|e| e.to_string())
 }
 
 /// Why a frame did not go to `whom`, as its sender is told.
@@ -57,7 +64,14 @@ fn not_sent(error: RemoteError, action: &str, whom: &str) -> Undeliverable {
     match error {
         RemoteError::Unavailable(why) => Undeliverable {
             code: errors::REMOTE_UNAVAILABLE,
-            message: format!("Redis cannot be reached ({why}); '{action}' was not sent to {whom}"),
+            message: format!(
+                "{}; '{action}' was not sent to {whom}",
+                match why.as_str() {
+                    "leaving" | "stopped" => "this host is stopping".to_owned(),
+                    "not joined yet" => "this host has not joined its namespace yet".to_owned(),
+                    _ => format!("Redis cannot be reached ({why})"),
+                }
+            ),
         },
         RemoteError::TooLarge { limit } => Undeliverable {
             code: errors::MESSAGE_TOO_LARGE,
@@ -73,7 +87,7 @@ fn not_sent(error: RemoteError, action: &str, whom: &str) -> Undeliverable {
         },
         RemoteError::UnknownHost(host) => Undeliverable {
             code: errors::UNKNOWN_TARGET,
-            message: format!("no host '{host}' in the namespace; '{action}' was not delivered"),
+            message: format!("no host '{host}' in the namespace"),
         },
     }
 }
@@ -160,7 +174,7 @@ impl Messenger {
                     header.action
                 ),
             };
-            return self.undeliverable(cx, from, &header, why);
+            return self.reports.add(from, &header, None, why);
         };
         if !plain {
             let why = Undeliverable {
@@ -170,7 +184,7 @@ impl Messenger {
                     header.action
                 ),
             };
-            return self.undeliverable(cx, from, &header, why);
+            return self.reports.add(from, &header, None, why);
         }
         let out = Outgoing::new(frame);
         if host == hosts.me {
@@ -196,13 +210,20 @@ impl Messenger {
                     .map_err(|e| not_sent(e, &header.action, &whom))
             });
         if let Err(why) = sent {
-            self.undeliverable(cx, from, &header, why);
+            // A flood while Redis is away is one report per sender and action, with a count.
+            self.reports.add(from, &header, None, why);
         }
     }
 
     /// News from the other hosts.
     pub fn on_remote(&mut self, cx: &mut Cx<'_>, event: RemoteEvent) {
         match event {
+            RemoteEvent::Broadcast { from, bytes } if cx.starting => {
+                self.hold_from_host(cx, from, bytes, true)
+            }
+            RemoteEvent::Inbox { from, bytes } if cx.starting => {
+                self.hold_from_host(cx, from, bytes, false)
+            }
             RemoteEvent::Broadcast { from, bytes } => self.route_from_host(cx, &from, bytes, true),
             RemoteEvent::Inbox { from, bytes } => self.route_from_host(cx, &from, bytes, false),
             RemoteEvent::Lost { from, count } => {
@@ -261,14 +282,10 @@ impl Messenger {
                     LeaveReason::NewIncarnation => "restarted",
                 },
             }),
-            RemoteEvent::Malformed { from, why } => cx.events.warn(
-                None,
-                errors::PROTOCOL,
-                format!(
-                    "a malformed message from {} was dropped: {why}",
-                    from.map_or("another host".into(), |h| format!("host '{h}'"))
-                ),
-            ),
+            RemoteEvent::Malformed { from, why } => {
+                let host = from.unwrap_or_else(|| "?".into());
+                self.refuse(cx, &host, &format!("a malformed message ({why})"));
+            }
         }
     }
 
@@ -282,50 +299,50 @@ impl Messenger {
     ) {
         let frame: Frame = match frames::parse(bytes) {
             Ok(frame) => frame,
-            Err(e) => {
-                return cx.events.warn(
-                    None,
-                    errors::PROTOCOL,
-                    format!(
-                        "a malformed message from host '{}' was dropped: {e}",
-                        from.host
-                    ),
-                )
-            }
+            Err(e) => return self.refuse(cx, &from.host, &format!("a malformed frame: {e}")),
         };
         let header = frame.header.clone();
         if header.host.as_deref() != Some(from.host.as_str()) {
-            return cx.events.warn(
-                None,
-                errors::PROTOCOL,
-                format!(
-                    "a message from host '{}' named another host; it was dropped",
-                    from.host
-                ),
-            );
+            return self.refuse(cx, &from.host, "a frame naming another host");
         }
         let fits = matches!(
             (broadcast, header.kind, header.target),
             (true, Kind::Message, Target::Broadcast | Target::Apps)
                 | (false, Kind::Message, Target::One | Target::Pid)
-                | (false, Kind::Undeliverable, Target::One)
+                | (false, Kind::Undeliverable, Target::One | Target::Primary)
         );
         if !fits {
-            return cx.events.warn(
-                None,
-                errors::PROTOCOL,
-                format!(
-                    "host '{}' sent a frame this host does not take from other hosts; it was dropped",
-                    from.host
-                ),
+            return self.refuse(
+                cx,
+                &from.host,
+                "a frame this host does not take from other hosts",
             );
+        }
+        if frame.bytes.len() > self.max_frame {
+            // Within what crosses hosts, but over this host's own maxMessageSize.
+            let why = Undeliverable {
+                code: errors::MESSAGE_TOO_LARGE,
+                message: format!(
+                    "a message of {} bytes exceeds maxMessageSize on host '{}'",
+                    frame.payload().len(),
+                    self.hosts.as_ref().map_or("", |h| h.me.as_str())
+                ),
+            };
+            return self.tell_origin(cx, &from.host, &header, why);
         }
         self.routed += u64::from(header.kind == Kind::Message);
         if header.kind == Kind::Undeliverable {
             // The answer to what a process of this host sent there: within the receiver's
-            // bound, as anything else another host sends.
-            let to = Dest::Worker(header.target_id);
-            let _ = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Applies);
+            // bound, as anything else another host sends; past it, its sender still learns
+            // that something was not delivered.
+            let to = match header.target {
+                Target::Primary => Dest::Primary,
+                _ => Dest::Worker(header.target_id),
+            };
+            if let Err(why) = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Applies) {
+                self.reports.add(super::worker_of(to), &header, None, why);
+                self.send_reports(cx);
+            }
             return;
         }
         let dests = match self.router.route(&header) {
@@ -340,6 +357,60 @@ impl Messenger {
         }
     }
 
+    /// A frame of another host that this host does not take: dropped, and said at the 1st, 2nd,
+    /// 4th, 8th... time, with the count, so that a faulty host cannot flood the warnings.
+    fn refuse(&mut self, cx: &mut Cx<'_>, host: &str, what: &str) {
+        let Some(hosts) = &mut self.hosts else {
+            return;
+        };
+        hosts.refused += 1;
+        if hosts.refused.is_power_of_two() {
+            cx.events.warn(
+                None,
+                errors::PROTOCOL,
+                format!(
+                    "host '{host}' sent {what}; it was dropped ({} frames of other hosts dropped so far)",
+                    hosts.refused
+                ),
+            );
+        }
+    }
+
+    /// While this host starts, what other hosts send waits for it, as what its own processes
+    /// send does; past the bound, their senders are told.
+    fn hold_from_host(&mut self, cx: &mut Cx<'_>, from: HostInfo, bytes: Vec<u8>, broadcast: bool) {
+        let Some(hosts) = &mut self.hosts else {
+            return;
+        };
+        if hosts.held_bytes + bytes.len() <= MAX_HELD_FROM_HOSTS {
+            hosts.held_bytes += bytes.len();
+            hosts.held.push((from, bytes, broadcast));
+            return;
+        }
+        if let Ok(frame) = frames::parse::<()>(bytes) {
+            let why = Undeliverable {
+                code: errors::QUEUE_FULL,
+                message: format!(
+                    "host '{}' is starting and already holds {MAX_HELD_FROM_HOSTS} bytes of messages from other hosts",
+                    hosts.me
+                ),
+            };
+            self.tell_origin(cx, &from.host, &frame.header, why);
+        }
+    }
+
+    /// This host is up: what other hosts sent while it started is routed now.
+    pub(super) fn release_held_from_hosts(&mut self, cx: &mut Cx<'_>) {
+        let Some(hosts) = &mut self.hosts else {
+            return;
+        };
+        let held = std::mem::take(&mut hosts.held);
+        hosts.held_bytes = 0;
+        for (from, bytes, broadcast) in held {
+            self.route_from_host(cx, &from, bytes, broadcast);
+        }
+    }
+
     /// A sender of another host is told that what it sent did not reach a process of this one.
     fn tell_origin(&mut self, cx: &mut Cx<'_>, origin: &str, about: &Header, why: Undeliverable) {
         let Some(hosts) = &mut self.hosts else {
@@ -348,7 +419,12 @@ impl Messenger {
         let payload = json!({ "code": why.code, "message": why.message, "host": hosts.me });
         let header = Header {
             kind: Kind::Undeliverable,
-            target: Target::One,
+            // Source 0 is the primary's JavaScript.
+            target: if about.source_id == 0 {
+                Target::Primary
+            } else {
+                Target::One
+            },
             flags: FLAG_ERROR,
             target_id: about.source_id,
             source_id: 0,
@@ -387,7 +463,7 @@ impl Messenger {
         let why = Undeliverable {
             code: why.code,
             message: format!(
-                "{}; '{}' was not delivered to it",
+                "{}; '{}' was not delivered there",
                 why.message, frame.header.action
             ),
         };
