@@ -455,6 +455,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The most broadcasts, and about the most bytes, written in one round trip.
+const BATCH_BROADCASTS: usize = 512;
+const BATCH_BYTES: usize = 1 << 20;
+
 /// The one task that writes, so that a host's broadcasts keep their order. Returns the queue,
 /// and whether it left.
 async fn send_queued(
@@ -467,11 +471,16 @@ async fn send_queued(
 ) -> (mpsc::UnboundedReceiver<Outgoing>, bool) {
     let transport = &shared.transport;
     let mut next_seq = 1;
+    // A message taken from the queue after a run of broadcasts, to be sent next.
+    let mut pending = None;
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = &mut stop => return (outgoing, false),
-            next = outgoing.recv() => next,
+        let next = match pending.take() {
+            Some(message) => Some(message),
+            None => tokio::select! {
+                biased;
+                _ = &mut stop => return (outgoing, false),
+                next = outgoing.recv() => next,
+            },
         };
         let Some(message) = next else {
             return (outgoing, false);
@@ -479,24 +488,52 @@ async fn send_queued(
         let mut connection = lock(&commands).clone();
         match message {
             Outgoing::Broadcast(bytes) => {
-                let seq = next_seq;
-                match transport.broadcast(&mut connection, &me, seq, &bytes).await {
+                // The broadcasts queued meanwhile go in the same round trip, in order: one
+                // round trip each would cap a host at some ten thousand a second.
+                let mut batch = vec![bytes];
+                let mut size = batch[0].len();
+                while batch.len() < BATCH_BROADCASTS && size < BATCH_BYTES {
+                    match outgoing.try_recv() {
+                        Ok(Outgoing::Broadcast(bytes)) => {
+                            size += bytes.len();
+                            batch.push(bytes);
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let first = next_seq;
+                let count = batch.len() as u64;
+                match transport
+                    .broadcast(&mut connection, &me, first, &batch)
+                    .await
+                {
                     Ok(()) => {
-                        written.store(seq, Ordering::Release);
-                        next_seq = seq + 1;
-                        shared.release(bytes.len());
+                        written.store(first + count - 1, Ordering::Release);
+                        next_seq = first + count;
+                        shared.release(size);
                     }
                     Err(failure) if failure.maybe_written => {
-                        // Its answer was lost, not necessarily the entry: its number is not used
-                        // again, or a receiver that got it would skip the next one as stale.
-                        // Receivers get it, or report it lost if a later one arrives.
-                        next_seq = seq + 1;
+                        // Their answer was lost, not necessarily the entries: their numbers are
+                        // not used again, or a receiver that got them would skip the next ones
+                        // as stale. Receivers get them, or report them lost if a later one
+                        // arrives.
+                        next_seq = first + count;
                         let reason = format!("{} (it may have been written)", failure.reason);
-                        fail(&shared, Outgoing::Broadcast(bytes), &reason);
+                        for bytes in batch {
+                            fail(&shared, Outgoing::Broadcast(bytes), &reason);
+                        }
                     }
-                    // Refused by Redis, so not written: its number goes to the next one, and the
-                    // receivers see no gap to report on top of this `Failed`.
-                    Err(failure) => fail(&shared, Outgoing::Broadcast(bytes), &failure.reason),
+                    // Refused by Redis, so not written: their numbers go to the next ones, and
+                    // the receivers see no gap to report on top of these `Failed`.
+                    Err(failure) => {
+                        for bytes in batch {
+                            fail(&shared, Outgoing::Broadcast(bytes), &failure.reason);
+                        }
+                    }
                 }
             }
             Outgoing::Direct { host, bytes } => {

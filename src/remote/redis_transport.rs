@@ -274,12 +274,13 @@ impl RedisTransport {
 
     /// Writes one broadcast entry. A failure tells whether the entry may have been written all
     /// the same (the answer, not the command, was lost).
+    /// Writes `frames`, numbered from `first_seq`, to the stream in one round trip.
     pub async fn broadcast(
         &self,
         connection: &mut Connection,
         me: &HostInfo,
-        seq: u64,
-        bytes: &[u8],
+        first_seq: u64,
+        frames: &[Vec<u8>],
     ) -> Result<(), WriteFailure> {
         let mut invocation = self.broadcast.prepare_invoke();
         invocation
@@ -287,9 +288,10 @@ impl RedisTransport {
             .key(self.keys.member_hash(&me.member()))
             .arg(&me.host)
             .arg(format!("{:016x}", me.incarnation))
-            .arg(seq)
-            .arg(bytes)
             .arg(STREAM_MAX_LEN);
+        for (seq, bytes) in (first_seq..).zip(frames) {
+            invocation.arg(seq).arg(bytes.as_slice());
+        }
         match tokio::time::timeout(self.op_timeout, invocation.invoke_async::<i64>(connection))
             .await
         {

@@ -60,14 +60,20 @@ end
 return {'ok', generation, stream_end, members, left}
 "#;
 
-/// One broadcast: the stream entry, and the sender's written count in its member hash (only if
-/// the hash still exists: a member declared dead must not come back without a timeout).
+/// Broadcasts in one round trip: a stream entry for each, then the sender's written count in its
+/// member hash (only if the hash still exists: a member declared dead must not come back without
+/// a timeout). One script, so a batch is written whole or not at all.
 ///
-/// KEYS: broadcast, own member hash. ARGV: host, incarnation hex, sequence, frame, max length.
+/// KEYS: broadcast, own member hash. ARGV: host, incarnation hex, max length, then a sequence
+/// number and a frame for each broadcast, in order.
 pub(crate) const BROADCAST: &str = r#"
-redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[5], '*', 'h', ARGV[1], 'i', ARGV[2], 's', ARGV[3], 'f', ARGV[4])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'seq', ARGV[3])
+local last = nil
+for i = 4, #ARGV, 2 do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'h', ARGV[1], 'i', ARGV[2], 's', ARGV[i], 'f', ARGV[i + 1])
+  last = ARGV[i]
+end
+if last and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'seq', last)
 end
 return 1
 "#;
