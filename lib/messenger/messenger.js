@@ -196,13 +196,7 @@ class Messenger {
     if (this._host === undefined) {
       throw rclusterError('ERR_RCLUSTER_UNKNOWN_TARGET', `messenger.sendTo: no host '${host}': this cluster spans one host (no redis option)`);
     }
-    if (host === this._host) return this._send(TARGET.one, id, action, data);
-    checkAction(action);
-    const { flags, payload } = encodePayload(data);
-    const correlation = this._nextCorrelation++;
-    if (this._nextCorrelation > 0xffffffff) this._nextCorrelation = 1;
-    this._transport.send(KIND.message, TARGET.one, id, correlation, action, flags | FLAG_HOST, forHost(host, payload));
-    return correlation;
+    return this._send(TARGET.one, id, action, data, KIND.message, host === this._host ? undefined : host);
   }
 
   /**
@@ -296,12 +290,14 @@ class Messenger {
     });
   }
 
-  _send(target, targetId, action, data, kind = KIND.message) {
+  /** `host`: another host the frame is for (`sendTo({ host, id })`). */
+  _send(target, targetId, action, data, kind = KIND.message, host = undefined) {
     checkAction(action);
     const { flags, payload } = encodePayload(data);
     const correlation = this._nextCorrelation++;
     if (this._nextCorrelation > 0xffffffff) this._nextCorrelation = 1;
-    this._transport.send(kind, target, targetId, correlation, action, flags, payload);
+    if (host === undefined) this._transport.send(kind, target, targetId, correlation, action, flags, payload);
+    else this._transport.send(kind, target, targetId, correlation, action, flags | FLAG_HOST, forHost(host, payload));
     return correlation;
   }
 

@@ -790,6 +790,9 @@ impl Messenger {
             }
         }
         self.release_held_from_hosts(cx);
+        // What the released frames of children could not deliver is told now, not with the
+        // next batch a child happens to send.
+        self.send_reports(cx);
     }
 }
 

@@ -152,6 +152,11 @@ impl Remote {
         self.inner.shared.state().membership.members()
     }
 
+    /// The largest broadcast or inbox message, in bytes (`RemoteError::TooLarge` past it).
+    pub fn max_message(&self) -> usize {
+        self.inner.shared.config.max_message
+    }
+
     /// This host; its incarnation is 0 until it first joined.
     pub fn me(&self) -> HostInfo {
         self.inner.shared.state().me.clone()

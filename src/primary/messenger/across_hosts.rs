@@ -139,20 +139,31 @@ impl Messenger {
         {
             return;
         }
-        let sent = naming_host(out, Some(&hosts.me))
-            .map_err(|why| Undeliverable {
+        // Refused before a memory file's payload is read back: the frame only grows by the host
+        // id, and loses the 4 bytes that stand for a payload in a file.
+        let limit = hosts.remote.max_message();
+        let too_large = out.weight.saturating_sub(frames::SHARED_LEN_BYTES) > limit;
+        let sent = if too_large {
+            Err(not_sent(
+                RemoteError::TooLarge { limit },
+                &header.action,
+                "the other hosts",
+            ))
+        } else {
+            naming_host(out, Some(&hosts.me)).map_err(|why| Undeliverable {
                 code: errors::PROTOCOL,
                 message: format!(
                     "'{}' could not be sent to other hosts: {why}",
                     header.action
                 ),
             })
-            .and_then(|bytes| {
-                hosts
-                    .remote
-                    .broadcast(bytes)
-                    .map_err(|e| not_sent(e, &header.action, "the other hosts"))
-            });
+        }
+        .and_then(|bytes| {
+            hosts
+                .remote
+                .broadcast(bytes)
+                .map_err(|e| not_sent(e, &header.action, "the other hosts"))
+        });
         if let Err(why) = sent {
             // A flood while Redis is away is one report per sender and action, with a count.
             self.reports.add(from, header, None, why);
