@@ -30,8 +30,9 @@ pub enum Input {
         id: WorkerId,
         result: Result<Launched, String>,
     },
-    /// News from the other hosts of the namespace (option `redis`).
-    Remote(RemoteEvent),
+    /// News from the other hosts of the namespace (option `redis`), as much as had come: routed
+    /// in one wake-up of the loop, as a child's batch of frames is.
+    Remote(Vec<RemoteEvent>),
 }
 
 /// A child the JavaScript thread started (`fork()` of the Node-compatible primary).

@@ -171,6 +171,11 @@ pub fn start_with(
     tx
 }
 
+/// The most news from other hosts routed in one wake-up of the loop: enough to spread its cost
+/// over many messages, few enough that a flood from other hosts does not keep the loop from its
+/// children for long.
+const NEWS_BATCH: usize = 256;
+
 /// Joins the namespace on Redis; the other hosts' news comes to the loop as `Input::Remote`. A
 /// link that cannot even start (the options were checked; this is rare) leaves the cluster on
 /// this host alone, with a warning: a host never fails to serve because of Redis.
@@ -183,7 +188,14 @@ fn span_hosts(cluster: &mut Cluster, options: &RemoteOptions) {
             let inputs = cluster.inputs.clone();
             tokio::spawn(async move {
                 while let Some(event) = from_hosts.recv().await {
-                    if inputs.send(Input::Remote(event)).is_err() {
+                    let mut batch = vec![event];
+                    while batch.len() < NEWS_BATCH {
+                        match from_hosts.try_recv() {
+                            Ok(event) => batch.push(event),
+                            Err(_) => break,
+                        }
+                    }
+                    if inputs.send(Input::Remote(batch)).is_err() {
                         return;
                     }
                 }
@@ -262,10 +274,10 @@ impl Supervisor {
                     self.worker_protocol().send_newconn(h.worker, key, h.conn);
                 }
             }
-            Input::Remote(event) => {
+            Input::Remote(events) => {
                 let starting = self.is_starting();
                 let (messenger, mut cx) = self.cluster.messenger_cx(starting);
-                messenger.on_remote(&mut cx, event);
+                messenger.on_remote(&mut cx, events);
             }
             Input::Spawned { id, result } => match (&mut self.supervision, result) {
                 (Some(s), result) => s.on_spawned(&mut self.cluster, id, result),

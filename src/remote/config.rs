@@ -55,6 +55,10 @@ impl RemoteConfig {
                     .into(),
             );
         }
+        // Frames are packed with a u32 length (src/remote/packing.rs).
+        if u32::try_from(self.max_message).is_err() {
+            return Err("remote: max message must be below 4 GiB".into());
+        }
         check_url(&self.url)
     }
 }

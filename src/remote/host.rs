@@ -455,9 +455,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The most broadcasts, and about the most bytes, written in one round trip.
+/// The most broadcasts, and about the most bytes, written in one round trip, as one stream
+/// entry: enough to spread a round trip and an entry over hundreds of small broadcasts, small
+/// enough that the trimmed stream stays small (see STREAM_MAX_LEN).
 const BATCH_BROADCASTS: usize = 512;
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 64 << 10;
 
 /// The one task that writes, so that a host's broadcasts keep their order. Returns the queue,
 /// and whether it left.
@@ -611,23 +613,27 @@ async fn read_stream(
             if entry.from.host == me.host {
                 continue;
             }
+            let count = entry.frames.len() as u64;
             let verdict = shared.state().tracker.on_entry(
                 &entry.from.host,
                 entry.from.incarnation,
                 entry.seq,
+                count,
                 now,
             );
-            if let Verdict::Deliver { lost_before } = verdict {
+            if let Verdict::Deliver { lost_before, skip } = verdict {
                 if lost_before > 0 {
                     shared.emit(RemoteEvent::Lost {
                         from: entry.from.host.clone(),
                         count: lost_before,
                     });
                 }
-                shared.emit(RemoteEvent::Broadcast {
-                    from: entry.from,
-                    bytes: entry.bytes,
-                });
+                for bytes in entry.frames.into_iter().skip(skip as usize) {
+                    shared.emit(RemoteEvent::Broadcast {
+                        from: entry.from.clone(),
+                        bytes,
+                    });
+                }
             }
         }
     }

@@ -4,7 +4,7 @@
 //! channels and formats.
 //!
 //! Its files: `types` (what the caller sees), `config` (settings and their checks), `keys`,
-//! `envelope`, `membership` and `sequences` (pure logic), `scripts` and `redis_transport`
+//! `envelope`, `packing`, `membership` and `sequences` (pure logic), `scripts` and `redis_transport`
 //! (everything Redis-specific), `host` (the tasks), `ids`; this file is the caller's handle.
 
 mod config;
@@ -13,6 +13,7 @@ mod host;
 mod ids;
 mod keys;
 mod membership;
+mod packing;
 mod redis_transport;
 mod scripts;
 mod sequences;

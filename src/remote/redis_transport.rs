@@ -10,14 +10,16 @@ use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, Script, 
 use tokio::sync::mpsc;
 
 use super::keys::Keys;
+use super::packing;
 use super::scripts;
 use super::types::HostInfo;
 
 /// Approximate length the broadcast stream is trimmed to: a host further behind than this loses
-/// (and reports) the oldest entries.
-const STREAM_MAX_LEN: u64 = 10_000;
+/// (and reports) the oldest entries. An entry holds at most about 64 KiB of broadcasts, or one
+/// larger one (src/remote/host.rs), so a flood keeps some 64 MiB in Redis.
+const STREAM_MAX_LEN: u64 = 1_000;
 /// Entries taken by one read of the stream.
-const READ_BATCH: usize = 512;
+const READ_BATCH: usize = 64;
 
 pub(crate) type Connection = MultiplexedConnection;
 
@@ -53,8 +55,9 @@ pub(crate) struct MembershipReply {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct BroadcastEntry {
     pub from: HostInfo,
+    /// The sequence number of the first frame; the others follow it.
     pub seq: u64,
-    pub bytes: Vec<u8>,
+    pub frames: Vec<Vec<u8>>,
 }
 
 /// An entry that does not decode: its sender if that much can be read, and why.
@@ -272,9 +275,8 @@ impl RedisTransport {
             .await
     }
 
-    /// Writes one broadcast entry. A failure tells whether the entry may have been written all
-    /// the same (the answer, not the command, was lost).
-    /// Writes `frames`, numbered from `first_seq`, to the stream in one round trip.
+    /// Writes `frames`, numbered from `first_seq`, to the stream as one entry. A failure tells
+    /// whether it may have been written all the same (the answer, not the command, was lost).
     pub async fn broadcast(
         &self,
         connection: &mut Connection,
@@ -288,10 +290,10 @@ impl RedisTransport {
             .key(self.keys.member_hash(&me.member()))
             .arg(&me.host)
             .arg(format!("{:016x}", me.incarnation))
-            .arg(STREAM_MAX_LEN);
-        for (seq, bytes) in (first_seq..).zip(frames) {
-            invocation.arg(seq).arg(bytes.as_slice());
-        }
+            .arg(STREAM_MAX_LEN)
+            .arg(first_seq)
+            .arg(first_seq + frames.len().saturating_sub(1) as u64)
+            .arg(packing::pack(frames));
         match tokio::time::timeout(self.op_timeout, invocation.invoke_async::<i64>(connection))
             .await
         {
@@ -463,7 +465,7 @@ pub(crate) fn parse_entry(map: &HashMap<String, Value>) -> Result<BroadcastEntry
             incarnation,
         },
         seq,
-        bytes: field(map, "f")?.to_vec(),
+        frames: packing::unpack(field(map, "f")?)?,
     })
 }
 
@@ -523,7 +525,10 @@ mod tests {
         map.insert("h".to_string(), bulk("web"));
         map.insert("i".to_string(), bulk("00000000000000ff"));
         map.insert("s".to_string(), bulk("7"));
-        map.insert("f".to_string(), Value::BulkString(vec![0, 255, 10]));
+        map.insert(
+            "f".to_string(),
+            Value::BulkString(packing::pack(&[vec![0, 255, 10], vec![1]])),
+        );
         let entry = parse_entry(&map).unwrap();
         assert_eq!(
             entry,
@@ -533,9 +538,11 @@ mod tests {
                     incarnation: 255
                 },
                 seq: 7,
-                bytes: vec![0, 255, 10],
+                frames: vec![vec![0, 255, 10], vec![1]],
             }
         );
+        map.insert("f".to_string(), Value::BulkString(vec![9, 0, 0, 0, 1]));
+        assert!(parse_entry(&map).is_err());
         map.insert("s".to_string(), bulk("x"));
         assert!(parse_entry(&map).is_err());
         map.remove("f");

@@ -60,20 +60,17 @@ end
 return {'ok', generation, stream_end, members, left}
 "#;
 
-/// Broadcasts in one round trip: a stream entry for each, then the sender's written count in its
-/// member hash (only if the hash still exists: a member declared dead must not come back without
-/// a timeout). One script, so a batch is written whole or not at all.
+/// Broadcasts in one round trip: one stream entry holding them all (src/remote/packing.rs), then
+/// the sender's written count in its member hash (only if the hash still exists: a member
+/// declared dead must not come back without a timeout). One script, so a batch is written whole
+/// or not at all.
 ///
-/// KEYS: broadcast, own member hash. ARGV: host, incarnation hex, max length, then a sequence
-/// number and a frame for each broadcast, in order.
+/// KEYS: broadcast, own member hash. ARGV: host, incarnation hex, max length, the first sequence
+/// number, the last, the packed frames.
 pub(crate) const BROADCAST: &str = r#"
-local last = nil
-for i = 4, #ARGV, 2 do
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'h', ARGV[1], 'i', ARGV[2], 's', ARGV[i], 'f', ARGV[i + 1])
-  last = ARGV[i]
-end
-if last and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'seq', last)
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'h', ARGV[1], 'i', ARGV[2], 's', ARGV[4], 'f', ARGV[6])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'seq', ARGV[5])
 end
 return 1
 "#;

@@ -27,8 +27,9 @@ struct Account {
 
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
-    /// Deliver it; `lost_before` sequences between the last one and it are gone.
-    Deliver { lost_before: u64 },
+    /// Deliver it, but for its first `skip` sequences (delivered or reported lost already);
+    /// `lost_before` sequences between the last one and it are gone.
+    Deliver { lost_before: u64, skip: u64 },
     /// Already delivered or reported lost: skip it.
     Stale,
 }
@@ -74,16 +75,26 @@ impl SequenceTracker {
         }
     }
 
-    pub fn on_entry(&mut self, host: &str, incarnation: u64, seq: u64, now: Instant) -> Verdict {
+    /// An entry of `count` broadcasts numbered from `first` arrived.
+    pub fn on_entry(
+        &mut self,
+        host: &str,
+        incarnation: u64,
+        first: u64,
+        count: u64,
+        now: Instant,
+    ) -> Verdict {
         let account = self.account(host, incarnation);
-        if seq <= account.settled {
+        let last = first + count.max(1) - 1;
+        if last <= account.settled {
             return Verdict::Stale;
         }
-        let lost_before = seq - account.settled - 1;
-        account.settled = seq;
-        account.advertised = account.advertised.max(seq);
+        let lost_before = first.saturating_sub(account.settled + 1);
+        let skip = (account.settled + 1).saturating_sub(first);
+        account.settled = last;
+        account.advertised = account.advertised.max(last);
         account.behind_since = (account.advertised > account.settled).then_some(now);
-        Verdict::Deliver { lost_before }
+        Verdict::Deliver { lost_before, skip }
     }
 
     /// The sender left or died: its account closes after the grace, when what it wrote and did
@@ -167,18 +178,57 @@ mod tests {
         let mut tracker = SequenceTracker::default();
         let now = Instant::now();
         assert_eq!(
-            tracker.on_entry("a", 1, 1, now),
-            Verdict::Deliver { lost_before: 0 }
+            tracker.on_entry("a", 1, 1, 1, now),
+            Verdict::Deliver {
+                lost_before: 0,
+                skip: 0
+            }
         );
         assert_eq!(
-            tracker.on_entry("a", 1, 5, now),
-            Verdict::Deliver { lost_before: 3 }
+            tracker.on_entry("a", 1, 5, 1, now),
+            Verdict::Deliver {
+                lost_before: 3,
+                skip: 0
+            }
         );
-        assert_eq!(tracker.on_entry("a", 1, 3, now), Verdict::Stale);
-        assert_eq!(tracker.on_entry("a", 1, 5, now), Verdict::Stale);
+        assert_eq!(tracker.on_entry("a", 1, 3, 1, now), Verdict::Stale);
+        assert_eq!(tracker.on_entry("a", 1, 5, 1, now), Verdict::Stale);
         assert_eq!(
-            tracker.on_entry("a", 2, 2, now),
-            Verdict::Deliver { lost_before: 1 }
+            tracker.on_entry("a", 2, 2, 1, now),
+            Verdict::Deliver {
+                lost_before: 1,
+                skip: 0
+            }
+        );
+    }
+
+    #[test]
+    fn an_entry_of_many_counts_each_of_them() {
+        let mut tracker = SequenceTracker::default();
+        let now = Instant::now();
+        assert_eq!(
+            tracker.on_entry("a", 1, 1, 3, now),
+            Verdict::Deliver {
+                lost_before: 0,
+                skip: 0
+            }
+        );
+        assert_eq!(
+            tracker.on_entry("a", 1, 6, 3, now),
+            Verdict::Deliver {
+                lost_before: 2,
+                skip: 0
+            }
+        );
+        assert_eq!(tracker.on_entry("a", 1, 7, 2, now), Verdict::Stale);
+        // A baseline in the middle of an entry: only what follows it is delivered.
+        tracker.baseline("b", 1, 40);
+        assert_eq!(
+            tracker.on_entry("b", 1, 39, 4, now),
+            Verdict::Deliver {
+                lost_before: 0,
+                skip: 2
+            }
         );
     }
 
@@ -187,8 +237,11 @@ mod tests {
         let mut tracker = SequenceTracker::default();
         tracker.baseline("a", 1, 40);
         assert_eq!(
-            tracker.on_entry("a", 1, 41, Instant::now()),
-            Verdict::Deliver { lost_before: 0 }
+            tracker.on_entry("a", 1, 41, 1, Instant::now()),
+            Verdict::Deliver {
+                lost_before: 0,
+                skip: 0
+            }
         );
     }
 
@@ -197,30 +250,33 @@ mod tests {
         let mut tracker = SequenceTracker::default();
         let start = Instant::now();
         tracker.advertise("a", 1, 3, start);
-        tracker.on_entry("a", 1, 1, start + GRACE / 2);
+        tracker.on_entry("a", 1, 1, 1, start + GRACE / 2);
         assert!(tracker.due(start + GRACE, GRACE).is_empty());
         assert_eq!(
             tracker.due(start + GRACE * 2, GRACE),
             [("a".to_string(), 2)]
         );
         assert!(tracker.due(start + GRACE * 3, GRACE).is_empty());
-        assert_eq!(tracker.on_entry("a", 1, 3, start), Verdict::Stale);
+        assert_eq!(tracker.on_entry("a", 1, 3, 1, start), Verdict::Stale);
     }
 
     #[test]
     fn a_departed_sender_is_closed_after_the_grace() {
         let mut tracker = SequenceTracker::default();
         let start = Instant::now();
-        tracker.on_entry("a", 1, 1, start);
+        tracker.on_entry("a", 1, 1, 1, start);
         tracker.advertise("a", 1, 4, start);
         tracker.depart("a", 1, start);
-        tracker.on_entry("a", 1, 2, start);
+        tracker.on_entry("a", 1, 2, 1, start);
         assert!(tracker.due(start + GRACE / 2, GRACE).is_empty());
         assert_eq!(tracker.due(start + GRACE, GRACE), [("a".to_string(), 2)]);
-        assert_eq!(tracker.on_entry("a", 1, 4, start), Verdict::Stale);
+        assert_eq!(tracker.on_entry("a", 1, 4, 1, start), Verdict::Stale);
         assert_eq!(
-            tracker.on_entry("a", 1, 6, start),
-            Verdict::Deliver { lost_before: 1 }
+            tracker.on_entry("a", 1, 6, 1, start),
+            Verdict::Deliver {
+                lost_before: 1,
+                skip: 0
+            }
         );
     }
 
@@ -228,7 +284,7 @@ mod tests {
     fn a_successor_closes_its_predecessor_exactly_once() {
         let mut tracker = SequenceTracker::default();
         let now = Instant::now();
-        tracker.on_entry("a", 1, 1, now);
+        tracker.on_entry("a", 1, 1, 1, now);
         assert_eq!(tracker.finish("a", 1, 10), 9);
         assert_eq!(tracker.finish("a", 1, 10), 0);
         assert_eq!(tracker.finish("a", 1, 12), 2);
@@ -239,7 +295,7 @@ mod tests {
     fn a_timed_out_sender_is_settled_again_by_its_successor() {
         let mut tracker = SequenceTracker::default();
         let start = Instant::now();
-        tracker.on_entry("a", 1, 2, start);
+        tracker.on_entry("a", 1, 2, 1, start);
         tracker.advertise("a", 1, 5, start);
         tracker.depart("a", 1, start);
         assert_eq!(tracker.due(start + GRACE, GRACE), [("a".to_string(), 3)]);

@@ -226,8 +226,15 @@ impl Messenger {
         }
     }
 
-    /// News from the other hosts.
-    pub fn on_remote(&mut self, cx: &mut Cx<'_>, event: RemoteEvent) {
+    /// News from the other hosts; what it could not deliver is reported once they are all routed.
+    pub fn on_remote(&mut self, cx: &mut Cx<'_>, events: Vec<RemoteEvent>) {
+        for event in events {
+            self.on_remote_event(cx, event);
+        }
+        self.send_reports(cx);
+    }
+
+    fn on_remote_event(&mut self, cx: &mut Cx<'_>, event: RemoteEvent) {
         match event {
             RemoteEvent::Broadcast { from, bytes } if cx.starting => {
                 self.hold_from_host(cx, from, bytes, true)
@@ -255,14 +262,14 @@ impl Messenger {
                     code: errors::UNKNOWN_TARGET,
                     message: format!("host '{host}' is not connected ({reason})"),
                 };
-                self.tell_sender(cx, bytes, why);
+                self.tell_sender(bytes, why);
             }
             RemoteEvent::Failed { bytes, reason } => {
                 let why = Undeliverable {
                     code: errors::REMOTE_UNAVAILABLE,
                     message: format!("Redis did not take it ({reason})"),
                 };
-                self.tell_sender(cx, bytes, why);
+                self.tell_sender(bytes, why);
             }
             RemoteEvent::Unavailable { reason } => cx.events.warn(
                 None,
@@ -352,7 +359,6 @@ impl Messenger {
             };
             if let Err(why) = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Applies) {
                 self.reports.add(super::worker_of(to), &header, None, why);
-                self.send_reports(cx);
             }
             return;
         }
@@ -467,7 +473,7 @@ impl Messenger {
     }
 
     /// What this host sent did not reach another host: its sender (named in the frame) is told.
-    fn tell_sender(&mut self, cx: &mut Cx<'_>, bytes: Vec<u8>, why: Undeliverable) {
+    fn tell_sender(&mut self, bytes: Vec<u8>, why: Undeliverable) {
         let Ok(frame) = frames::parse::<()>(bytes) else {
             return;
         };
@@ -478,8 +484,8 @@ impl Messenger {
                 why.message, frame.header.action
             ),
         };
+        // Sent with the others of the news it came in (see on_remote).
         self.reports
             .add(sender(&frame.header), &frame.header, None, why);
-        self.send_reports(cx);
     }
 }
