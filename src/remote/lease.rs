@@ -36,7 +36,8 @@ pub struct LeaseTiming {
 
 impl LeaseTiming {
     /// Refused unless the leader can renew at least once (every `lease / 3`) before it would have
-    /// to start stopping its agent; the reason says which lease would do.
+    /// to start stopping its agent; the reason (to follow the lease's name and value) says which
+    /// lease would do.
     pub fn new(lease: Duration, kill_timeout: Duration) -> Result<LeaseTiming, String> {
         let timing = LeaseTiming {
             lease,
@@ -51,8 +52,7 @@ impl LeaseTiming {
                 None => "a lease long enough".into(),
             };
             return Err(format!(
-                "({} ms) leaves no time to renew it with killTimeout {} ms: its holder renews it every lease/3 and must start stopping its agent lease - killTimeout - {} ms after its last renewal; use {shortest}, or a shorter killTimeout",
-                lease.as_millis(),
+                "leaves no time to renew it with killTimeout {} ms: its holder renews it every lease/3 and must start stopping its agent lease - killTimeout - {} ms after its last renewal; use {shortest}, or a shorter killTimeout",
                 kill_timeout.as_millis(),
                 margin(lease).as_millis(),
             ));
