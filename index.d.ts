@@ -53,8 +53,11 @@ export interface ClusterOptions {
   gid?: number;
   /** One agent process, started and ready before the app workers; restarted under the same budget,
    *  stopped after them. `readiness`: 'started' (default: its main module has run) or 'message'
-   *  (it calls `rcluster.ready()`). */
-  agent?: string | { exec: string; args?: string[]; execArgv?: string[]; execPath?: string; env?: ClusterOptions['env']; readiness?: 'started' | 'message' };
+   *  (it calls `rcluster.ready()`). `scope`: 'host' (default: one agent per cluster) or, with
+   *  `redis`, 'cluster': one agent in the whole namespace, run by the host that holds the agent
+   *  lease (`lease` ms, default 10000, at least 1000, and long enough for a renewal before
+   *  lease - killTimeout - min(lease/10, 1000)); the app workers do not wait for it. */
+  agent?: string | { exec: string; args?: string[]; execArgv?: string[]; execPath?: string; env?: ClusterOptions['env']; readiness?: 'started' | 'message'; scope?: 'host' | 'cluster'; lease?: number };
   /** The largest messenger payload in bytes (1 to 512 MiB); larger sends throw `ERR_RCLUSTER_MESSAGE_TOO_LARGE`. Default 64 MiB. */
   maxMessageSize?: number;
   /** The Node binary the children run (as `child_process.fork` takes it); default `process.execPath`. */
@@ -282,6 +285,12 @@ export interface Cluster extends EventEmitter {
   on(event: 'host-join', listener: (host: { host: string; incarnation: string }) => void): this;
   /** Option `redis`: another host left: `'left'` (a stop), `'timeout'` (no heartbeat), `'restarted'`. */
   on(event: 'host-leave', listener: (host: { host: string; incarnation: string; reason: 'left' | 'timeout' | 'restarted' }) => void): this;
+  /** `agent: { scope: 'cluster' }`: this host holds the agent lease and starts the agent, whose
+   *  `rcluster.agentEpoch` is `epoch` (larger than any before it in the namespace). */
+  on(event: 'agent-lead', listener: (info: { epoch: number }) => void): this;
+  /** `agent: { scope: 'cluster' }`: this host lost the agent lease, or would before it could renew
+   *  it, and stops the agent now (SIGTERM, SIGKILL after killTimeout). */
+  on(event: 'agent-lose', listener: (info: { epoch: number; reason: string }) => void): this;
   on(event: 'reloaded', listener: (result: ReloadResult) => void): this;
   on(event: 'scaled', listener: (workers: number) => void): this;
   /** A failure that ends the cluster: `ERR_RCLUSTER_RESTART_BUDGET`, `ERR_RCLUSTER_READY_TIMEOUT`. */
@@ -302,6 +311,9 @@ export const isPrimary: boolean;
 export const isWorker: boolean;
 /** True in the agent. */
 export const isAgent: boolean;
+/** In the agent of `agent: { scope: 'cluster' }`: its epoch, a fencing token that grows with each
+ *  agent the namespace elects (also in its environment as `RCLUSTER_AGENT_EPOCH`); `null` elsewhere. */
+export const agentEpoch: number | null;
 /** This child's identity; `null` in the primary. */
 export const worker: { readonly id: number; readonly pid: number; readonly kind: 'app' | 'agent' } | null;
 /** This child's messenger; `null` outside an rcluster child (in a primary, use `cluster.messenger`). */

@@ -12,6 +12,8 @@ module.exports = {
   isWorker: child.isWorker,
   isAgent: child.isAgent,
   worker: child.worker,
+  /** A cluster agent's epoch (`agent: { scope: 'cluster' }`); null elsewhere. */
+  agentEpoch: child.agentEpoch,
   ready: child.ready,
   reload: child.reload,
   /** This child's messenger; in a primary, use `cluster.messenger`. */

@@ -5,4 +5,4 @@ import rcluster from './index.js';
 export default rcluster;
 // `messenger` is read once, here: it is made when first asked for and opens its channel only
 // when it is used, so importing it costs a child nothing.
-export const { isPrimary, isWorker, isAgent, worker, messenger, ready, reload, start } = rcluster;
+export const { isPrimary, isWorker, isAgent, worker, agentEpoch, messenger, ready, reload, start } = rcluster;

@@ -181,6 +181,15 @@ pub enum JsEvent {
         message: String,
         json: String,
     },
+    /// `json`: `{ epoch }`.
+    AgentLead {
+        json: String,
+    },
+    /// `message`: why; `json`: `{ epoch, reason }`.
+    AgentLose {
+        message: String,
+        json: String,
+    },
 }
 
 /// The calls an outcome settles, and its failure.
@@ -333,6 +342,13 @@ impl From<Event> for JsEvent {
                 })
                 .to_string(),
                 message: host,
+            },
+            Event::AgentLead { epoch } => JsEvent::AgentLead {
+                json: serde_json::json!({ "epoch": epoch }).to_string(),
+            },
+            Event::AgentLose { epoch, reason } => JsEvent::AgentLose {
+                json: serde_json::json!({ "epoch": epoch, "reason": reason }).to_string(),
+                message: reason,
             },
         }
     }

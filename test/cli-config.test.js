@@ -307,6 +307,26 @@ test('--redis, --namespace and --host-id reach start(): with a config file\'s re
   }
 });
 
+test('--agent-scope and --agent-lease reach start(): checked there with --redis and killTimeout (exit 1), their form here (exit 2)', async (t) => {
+  const script = fixture('http-worker.js');
+  const agent = fixture('plain-agent.js');
+  const [app] = await appsToStart(parseCommandLine(['start', script, '--agent', agent, '--agent-scope', 'cluster', '--agent-lease', '3000', '--redis', 'redis://h']));
+  assert.deepStrictEqual([app.agent.scope, app.agent.lease], ['cluster', 3000]);
+  const cases = [
+    [['--agent', agent, '--agent-scope', 'cluster'], 1, /`agent.scope` 'cluster' needs `redis`.*ERR_RCLUSTER_INVALID_OPTION/],
+    [['--agent', agent, '--agent-lease', '3000', '--redis', 'redis://h'], 1, /`agent.lease` only means something with `agent.scope: 'cluster'`/],
+    [['--agent', agent, '--agent-scope', 'cluster', '--agent-lease', '3000', '--kill-timeout', '5000', '--redis', 'redis://h'], 1, /`agent.lease` \(3000 ms\) leaves no time to renew it/],
+    [['--agent', agent, '--agent-scope', 'namespace'], 2, /--agent-scope must be host or cluster/],
+    [['--agent-scope', 'cluster'], 2, /--agent-scope needs --agent/],
+    [['--agent', agent, '--agent-lease', 'soon'], 2, /--agent-lease must be/],
+  ];
+  for (const [flags, code, message] of cases) {
+    const run = cli(t, ['start', script, '-i', '1', '--no-control', ...flags]);
+    assert.strictEqual((await run.exited).code, code, `${flags.join(' ')}: ${run.output}`);
+    assert.match(run.output, message);
+  }
+});
+
 test('a config file\'s apps run as clusters in one process, --env selected; a signal stops them all, exit 0', async (t) => {
   const dir = folder(t, {
     'rcluster.config.js': `module.exports = { apps: [

@@ -3,7 +3,7 @@
 // What `require('rcluster')` means inside a child: who am I (identity.js), and how to talk to the
 // primary.
 
-const { isPrimary, isWorker, isAgent, worker } = require('./identity');
+const { isPrimary, isWorker, isAgent, worker, agentEpoch } = require('./identity');
 
 /**
  * Tells the primary this process is ready (readiness: 'message'). When this process uses the
@@ -40,4 +40,4 @@ function reload() {
   return !isPrimary && tellPrimary({ cmd: 'NODE_RCLUSTER_RELOAD' });
 }
 
-module.exports = { isPrimary, isWorker, isAgent, worker, ready, reload, tellPrimary };
+module.exports = { isPrimary, isWorker, isAgent, worker, agentEpoch, ready, reload, tellPrimary };

@@ -6,7 +6,9 @@
 // `process.execArgv`, so that the processes this child starts (`child_process.fork`, `spawn`,
 // `exec`) inherit neither: a grandchild is no worker and runs no child runtime. A process that
 // is no child of a supervised cluster (RCLUSTER_WORKER_KIND is what says it is one) is left as
-// it is: a primary's own variables are its business.
+// it is: a primary's own variables are its business. One variable stays: a cluster agent's
+// RCLUSTER_AGENT_EPOCH, its fencing token, which the agent's program and what it starts may read
+// from the environment.
 
 const RUNTIME = require.resolve('./child-runtime.js');
 
@@ -15,7 +17,7 @@ const variables = {};
 for (const name of isChild ? Object.keys(process.env) : []) {
   if (name.startsWith('RCLUSTER_')) {
     variables[name] = process.env[name];
-    delete process.env[name];
+    if (name !== 'RCLUSTER_AGENT_EPOCH') delete process.env[name];
   }
 }
 

@@ -20,4 +20,9 @@ const worker = isPrimary
       kind: isAgent ? 'agent' : 'app',
     });
 
-module.exports = { isPrimary, isWorker, isAgent, worker };
+// A cluster agent's epoch (agent: { scope: 'cluster' }): larger for each agent the namespace
+// elects; null elsewhere.
+const epoch = isAgent && variables.RCLUSTER_AGENT_EPOCH !== undefined ? Number(variables.RCLUSTER_AGENT_EPOCH) : NaN;
+const agentEpoch = Number.isSafeInteger(epoch) ? epoch : null;
+
+module.exports = { isPrimary, isWorker, isAgent, worker, agentEpoch };

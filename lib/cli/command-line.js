@@ -26,6 +26,8 @@ const START_OPTIONS = {
   'agent-arg': { type: 'string', multiple: true },
   'agent-exec-arg': { type: 'string', multiple: true },
   'agent-readiness': { type: 'string' },
+  'agent-scope': { type: 'string' },
+  'agent-lease': { type: 'string' },
   'exec-arg': { type: 'string', multiple: true },
   cwd: { type: 'string' },
   schedule: { type: 'string' },
@@ -131,7 +133,7 @@ function parseMetrics(value) {
   return value;
 }
 
-/** The agent's options: its script, and its own arguments, Node flags and readiness if given. */
+/** The agent's options: its script, and its own arguments, Node flags, readiness, scope and lease if given. */
 function parseAgent(values) {
   const agent = { exec: path.resolve(values.agent) };
   if (values['agent-arg'] !== undefined) agent.args = values['agent-arg'];
@@ -139,6 +141,9 @@ function parseAgent(values) {
   if (values['agent-readiness'] !== undefined) {
     agent.readiness = parseChoice('agent-readiness', values['agent-readiness'], ['started', 'message']);
   }
+  if (values['agent-scope'] !== undefined) agent.scope = parseChoice('agent-scope', values['agent-scope'], ['host', 'cluster']);
+  // Whether it fits killTimeout, and needs scope 'cluster' and --redis, is start()'s to say.
+  if (values['agent-lease'] !== undefined) agent.lease = parseMs('agent-lease', values['agent-lease']);
   return agent;
 }
 
@@ -148,7 +153,7 @@ function startOverrides(values) {
   if (values.instances !== undefined) options.workers = parseCount(values.instances);
   if (values.name !== undefined) options.name = parseName(values.name, 'start');
   if (values.agent !== undefined) options.agent = parseAgent(values);
-  for (const flag of ['agent-arg', 'agent-exec-arg', 'agent-readiness']) {
+  for (const flag of ['agent-arg', 'agent-exec-arg', 'agent-readiness', 'agent-scope', 'agent-lease']) {
     if (values[flag] !== undefined && values.agent === undefined) throw new UsageError(`--${flag} needs --agent`, 'start');
   }
   if (values['exec-arg'] !== undefined) options.execArgv = values['exec-arg'];

@@ -56,6 +56,8 @@ function watch(cluster, name, say, sayError, state) {
     () => {},
   );
   cluster.on('reload', ({ trigger, workers }) => say(`reloading ${workers} workers (asked by ${trigger})`));
+  cluster.on('agent-lead', ({ epoch }) => say(`this host runs the cluster's agent (epoch ${epoch})`));
+  cluster.on('agent-lose', ({ epoch, reason }) => sayError(`this host stops the cluster's agent (epoch ${epoch}): ${reason}`));
   cluster.on('reloaded', ({ replaced, duration }) => say(`reloaded: ${replaced} workers replaced in ${duration} ms`));
 }
 

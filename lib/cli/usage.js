@@ -36,6 +36,10 @@ Options:
       --agent-readiness R   when the agent is ready: started (its main module has run, the
                             default) | message (it calls rcluster.ready(): an ES-module or
                             async agent)
+      --agent-scope S       host (one agent per cluster, the default) | cluster (with --redis:
+                            one agent in the whole namespace, on the host that holds its lease)
+      --agent-lease MS      with --agent-scope cluster: ms the agent lease lives unrenewed
+                            (default 10000)
       --exec-arg FLAG       a Node flag for the app workers (repeatable; --exec-arg=--inspect)
       --cwd DIR             the workers' working folder
       --schedule MODE       shared (one listening socket) | reuseport (one per worker)

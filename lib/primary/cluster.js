@@ -262,6 +262,15 @@ class Cluster extends EventEmitter {
       case 'hostLeft':
         this.emit('host-leave', JSON.parse(event.json));
         break;
+      // agent: { scope: 'cluster' }: this host runs the namespace's agent, or stops it.
+      case 'agentLead':
+        this.emit('agent-lead', JSON.parse(event.json));
+        break;
+      case 'agentLose':
+        // The primary sends the agent away: its exit is asked for.
+        for (const w of Object.values(this.workers)) if (w.kind === 'agent') w.exitedAfterDisconnect = true;
+        this.emit('agent-lose', JSON.parse(event.json));
+        break;
       case 'stopping':
         this.emit('stopping', { trigger: event.message });
         break;

@@ -297,6 +297,7 @@ fn info(shared: &Shared, snapshot: &Snapshot) -> Value {
                 "incarnation": format!("{incarnation:016x}"),
             })).collect::<Vec<_>>(),
             "lost": h.lost,
+            "agent": h.agent.as_ref().map(|(host, epoch)| json!({ "host": host, "epoch": epoch })),
         })),
     })
 }

@@ -110,6 +110,15 @@ pub enum Event {
         incarnation: u64,
         reason: &'static str,
     },
+    /// This host holds the agent lease (`agent.scope: 'cluster'`) and starts the agent.
+    AgentLead {
+        epoch: u64,
+    },
+    /// This host lost the agent lease, or is about to, and stops the agent now.
+    AgentLose {
+        epoch: u64,
+        reason: String,
+    },
 }
 
 impl Event {

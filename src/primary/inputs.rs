@@ -11,7 +11,7 @@ use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Ticket};
 use crate::channel::frame_link::Frame;
 use crate::channel::frame_link::FrameEvent;
-use crate::remote::RemoteEvent;
+use crate::remote::{LeaseEvent, RemoteEvent};
 use crate::wire::node_ipc::Serialization;
 
 pub type InputSender = tokio::sync::mpsc::UnboundedSender<Input>;
@@ -33,6 +33,10 @@ pub enum Input {
     /// News from the other hosts of the namespace (option `redis`), as much as had come: routed
     /// in one wake-up of the loop, as a child's batch of frames is.
     Remote(Vec<RemoteEvent>),
+    /// News of the agent lease (`agent.scope: 'cluster'`).
+    Lease(LeaseEvent),
+    /// The agent lease has been given up, as the supervision asked.
+    LeaseReleased,
 }
 
 /// A child the JavaScript thread started (`fork()` of the Node-compatible primary).

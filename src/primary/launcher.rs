@@ -47,6 +47,8 @@ const SERVICE_MANAGER_VARS: &[&str] = &[
 const APP_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
 /// This host's id, for a child of a cluster that spans hosts (option `redis`).
 const HOST_ID_VAR: &str = "RCLUSTER_HOST_ID";
+/// A cluster agent's epoch (`agent.scope: 'cluster'`), set by the supervision for the agent.
+pub const AGENT_EPOCH_VAR: &str = "RCLUSTER_AGENT_EPOCH";
 
 /// What a supervised child runs: the app's (or the agent's) settings, and what the cluster tells
 /// every child through its stdio and environment. `instance` is an app worker's index among the
@@ -76,6 +78,7 @@ pub fn supervised_spec(
         !SERVICE_MANAGER_VARS.iter().any(|v| name == v)
             && name != APP_INSTANCE_VAR
             && name != HOST_ID_VAR
+            && name != AGENT_EPOCH_VAR
     });
     if let (WorkerKind::App, Some(instance)) = (kind, instance) {
         spec.env

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 
 use self::raw::{Descriptor, Ms, PathText, RawAgent, RawOptions, RawStdio, Text, Whole, Workers};
 use crate::errors::{self, RcError, RcResult};
+use crate::remote::lease::{LeaseTiming, DEFAULT_LEASE};
 use crate::wire::node_ipc::Serialization;
 
 /// Where the child's stdio entry `i` comes from (Node's `stdio` option, after JavaScript has turned
@@ -95,6 +96,17 @@ pub enum AgentReadiness {
 pub struct AgentOptions {
     pub child: ChildSpec,
     pub readiness: AgentReadiness,
+    pub scope: AgentScope,
+}
+
+/// Where agents run (`agent.scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentScope {
+    /// One per host: each cluster has its own, started before its app workers.
+    Host,
+    /// One in the whole namespace (option `redis`): the host that holds the agent lease runs it
+    /// (src/remote/lease.rs), and app workers do not wait for it.
+    Cluster(LeaseTiming),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,15 +295,20 @@ pub fn parse_cluster_options(
             heartbeat_interval.as_millis()
         )));
     }
-    let agent = raw.agent.as_ref().map(|a| agent_options(&a.0, &child));
+    let kill_timeout = millis(raw.kill_timeout, 5_000);
     let name = raw
         .name
         .map_or_else(|| default_cluster_name(&child.exec), |n| n.0);
+    let spans_hosts = raw.redis.is_some();
+    let agent = raw
+        .agent
+        .as_ref()
+        .map(|a| agent_options(&a.0, &child, kill_timeout, spans_hosts));
     let remote = remote_options(raw.redis, raw.namespace, raw.host_id, &name)?;
     Ok(ClusterOptions {
         workers: raw.workers.map_or_else(raw::cpus, |w| w.0),
         schedule: raw.schedule.unwrap_or(Schedule::Shared),
-        kill_timeout: millis(raw.kill_timeout, 5_000),
+        kill_timeout,
         readiness: raw.readiness.unwrap_or(Readiness::Listening),
         ready_timeout: millis(raw.ready_timeout, 30_000),
         restart: RestartPolicy {
@@ -429,7 +446,12 @@ fn child_spec(
 
 /// The agent runs with the app workers' settings unless its own say otherwise; its `env` is added
 /// to theirs, and its `args` replace theirs (they were meant for another script).
-fn agent_options(raw: &RawAgent, app: &ChildSpec) -> RcResult<AgentOptions> {
+fn agent_options(
+    raw: &RawAgent,
+    app: &ChildSpec,
+    kill_timeout: Duration,
+    spans_hosts: bool,
+) -> RcResult<AgentOptions> {
     let Some(PathText(exec)) = &raw.exec else {
         return Err(invalid(
             "option `agent.exec` is required: the script the agent runs",
@@ -447,7 +469,44 @@ fn agent_options(raw: &RawAgent, app: &ChildSpec) -> RcResult<AgentOptions> {
     }
     child.env = merge_env("agent.env", app.env.clone(), raw.env.as_ref())?;
     let readiness = raw.readiness.unwrap_or(AgentReadiness::Started);
-    Ok(AgentOptions { child, readiness })
+    let scope = agent_scope(raw, kill_timeout, spans_hosts)?;
+    Ok(AgentOptions {
+        child,
+        readiness,
+        scope,
+    })
+}
+
+/// `agent.scope` and `agent.lease`. Scope 'cluster' needs `redis`, without which there is no
+/// namespace to elect one agent in: refused rather than run as 'host', which would start one
+/// agent per host where the app counts on one in all. A lease means nothing to scope 'host'.
+fn agent_scope(raw: &RawAgent, kill_timeout: Duration, spans_hosts: bool) -> RcResult<AgentScope> {
+    match raw.scope.unwrap_or(raw::Scope::Host) {
+        raw::Scope::Host => match raw.lease {
+            Some(_) => Err(invalid(
+                "option `agent.lease` only means something with `agent.scope: 'cluster'`",
+            )),
+            None => Ok(AgentScope::Host),
+        },
+        raw::Scope::Cluster if !spans_hosts => Err(invalid(
+            "option `agent.scope` 'cluster' needs `redis`: one agent in a whole namespace is elected through a Redis server (without it, leave `scope` out: one agent per cluster)",
+        )),
+        raw::Scope::Cluster => {
+            let lease = raw.lease.map(|ms| Duration::from_millis(ms.0));
+            let (lease, default) = match lease {
+                Some(lease) => (lease, ""),
+                None => (DEFAULT_LEASE, ", the default"),
+            };
+            LeaseTiming::new(lease, kill_timeout)
+                .map(AgentScope::Cluster)
+                .map_err(|why| {
+                    invalid(format!(
+                        "option `agent.lease` ({} ms{default}) {why}",
+                        lease.as_millis()
+                    ))
+                })
+        }
+    }
 }
 
 /// `execPath`, as `child_process.fork` takes it: the Node binary the children run (another

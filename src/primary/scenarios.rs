@@ -21,6 +21,7 @@ use super::workers::{Process, ProcessTable};
 use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound};
 use crate::os::process::ExitStatus;
+use crate::remote::LeaseEvent;
 use crate::wire::node_ipc::Incoming;
 
 /// A child that is not there: it records the signals it gets.
@@ -58,6 +59,8 @@ struct Children {
     /// Launches are answered when the test says so (`release`), not at once.
     hold: bool,
     held: HashMap<WorkerId, Done>,
+    /// The environment each launch asked for.
+    envs: HashMap<WorkerId, Vec<(std::ffi::OsString, std::ffi::OsString)>>,
 }
 
 #[derive(Clone, Default)]
@@ -69,6 +72,7 @@ impl Launcher for FakeLauncher {
         let hold = {
             let mut c = lock(&self.0);
             c.launched.push(id);
+            c.envs.insert(id, request.spec.env.clone());
             c.processes.insert(
                 id,
                 Arc::new(FakeProcess {
@@ -165,11 +169,16 @@ impl Scenario {
         if options["agent"] == json!(true) {
             options["agent"] = path.clone();
         }
+        if options["agent"]["scope"].is_string() {
+            options["agent"]["exec"] = path.clone();
+        }
         options["exec"] = path;
-        let options = match parse_cluster_options(&options, Vec::new()) {
+        let mut options = match parse_cluster_options(&options, Vec::new()) {
             Ok(o) => o,
             Err(e) => panic!("{}", e.message),
         };
+        // No Redis: the tests play the link's part (`Input::Lease`).
+        options.remote = None;
         let events = EventQueue::new(Arc::new(|| {}));
         let launcher = FakeLauncher::default();
         let children = launcher.0.clone();
@@ -234,6 +243,20 @@ impl Scenario {
             Some(done) => answer(&self.children, id, done, spawned),
             None => panic!("launch {id} is not held"),
         }
+    }
+
+    fn lease(&self, event: LeaseEvent) {
+        let _ = self.inputs.send(Input::Lease(event));
+    }
+
+    /// A variable of the environment a launch asked for.
+    fn env(&self, id: WorkerId, name: &str) -> Option<String> {
+        lock(&self.children).envs.get(&id).and_then(|env| {
+            env.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        })
     }
 
     fn forks(&self) -> Vec<WorkerId> {
@@ -805,4 +828,187 @@ async fn replace_starts_a_worker_in_the_slot_and_sends_the_old_one_away_once_it_
     );
     assert!(cluster.acts(2).is_empty());
     assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
+}
+
+/// App workers 1 and 2 up, with an agent of scope 'cluster' (lease 2 s, killTimeout 500 ms).
+async fn with_a_cluster_agent() -> Scenario {
+    let mut cluster = Scenario::start(json!({
+        "workers": 2, "readiness": "online", "killTimeout": 500, "redis": "redis://localhost",
+        "agent": { "scope": "cluster", "lease": 2000 },
+    }));
+    cluster.run_for(1).await;
+    // The app workers start at once, and the cluster is ready without an agent.
+    assert_eq!(cluster.launched(), vec![1, 2]);
+    cluster.online(1);
+    cluster.online(2);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_ready), 1, "{:?}", cluster.seen);
+    cluster
+}
+
+fn agent_events(cluster: &Scenario) -> Vec<String> {
+    cluster
+        .seen
+        .iter()
+        .filter_map(|e| match e {
+            Event::AgentLead { epoch } => Some(format!("lead {epoch}")),
+            Event::AgentLose { epoch, .. } => Some(format!("lose {epoch}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_agent_runs_while_this_host_holds_the_lease_and_stops_at_once_when_it_does_not() {
+    let mut cluster = with_a_cluster_agent().await;
+    cluster.run_for(5_000).await;
+    assert_eq!(cluster.launched(), vec![1, 2], "no lease, no agent");
+
+    cluster.lease(LeaseEvent::Won { epoch: 42 });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3]);
+    assert_eq!(
+        cluster.env(3, "RCLUSTER_AGENT_EPOCH").as_deref(),
+        Some("42")
+    );
+    assert_eq!(cluster.env(1, "RCLUSTER_AGENT_EPOCH"), None);
+    assert_eq!(cluster.forks(), vec![1, 2, 3]);
+
+    // It crashes while this host leads: restarted under the restart policy (the first at once).
+    cluster.exit(3, 1);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        cluster.env(4, "RCLUSTER_AGENT_EPOCH").as_deref(),
+        Some("42")
+    );
+
+    // The lease is lost: SIGTERM at once, SIGKILL after killTimeout; never restarted.
+    cluster.lease(LeaseEvent::Lost {
+        epoch: 42,
+        reason: "test".into(),
+    });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(4), vec![Signal::SIGTERM]);
+    cluster.run_for(500).await;
+    assert_eq!(cluster.signals(4), vec![Signal::SIGTERM, Signal::SIGKILL]);
+    cluster.exit(4, 137);
+    cluster.run_for(10_000).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4]);
+    assert_eq!(agent_events(&cluster), ["lead 42", "lose 42"]);
+    assert_eq!(cluster.error_code(), None);
+    // The app workers were never touched.
+    assert!(cluster.signals(1).is_empty() && cluster.acts(1).is_empty());
+
+    // Won again, under a new epoch.
+    cluster.lease(LeaseEvent::Won { epoch: 43 });
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(
+        cluster.env(5, "RCLUSTER_AGENT_EPOCH").as_deref(),
+        Some("43")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_agent_being_spawned_when_the_lease_is_lost_is_killed_and_a_new_one_waits_for_the_old_to_exit(
+) {
+    let mut cluster = with_a_cluster_agent().await;
+    cluster.hold_launches();
+    cluster.lease(LeaseEvent::Won { epoch: 7 });
+    cluster.run_for(1).await;
+    cluster.lease(LeaseEvent::Lost {
+        epoch: 7,
+        reason: "test".into(),
+    });
+    cluster.run_for(1).await;
+    cluster.release(3, true);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(3), vec![Signal::SIGKILL]);
+    assert_eq!(cluster.forks(), vec![1, 2], "it never became a worker");
+
+    // Won, lost and won again while the first agent is still on its way out: the next starts
+    // once it has exited.
+    cluster.lease(LeaseEvent::Won { epoch: 8 });
+    cluster.run_for(1).await;
+    cluster.release(4, true);
+    cluster.run_for(1).await;
+    cluster.lease(LeaseEvent::Lost {
+        epoch: 8,
+        reason: "test".into(),
+    });
+    cluster.lease(LeaseEvent::Won { epoch: 9 });
+    cluster.run_for(100).await;
+    assert_eq!(cluster.signals(4), vec![Signal::SIGTERM]);
+    assert_eq!(
+        cluster.launched(),
+        vec![1, 2, 3, 4],
+        "not beside the old one"
+    );
+    cluster.exit(4, 0);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.launched(), vec![1, 2, 3, 4, 5]);
+    // A stale loss (an epoch this host no longer leads under) changes nothing.
+    cluster.lease(LeaseEvent::Lost {
+        epoch: 8,
+        reason: "late".into(),
+    });
+    cluster.run_for(1).await;
+    assert!(cluster.signals(5).is_empty());
+}
+
+/// The launches that were agents.
+fn agents(cluster: &Scenario) -> Vec<WorkerId> {
+    let launched = cluster.launched();
+    launched
+        .into_iter()
+        .filter(|id| cluster.env(*id, "RCLUSTER_AGENT_EPOCH").is_some())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_restarts_the_cluster_agent_in_place_the_old_one_stopped_first() {
+    let mut cluster = with_a_cluster_agent().await;
+    cluster.lease(LeaseEvent::Won { epoch: 1 });
+    cluster.run_for(1).await;
+    cluster.command(Command::Reload(ReloadRequest {
+        ticket: Some(1),
+        parallel: Some(1),
+        agent: Some(true),
+        trigger: "test".into(),
+    }));
+    cluster.run_for(1).await;
+    assert_eq!(cluster.signals(3), vec![Signal::SIGTERM]);
+    assert_eq!(agents(&cluster), vec![3], "not beside the old one");
+    cluster.exit(3, 0);
+    cluster.run_for(1).await;
+    let agents = agents(&cluster);
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    assert_eq!(
+        cluster.env(agents[1], "RCLUSTER_AGENT_EPOCH").as_deref(),
+        Some("1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_stops_the_cluster_agent_with_the_app_workers_then_gives_the_lease_up() {
+    let mut cluster = with_a_cluster_agent().await;
+    cluster.lease(LeaseEvent::Won { epoch: 1 });
+    cluster.run_for(1).await;
+    cluster.command(Command::Stop {
+        timeout: None,
+        trigger: "stop()".into(),
+    });
+    cluster.run_for(1).await;
+    // The agent is asked at once, not after the app workers.
+    assert_eq!(cluster.signals(3), vec![Signal::SIGTERM]);
+    assert_eq!(cluster.acts(1), vec!["disconnect"]);
+    cluster.exit(1, 0);
+    cluster.exit(2, 0);
+    cluster.run_for(1).await;
+    assert_eq!(cluster.count(is_stopped), 0, "the agent still runs");
+    cluster.exit(3, 0);
+    cluster.run_for(1).await;
+    // Without a link to Redis here, the lease's release is answered at once.
+    assert_eq!(cluster.count(is_stopped), 1);
 }

@@ -69,4 +69,7 @@ pub struct HostsSnapshot {
     pub others: Vec<(String, u64)>,
     /// Messages of other hosts reported lost here since the cluster started.
     pub lost: u64,
+    /// With `agent.scope: 'cluster'`: the host that holds the agent lease as last seen here, and
+    /// its epoch.
+    pub agent: Option<(String, u64)>,
 }

@@ -6,6 +6,11 @@
 //! Handlers change state and record what is due; `settle` compares what should be with what is
 //! (slots to fill, the reload's next step, a scale, the start or the stop that has finished);
 //! `take_launches` hands the loop the children to spawn.
+//!
+//! An agent of scope 'cluster' (one in the namespace, option `redis`) has its slot here too, but
+//! the slot wants a worker only while this host holds the agent lease (`on_lease`); app workers
+//! neither wait for it at start nor count it for readiness, and it stops at once on a stop, then
+//! the lease is given up (`take_lease_release`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,7 +23,7 @@ use super::cluster::Cluster;
 use super::events::Event;
 use super::housekeeping::{self, Housekeeping};
 use super::launcher::{self, LaunchRequest, Launched};
-use super::options::ClusterOptions;
+use super::options::{AgentScope, ClusterOptions};
 use super::orphans::OrphanGroups;
 use super::readiness::{self, Sign};
 use super::reload::{Reload, Step};
@@ -32,6 +37,7 @@ use super::workers::{Worker, WorkerState};
 use super::WorkerId;
 use crate::errors;
 use crate::os::process::ExitStatus;
+use crate::remote::LeaseEvent;
 use crate::wire::node_ipc::Serialization;
 
 /// How long after a worker's channel closed unasked its exit is waited for, before the worker is
@@ -83,11 +89,38 @@ pub struct Supervision {
     /// Ids taken at start for the first worker of each slot: app workers are 1..N whether or
     /// not there is an agent (which is started first and has N+1).
     first_ids: HashMap<usize, WorkerId>,
+    /// With `agent.scope: 'cluster'`: this host's part in the agent lease.
+    lease: Option<Lease>,
+}
+
+/// This host and the agent lease (`agent.scope: 'cluster'`).
+#[derive(Debug, Default)]
+struct Lease {
+    /// The epoch under which this host leads; None while it does not.
+    leading: Option<u64>,
+    release: Release,
+}
+
+/// Giving the lease up once the cluster has stopped its agent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Release {
+    #[default]
+    NotYet,
+    /// Due: for the loop to take (`take_lease_release`).
+    Due,
+    /// Asked of the link to the other hosts; waiting for it to be done.
+    Asked,
+    Done,
 }
 
 impl Supervision {
     pub fn new(options: Box<ClusterOptions>) -> Self {
         let slots = Slots::new(options.workers, options.agent.is_some());
+        let lease = options
+            .agent
+            .as_ref()
+            .filter(|agent| matches!(agent.scope, AgentScope::Cluster(_)))
+            .map(|_| Lease::default());
         Supervision {
             options,
             phase: Phase::Idle,
@@ -100,6 +133,7 @@ impl Supervision {
             orphans: OrphanGroups::default(),
             housekeeping: Housekeeping::default(),
             first_ids: HashMap::new(),
+            lease,
         }
     }
 
@@ -145,6 +179,37 @@ impl Supervision {
         std::mem::take(&mut self.launches)
     }
 
+    /// Whether the agent lease is to be given up now (once: the loop asks the link to the other
+    /// hosts, and reports back with `on_lease_released`).
+    pub fn take_lease_release(&mut self) -> bool {
+        match &mut self.lease {
+            Some(lease) if lease.release == Release::Due => {
+                lease.release = Release::Asked;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The epoch under which this host runs the cluster agent, if it does.
+    pub fn agent_epoch(&self) -> Option<u64> {
+        self.lease.as_ref().and_then(|lease| lease.leading)
+    }
+
+    /// Whether the agent's slot wants a worker: always for an agent of each host; for the
+    /// cluster's agent, while this host holds the lease and the cluster is up.
+    fn agent_wanted(&self) -> bool {
+        match &self.lease {
+            None => true,
+            Some(lease) => lease.leading.is_some() && self.is_up(),
+        }
+    }
+
+    /// Whether `slot` counts for the cluster's readiness: the cluster's agent, which may run on
+    /// another host, never does.
+    fn counts_for_readiness(&self, slot: usize) -> bool {
+        self.lease.is_none() || !self.slots.is_agent(slot)
+    }
     // ---- starting ----
 
     pub fn start(&mut self, c: &mut Cluster) {
@@ -159,15 +224,24 @@ impl Supervision {
         c.timers
             .after(housekeeping::TICK, Timer::Supervision(Due::Housekeeping));
         self.orphans.guard_worker_trees(&c.events);
-        // `cluster.worker.id === 1` is the app's first worker, as under Node's cluster.
-        let order = self.slots.apps().into_iter().chain(self.slots.agent());
+        // `cluster.worker.id === 1` is the app's first worker, as under Node's cluster. The
+        // cluster's agent gets an id when this host comes to run it.
+        let host_agent = self.slots.agent().filter(|_| self.lease.is_none());
+        let order = self.slots.apps().into_iter().chain(host_agent);
         for slot in order {
             self.first_ids.insert(slot, c.next_id());
         }
-        match self.slots.agent() {
+        match (host_agent, self.slots.agent()) {
             // The agent first; the app workers once it is ready (see settle).
-            Some(agent) => self.fill_later(agent),
-            None => self.start_apps(),
+            (Some(agent), _) => self.fill_later(agent),
+            // The cluster's agent, if this host already holds the lease, with the app workers.
+            (None, Some(agent)) => {
+                if self.agent_wanted() {
+                    self.fill_later(agent);
+                }
+                self.start_apps();
+            }
+            (None, None) => self.start_apps(),
         }
     }
 
@@ -206,7 +280,11 @@ impl Supervision {
     fn ask_for_child(&mut self, c: &Cluster, slot: usize, purpose: Purpose) -> WorkerId {
         let kind = self.kind_of(slot);
         let instance = self.slots.app_instance(slot);
-        let spec = launcher::supervised_spec(&self.options, kind, instance);
+        let mut spec = launcher::supervised_spec(&self.options, kind, instance);
+        if let (WorkerKind::Agent, Some(epoch)) = (kind, self.agent_epoch()) {
+            spec.env
+                .push((launcher::AGENT_EPOCH_VAR.into(), epoch.to_string().into()));
+        }
         let capture = Capture::of(&self.options.operations);
         let id = match (purpose, self.first_ids.remove(&slot)) {
             (Purpose::Fill, Some(id)) => id,
@@ -242,6 +320,7 @@ impl Supervision {
         };
         self.is_up()
             && !s.retired
+            && (!self.slots.is_agent(slot) || self.agent_wanted())
             && match purpose {
                 Purpose::Fill => s.current.is_none(),
                 Purpose::Replace => self.reload.as_ref().is_some_and(|r| r.is_replacement(id)),
@@ -404,7 +483,10 @@ impl Supervision {
                 .worker_group_left(worker.pid(), now(), c.kill_timeout);
         }
         let asked = worker.is_leaving();
-        if worker.kind == WorkerKind::Agent && self.phase == Phase::Starting && !asked {
+        // The app workers wait for an agent of their own host: its failure fails the start. The
+        // cluster's agent is restarted within its budget instead, as a worker is.
+        let host_agent = worker.kind == WorkerKind::Agent && self.lease.is_none();
+        if host_agent && self.phase == Phase::Starting && !asked {
             self.agent_failed(c, id, worker, status);
         }
         if self.reload.as_ref().is_some_and(|r| r.is_replacement(id)) {
@@ -698,11 +780,15 @@ impl Supervision {
         }
         let policy = self.options.reload;
         let with_agent = agent.unwrap_or(policy.agent);
-        // The agent first, as at startup: the app workers may depend on it.
+        if with_agent && self.lease.is_some() {
+            self.restart_cluster_agent(c);
+        }
+        // The agent first, as at startup: the app workers may depend on it. (Not the cluster's:
+        // a replacement would run beside it.)
         let mut order: Vec<usize> = self
             .slots
             .agent()
-            .filter(|_| with_agent)
+            .filter(|_| with_agent && self.lease.is_none())
             .into_iter()
             .collect();
         order.extend(self.slots.apps());
@@ -712,6 +798,22 @@ impl Supervision {
         });
         let parallel = parallel.unwrap_or(policy.parallel);
         self.reload = Some(Reload::new(order, parallel, ticket, now()));
+    }
+
+    /// A reload of the cluster's agent, on the host that runs it: never two at once, so the old
+    /// one stops first (SIGTERM, SIGKILL after killTimeout) and the new one starts once it has
+    /// exited, under the same lease and epoch.
+    fn restart_cluster_agent(&mut self, c: &mut Cluster) {
+        let Some(slot) = self.slots.agent() else {
+            return;
+        };
+        let current = self.slots.get(slot).and_then(|s| s.current);
+        let Some(id) = current.filter(|id| c.workers.get(id).is_some_and(|w| !w.is_leaving()))
+        else {
+            return;
+        };
+        c.retire(id);
+        self.fill_later(slot);
     }
 
     /// `cluster.replace(id)`: a new worker starts in the slot of worker `id`, which leaves once
@@ -869,11 +971,13 @@ impl Supervision {
             let event = self.scale.end(&self.slots, Some("the cluster is stopping"));
             c.events.push(event);
         }
-        // App workers first; the agent once they are gone (see settle).
+        // App workers first; the agent once they are gone (see settle). The cluster's agent at
+        // once: no app worker here depends on it, and another host takes over sooner.
+        let cluster_agent = self.lease.is_some();
         let apps: Vec<WorkerId> = c
             .workers
             .iter()
-            .filter(|(_, w)| w.kind == WorkerKind::App)
+            .filter(|(_, w)| w.kind == WorkerKind::App || cluster_agent)
             .map(|(id, _)| *id)
             .collect();
         for id in apps {
@@ -881,6 +985,56 @@ impl Supervision {
         }
         c.timers
             .after(timeout, Timer::Supervision(Due::StopDeadline));
+    }
+
+    // ---- the agent lease (`agent.scope: 'cluster'`) ----
+
+    /// News of the agent lease: this host starts the agent when it wins it, and stops it at once
+    /// when it loses it (SIGTERM, SIGKILL after killTimeout: before the lease can expire).
+    pub fn on_lease(&mut self, c: &mut Cluster, event: LeaseEvent) {
+        let Some(lease) = &mut self.lease else {
+            return;
+        };
+        match event {
+            LeaseEvent::Won { epoch } => {
+                lease.leading = Some(epoch);
+                c.events.push(Event::AgentLead { epoch });
+                if let Some(slot) = self.slots.agent().filter(|_| self.is_up()) {
+                    // Filled once a former agent of this host has exited (see settle).
+                    self.fill_later(slot);
+                }
+            }
+            LeaseEvent::Lost { epoch, reason } => {
+                if lease.leading != Some(epoch) {
+                    return;
+                }
+                lease.leading = None;
+                c.events.push(Event::AgentLose { epoch, reason });
+                if let Some(s) = self.slots.agent().and_then(|slot| self.slots.get_mut(slot)) {
+                    // A restart it was waiting for will not happen.
+                    s.due = false;
+                    s.generation += 1;
+                }
+                // One being spawned is sent away once it is (see on_spawned).
+                let agents: Vec<WorkerId> = c
+                    .workers
+                    .iter()
+                    .filter(|(_, w)| w.kind == WorkerKind::Agent && !w.is_leaving())
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in agents {
+                    c.retire(id);
+                }
+            }
+        }
+    }
+
+    /// The lease has been given up (or could not be: it expires).
+    pub fn on_lease_released(&mut self) {
+        if let Some(lease) = &mut self.lease {
+            lease.release = Release::Done;
+            lease.leading = None;
+        }
     }
 
     // ---- timers ----
@@ -929,17 +1083,19 @@ impl Supervision {
             && self.reload.is_none()
             && self.launching.is_empty()
             && self.slots.active().all(|(i, s)| {
-                s.incoming.is_none()
-                    && self.slots.has_ready_worker(i, &c.workers)
-                    && s.current
-                        .and_then(|id| c.workers.get(&id))
-                        .is_some_and(|w| !w.is_leaving())
+                (self.slots.is_agent(i) && !self.agent_wanted())
+                    || s.incoming.is_none()
+                        && self.slots.has_ready_worker(i, &c.workers)
+                        && s.current
+                            .and_then(|id| c.workers.get(&id))
+                            .is_some_and(|w| !w.is_leaving())
             })
     }
 
     fn all_ready(&self, c: &Cluster) -> bool {
         self.slots
             .active()
+            .filter(|(i, _)| self.counts_for_readiness(*i))
             .all(|(i, _)| self.slots.has_ready_worker(i, &c.workers))
     }
 
@@ -984,10 +1140,12 @@ impl Supervision {
 
     /// Slots that want a worker get one, once nothing else is on its way to them.
     fn fill_due_slots(&mut self, c: &Cluster) {
+        let agent_wanted = self.agent_wanted();
         let free: Vec<usize> = self
             .slots
             .active()
             .filter(|(i, s)| s.due && s.is_empty() && !self.is_launching(*i))
+            .filter(|(i, _)| agent_wanted || !self.slots.is_agent(*i))
             .map(|(i, _)| i)
             .collect();
         for slot in free {
@@ -1030,7 +1188,23 @@ impl Supervision {
                 c.ask_to_leave(id);
             }
         }
+        // The cluster's agent has stopped: the lease can go now, without waiting for the app
+        // workers, so that another host takes over sooner. The stop ends once it has gone.
+        let agent_gone = !c.workers.values().any(|w| w.kind == WorkerKind::Agent)
+            && !self.launching.values().any(|l| self.slots.is_agent(l.slot));
+        if let Some(lease) = &mut self.lease {
+            if agent_gone && lease.release == Release::NotYet {
+                lease.release = Release::Due;
+            }
+        }
         if c.workers.is_empty() && self.launching.is_empty() {
+            if self
+                .lease
+                .as_ref()
+                .is_some_and(|l| l.release != Release::Done)
+            {
+                return;
+            }
             c.listeners.close_all();
             self.orphans.end(&c.workers, now());
             self.phase = Phase::Stopped;

@@ -25,7 +25,7 @@ use super::inputs::{Command, Input, InputSender, NewChild, ReloadRequest};
 use super::launcher::{Done, Launcher, ProcessLauncher};
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
-use super::options::{ClusterOptions, RemoteOptions, Schedule};
+use super::options::{AgentScope, ClusterOptions, Schedule};
 use super::output::OutputLog;
 use super::readiness::Sign;
 use super::snapshot::{ClusterState, HostsSnapshot, Snapshot, WorkerSnapshot};
@@ -37,7 +37,7 @@ use super::WorkerId;
 use crate::channel::connection::{ChannelEvent, Outbound, ReceivedHandle};
 use crate::errors;
 use crate::os::process::ExitStatus;
-use crate::remote::{Remote, RemoteConfig};
+use crate::remote::{Remote, RemoteConfig, RemoteEvent};
 use crate::wire::node_ipc::{self, Incoming, Payload};
 
 /// The largest message a child of the Node-compatible primary may send on Node's channel. Node
@@ -69,6 +69,8 @@ pub struct Supervisor {
     /// The supervised cluster's policy; None for the Node-compatible primary.
     supervision: Option<Supervision>,
     launcher: Box<dyn Launcher>,
+    /// The link to the other hosts (option `redis`), for the agent lease; the messenger has it too.
+    remote: Option<Remote>,
 }
 
 /// Starts the loop on the current runtime; returns the queue that feeds it.
@@ -153,11 +155,10 @@ pub fn start_with(
         max_ipc_message,
     };
     let mut cluster = cluster;
-    if let Plan::Supervised(options) = &plan {
-        if let Some(remote) = &options.remote {
-            span_hosts(&mut cluster, remote);
-        }
-    }
+    let remote = match &plan {
+        Plan::Supervised(options) => span_hosts(&mut cluster, options),
+        Plan::Manual { .. } => None,
+    };
     let supervision = match plan {
         Plan::Supervised(options) => Some(Supervision::new(options)),
         Plan::Manual { .. } => None,
@@ -166,6 +167,7 @@ pub fn start_with(
         cluster,
         supervision,
         launcher,
+        remote,
     };
     tokio::spawn(supervisor.run(rx));
     tx
@@ -176,40 +178,79 @@ pub fn start_with(
 /// children for long.
 const NEWS_BATCH: usize = 256;
 
-/// Joins the namespace on Redis; the other hosts' news comes to the loop as `Input::Remote`. A
-/// link that cannot even start (the options were checked; this is rare) leaves the cluster on
-/// this host alone, with a warning: a host never fails to serve because of Redis.
-fn span_hosts(cluster: &mut Cluster, options: &RemoteOptions) {
-    let config = RemoteConfig::new(&options.url, &options.namespace, &options.host_id);
-    let (news, mut from_hosts) = mpsc::unbounded_channel();
-    match Remote::start(config, news) {
-        Ok(remote) => {
-            cluster.messenger.span_hosts(remote);
-            let inputs = cluster.inputs.clone();
-            tokio::spawn(async move {
-                while let Some(event) = from_hosts.recv().await {
-                    let mut batch = vec![event];
-                    while batch.len() < NEWS_BATCH {
-                        match from_hosts.try_recv() {
-                            Ok(event) => batch.push(event),
-                            Err(_) => break,
-                        }
-                    }
-                    if inputs.send(Input::Remote(batch)).is_err() {
-                        return;
-                    }
-                }
-            });
+/// Joins the namespace on Redis (option `redis`); the other hosts' news comes to the loop as
+/// `Input::Remote`, and with a cluster agent, the agent lease's as `Input::Lease`. A link that
+/// cannot even start (the options were checked; this is rare) leaves the cluster on this host
+/// alone, with a warning: a host never fails to serve because of Redis (nor runs the cluster's
+/// agent without the lease).
+fn span_hosts(cluster: &mut Cluster, options: &ClusterOptions) -> Option<Remote> {
+    let remote_options = options.remote.as_ref()?;
+    let namespace = &remote_options.namespace;
+    let config = RemoteConfig::new(&remote_options.url, namespace, &remote_options.host_id);
+    let (news, from_hosts) = mpsc::unbounded_channel();
+    let remote = match Remote::start(config, news) {
+        Ok(remote) => remote,
+        Err(why) => {
+            cluster.events.warn(
+                None,
+                errors::REMOTE_UNAVAILABLE,
+                format!("this host cannot join namespace '{namespace}': {why}"),
+            );
+            return None;
         }
-        Err(why) => cluster.events.warn(
-            None,
-            errors::REMOTE_UNAVAILABLE,
-            format!(
-                "this host cannot join namespace '{}': {why}",
-                options.namespace
+    };
+    cluster.messenger.span_hosts(remote.clone());
+    forward_news(from_hosts, cluster.inputs.clone());
+    let lease = options.agent.as_ref().and_then(|agent| match agent.scope {
+        AgentScope::Cluster(timing) => Some(timing),
+        AgentScope::Host => None,
+    });
+    if let Some(timing) = lease {
+        let (news, from_lease) = mpsc::unbounded_channel();
+        match remote.campaign(timing, news) {
+            Ok(()) => forward(from_lease, cluster.inputs.clone(), Input::Lease),
+            Err(why) => cluster.events.warn(
+                None,
+                errors::REMOTE_UNAVAILABLE,
+                format!("this host cannot run the agent of namespace '{namespace}': {why}"),
             ),
-        ),
+        }
     }
+    Some(remote)
+}
+
+/// Forwards the other hosts' news to the loop, as much as has come in one `Input::Remote`: routed
+/// in one wake-up of the loop, as a child's batch of frames is.
+fn forward_news(mut from: mpsc::UnboundedReceiver<RemoteEvent>, inputs: InputSender) {
+    tokio::spawn(async move {
+        while let Some(event) = from.recv().await {
+            let mut batch = vec![event];
+            while batch.len() < NEWS_BATCH {
+                match from.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
+            if inputs.send(Input::Remote(batch)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Forwards what a task of the link says to the loop, as `Input`s.
+fn forward<T: Send + 'static>(
+    mut from: mpsc::UnboundedReceiver<T>,
+    inputs: InputSender,
+    input: fn(T) -> Input,
+) {
+    tokio::spawn(async move {
+        while let Some(event) = from.recv().await {
+            if inputs.send(input(event)).is_err() {
+                return;
+            }
+        }
+    });
 }
 
 impl Supervisor {
@@ -279,6 +320,16 @@ impl Supervisor {
                 let (messenger, mut cx) = self.cluster.messenger_cx(starting);
                 messenger.on_remote(&mut cx, events);
             }
+            Input::Lease(event) => {
+                if let Some(s) = &mut self.supervision {
+                    s.on_lease(&mut self.cluster, event);
+                }
+            }
+            Input::LeaseReleased => {
+                if let Some(s) = &mut self.supervision {
+                    s.on_lease_released();
+                }
+            }
             Input::Spawned { id, result } => match (&mut self.supervision, result) {
                 (Some(s), result) => s.on_spawned(&mut self.cluster, id, result),
                 // Only the supervision asks for children; none may linger.
@@ -302,6 +353,16 @@ impl Supervisor {
                     let _ = inputs.send(Input::Spawned { id, result });
                 });
                 self.launcher.launch(request, done);
+            }
+            if s.take_lease_release() {
+                let inputs = self.cluster.inputs.clone();
+                let remote = self.remote.clone();
+                tokio::spawn(async move {
+                    if let Some(remote) = remote {
+                        remote.release_agent_lease().await;
+                    }
+                    let _ = inputs.send(Input::LeaseReleased);
+                });
             }
         }
     }
@@ -414,7 +475,8 @@ impl Supervisor {
                 }
             }
             Command::Snapshot(answer) => {
-                let _ = answer.send(snapshot(c, self.supervision.as_ref()));
+                let agent = self.remote.as_ref().and_then(Remote::agent_leader);
+                let _ = answer.send(snapshot(c, self.supervision.as_ref(), agent));
             }
             Command::Ping(answer) => {
                 let _ = answer.send(());
@@ -612,8 +674,12 @@ fn worker_snapshot(
     }
 }
 
-/// What the cluster looks like now (`Command::Snapshot`).
-fn snapshot(c: &Cluster, supervision: Option<&Supervision>) -> Snapshot {
+/// What the cluster looks like now (`Command::Snapshot`); `agent`: who holds the agent lease.
+fn snapshot(
+    c: &Cluster,
+    supervision: Option<&Supervision>,
+    agent: Option<(String, u64)>,
+) -> Snapshot {
     let mut workers: Vec<WorkerSnapshot> = c
         .workers
         .iter()
@@ -651,6 +717,7 @@ fn snapshot(c: &Cluster, supervision: Option<&Supervision>) -> Snapshot {
                 .map(|h| (h.host, h.incarnation))
                 .collect(),
             lost: c.messenger.lost_across_hosts(),
+            agent,
         }),
     }
 }

@@ -15,9 +15,11 @@ use tokio::time::MissedTickBehavior;
 use super::config::RemoteConfig;
 use super::envelope;
 use super::ids::random_id;
+use super::lease::Holder;
 use super::membership::{Change, Membership};
 use super::redis_transport::{
-    Connection, Incoming, MemberRecord, MembershipReply, MembershipStatus, RedisTransport,
+    Connection, ControlNotice, Incoming, MemberRecord, MembershipReply, MembershipStatus,
+    RedisTransport,
 };
 use super::sequences::{SequenceTracker, Verdict};
 use super::types::{HostInfo, LeaveReason, RemoteEvent};
@@ -41,6 +43,32 @@ pub(crate) struct State {
     pub tracker: SequenceTracker,
     /// Why `broadcast` and `send` fail now; `None` while joined.
     pub unavailable: Option<String>,
+    /// Who holds the agent lease, as last seen (src/remote/campaign.rs).
+    pub agent: Option<Holder>,
+}
+
+impl State {
+    /// News of the agent lease: a holder of a lower epoch than the one known is old news.
+    pub fn agent_led(&mut self, holder: Holder) {
+        if self
+            .agent
+            .as_ref()
+            .is_none_or(|known| known.epoch <= holder.epoch)
+        {
+            self.agent = Some(holder);
+        }
+    }
+
+    /// The lease of `epoch` is over (released, lost or expired).
+    pub fn agent_gone(&mut self, epoch: u64) {
+        if self
+            .agent
+            .as_ref()
+            .is_some_and(|known| known.epoch <= epoch)
+        {
+            self.agent = None;
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -50,6 +78,8 @@ pub(crate) struct Shared {
     pub state: Mutex<State>,
     /// Bytes of the messages queued and not yet handled by the sender.
     pub queued_bytes: AtomicUsize,
+    /// Woken when a holder gives the agent lease up: candidates try at once.
+    pub lease_released: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -71,8 +101,10 @@ impl Shared {
                 membership: Membership::default(),
                 tracker: SequenceTracker::default(),
                 unavailable: Some("not joined yet".into()),
+                agent: None,
             }),
             queued_bytes: AtomicUsize::new(0),
+            lease_released: tokio::sync::Notify::new(),
         }
     }
 
@@ -658,25 +690,36 @@ async fn read_pubsub(
             Some(Incoming::Control(Err(why))) => {
                 shared.emit(RemoteEvent::Malformed { from: None, why })
             }
-            Some(Incoming::Control(Ok(notice))) => {
-                if notice.member == me {
-                    if !notice.graceful {
+            Some(Incoming::Control(Ok(ControlNotice::AgentLead { host, epoch }))) => {
+                shared.state().agent_led(Holder { epoch, host });
+            }
+            Some(Incoming::Control(Ok(ControlNotice::AgentReleased { epoch, .. }))) => {
+                shared.state().agent_gone(epoch);
+                // A permit is kept if the campaign is busy: it tries once it is free.
+                shared.lease_released.notify_one();
+            }
+            Some(Incoming::Control(Ok(ControlNotice::Member {
+                member,
+                graceful,
+                written,
+            }))) => {
+                if member == me {
+                    if !graceful {
                         let _ = gone.send("the other hosts declared this host timed out".into());
                     }
                     continue;
                 }
-                let reason = if notice.graceful {
+                let reason = if graceful {
                     LeaveReason::Left
                 } else {
                     LeaveReason::TimedOut
                 };
                 let now = Instant::now();
                 let mut state = shared.state();
-                let member = &notice.member;
                 state
                     .tracker
-                    .advertise(&member.host, member.incarnation, notice.written, now);
-                if let Some(Change::Left(host, reason)) = state.membership.remove(member, reason) {
+                    .advertise(&member.host, member.incarnation, written, now);
+                if let Some(Change::Left(host, reason)) = state.membership.remove(&member, reason) {
                     state.tracker.depart(&host.host, host.incarnation, now);
                     shared.emit(RemoteEvent::HostLeft { host, reason });
                 }

@@ -15,6 +15,10 @@ pub(crate) struct Keys {
     pub broadcast: String,
     /// Prefix of the per-member hash (`<prefix><member>`).
     pub member_prefix: String,
+    /// The agent lease (`agent: { scope: 'cluster' }`): `<epoch> <host> <token>`, PX = lease.
+    pub agent: String,
+    /// The counter of agent epochs, raised by each acquisition of the lease.
+    pub agent_epoch: String,
     inbox_prefix: String,
 }
 
@@ -28,6 +32,8 @@ impl Keys {
             control: format!("{base}ctl"),
             broadcast: format!("{base}bcast"),
             member_prefix: format!("{base}h:"),
+            agent: format!("{base}agent"),
+            agent_epoch: format!("{base}agent:epoch"),
             inbox_prefix: format!("{base}in:"),
         }
     }
@@ -54,6 +60,8 @@ mod tests {
             &keys.generation,
             &keys.control,
             &keys.broadcast,
+            &keys.agent,
+            &keys.agent_epoch,
             &keys.member_hash("web/01"),
             &keys.inbox("web"),
         ] {

@@ -4,14 +4,17 @@
 //! channels and formats.
 //!
 //! Its files: `types` (what the caller sees), `config` (settings and their checks), `keys`,
-//! `envelope`, `packing`, `membership` and `sequences` (pure logic), `scripts` and `redis_transport`
-//! (everything Redis-specific), `host` (the tasks), `ids`; this file is the caller's handle.
+//! `envelope`, `packing`, `membership`, `sequences` and `lease` (pure logic), `scripts` and
+//! `redis_transport` (everything Redis-specific), `host` (the tasks), `campaign` (the agent
+//! lease's task), `ids`; this file is the caller's handle.
 
+mod campaign;
 mod config;
 mod envelope;
 mod host;
 mod ids;
 mod keys;
+pub mod lease;
 mod membership;
 mod packing;
 mod redis_transport;
@@ -19,6 +22,8 @@ mod scripts;
 mod sequences;
 mod types;
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod redis_tests;
 #[cfg(test)]
@@ -32,8 +37,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use config::RemoteConfig;
-pub use types::{HostInfo, LeaveReason, RemoteError, RemoteEvent};
+pub use lease::{LeaseTiming, CANDIDATE_RETRY};
+pub use types::{HostInfo, LeaseEvent, LeaveReason, RemoteError, RemoteEvent};
 
+use campaign::LeaseCommand;
 use host::{Outgoing, Shared};
 use redis_transport::RedisTransport;
 
@@ -48,6 +55,13 @@ struct Inner {
     shared: Arc<Shared>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The campaign for the agent lease, once started.
+    campaign: Mutex<Option<Campaign>>,
+}
+
+struct Campaign {
+    commands: mpsc::UnboundedSender<LeaseCommand>,
+    task: JoinHandle<()>,
 }
 
 impl Drop for Inner {
@@ -59,6 +73,14 @@ impl Drop for Inner {
             .take()
         {
             task.abort();
+        }
+        if let Some(campaign) = self
+            .campaign
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            campaign.task.abort();
         }
     }
 }
@@ -89,8 +111,80 @@ impl Remote {
                 shared,
                 outgoing,
                 task: Mutex::new(Some(task)),
+                campaign: Mutex::new(None),
             }),
         })
+    }
+
+    /// Campaigns for the namespace's agent lease (`agent: { scope: 'cluster' }`): `Won` when this
+    /// host may start the agent, `Lost` when it must stop it (src/remote/lease.rs says when). The
+    /// campaign outlives `leave` and `abort`, since a leader must keep its lease until its agent
+    /// has stopped: it ends with `release_agent_lease` (or when the last handle is dropped). A
+    /// second call is refused.
+    pub fn campaign(
+        &self,
+        timing: LeaseTiming,
+        events: mpsc::UnboundedSender<LeaseEvent>,
+    ) -> Result<(), String> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| "remote: campaign must be called inside a tokio runtime".to_string())?;
+        let mut campaign = self
+            .inner
+            .campaign
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if campaign.is_some() {
+            return Err("remote: this host campaigns for the agent lease already".into());
+        }
+        let (commands, received) = mpsc::unbounded_channel();
+        let task = runtime.spawn(campaign::run(
+            self.inner.shared.clone(),
+            timing,
+            events,
+            received,
+        ));
+        *campaign = Some(Campaign { commands, task });
+        Ok(())
+    }
+
+    /// Ends the campaign. If this host holds the agent lease, deletes it (if it is still this
+    /// host's) and tells the others, who try to take it at once: call it only once the agent has
+    /// stopped. Returns when done; a Redis that does not answer leaves the lease to expire.
+    pub async fn release_agent_lease(&self) {
+        let campaign = self
+            .inner
+            .campaign
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(Campaign { commands, task }) = campaign else {
+            return;
+        };
+        let (done, released) = oneshot::channel();
+        if commands.send(LeaseCommand::Release(done)).is_ok() {
+            // A renewal in flight finishes first: each call is bounded by the operation timeout.
+            let wait = host::op_timeout(&self.inner.shared.config) * 3;
+            if tokio::time::timeout(wait, released).await.is_err() {
+                task.abort();
+            }
+        }
+    }
+
+    /// The host that holds the agent lease, as this host last saw it (each attempt to take it,
+    /// each renewal, and the others' notices tell); None while it is free, or unknown. For
+    /// routing what is sent to a cluster agent.
+    pub fn agent_host(&self) -> Option<String> {
+        self.agent_leader().map(|(host, _)| host)
+    }
+
+    /// `agent_host` with the lease's epoch.
+    pub fn agent_leader(&self) -> Option<(String, u64)> {
+        self.inner
+            .shared
+            .state()
+            .agent
+            .as_ref()
+            .map(|holder| (holder.host.clone(), holder.epoch))
     }
 
     fn check_size(&self, bytes: &[u8]) -> Result<(), RemoteError> {

@@ -75,10 +75,30 @@ pub(crate) struct WriteFailure {
 
 /// A notice of the control channel.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct ControlNotice {
-    pub member: HostInfo,
-    pub graceful: bool,
-    pub written: u64,
+pub(crate) enum ControlNotice {
+    /// `left <member> <written>` (graceful) or `expired <member> <written>` (timed out).
+    Member {
+        member: HostInfo,
+        graceful: bool,
+        written: u64,
+    },
+    /// `agent <host> <epoch>`: the host took the agent lease.
+    AgentLead { host: String, epoch: u64 },
+    /// `released <host> <epoch>`: the holder gave the agent lease up; candidates try at once.
+    AgentReleased { host: String, epoch: u64 },
+}
+
+/// What an attempt to take the agent lease found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Taken: its value in Redis, its epoch, and whether the epoch counter was new.
+    Won {
+        value: String,
+        epoch: u64,
+        fresh: bool,
+    },
+    /// Someone holds it: its value (`<epoch> <host> <token>`).
+    Held(String),
 }
 
 /// What arrives on the pub/sub connection.
@@ -99,6 +119,9 @@ pub(crate) struct RedisTransport {
     membership: Script,
     broadcast: Script,
     leave: Script,
+    agent_acquire: Script,
+    agent_renew: Script,
+    agent_release: Script,
 }
 
 fn describe(error: redis::RedisError) -> String {
@@ -129,6 +152,9 @@ impl RedisTransport {
             membership: Script::new(scripts::MEMBERSHIP),
             broadcast: Script::new(scripts::BROADCAST),
             leave: Script::new(scripts::LEAVE),
+            agent_acquire: Script::new(scripts::AGENT_ACQUIRE),
+            agent_renew: Script::new(scripts::AGENT_RENEW),
+            agent_release: Script::new(scripts::AGENT_RELEASE),
         })
     }
 
@@ -347,6 +373,82 @@ impl RedisTransport {
         Ok(())
     }
 
+    /// Takes the agent lease for `holder` (`<host> <token>`) if it is free; the call is bounded by
+    /// `limit`.
+    pub async fn acquire_agent(
+        &self,
+        connection: &mut Connection,
+        holder: &str,
+        host: &str,
+        lease: Duration,
+        limit: Duration,
+    ) -> Result<Acquired, String> {
+        let mut invocation = self.agent_acquire.prepare_invoke();
+        invocation
+            .key(&self.keys.agent)
+            .key(&self.keys.agent_epoch)
+            .key(&self.keys.control)
+            .arg(holder)
+            .arg(millis(lease))
+            .arg(host);
+        let (taken, value, fresh): (i64, String, i64) = self
+            .bounded(limit, invocation.invoke_async(connection))
+            .await?;
+        if taken != 1 {
+            return Ok(Acquired::Held(value));
+        }
+        let epoch = super::lease::parse_holder(&value)
+            .map(|holder| holder.epoch)
+            .ok_or_else(|| format!("the lease script wrote a value it cannot read: {value:?}"))?;
+        Ok(Acquired::Won {
+            value,
+            epoch,
+            fresh: fresh == 1,
+        })
+    }
+
+    /// Renews the agent lease if its value is still `value`. `Ok(None)`: renewed; `Ok(Some(v))`:
+    /// not ours any more, `v` being the holder's value (empty if none).
+    pub async fn renew_agent(
+        &self,
+        connection: &mut Connection,
+        value: &str,
+        lease: Duration,
+        limit: Duration,
+    ) -> Result<Option<String>, String> {
+        let mut invocation = self.agent_renew.prepare_invoke();
+        invocation
+            .key(&self.keys.agent)
+            .arg(value)
+            .arg(millis(lease));
+        let (renewed, holder): (i64, String) = self
+            .bounded(limit, invocation.invoke_async(connection))
+            .await?;
+        Ok((renewed != 1).then_some(holder))
+    }
+
+    /// Deletes the agent lease if its value is still `value`, and tells the others. Returns
+    /// whether it was ours.
+    pub async fn release_agent(
+        &self,
+        connection: &mut Connection,
+        value: &str,
+        host: &str,
+        epoch: u64,
+    ) -> Result<bool, String> {
+        let mut invocation = self.agent_release.prepare_invoke();
+        invocation
+            .key(&self.keys.agent)
+            .key(&self.keys.control)
+            .arg(value)
+            .arg(host)
+            .arg(epoch);
+        let released: i64 = self
+            .bounded(self.op_timeout, invocation.invoke_async(connection))
+            .await?;
+        Ok(released == 1)
+    }
+
     /// The entries after `cursor`, waiting up to the read block for some. Each entry comes with
     /// its id (the next cursor) and what it decoded to.
     pub async fn read(
@@ -483,31 +585,43 @@ fn classify(data: &[Value], inbox: &str, control: &str) -> Option<Incoming> {
     }
 }
 
-/// `left <member> <written>` (graceful) or `expired <member> <written>` (timed out).
+/// `left <member> <written>` (graceful), `expired <member> <written>` (timed out),
+/// `agent <host> <epoch>` (took the agent lease), `released <host> <epoch>` (gave it up).
 pub(crate) fn parse_control(payload: &[u8]) -> Result<ControlNotice, String> {
     let text = std::str::from_utf8(payload).map_err(|_| "control notice is not UTF-8")?;
     let mut words = text.split(' ');
-    let (Some(kind), Some(member), Some(written), None) =
+    let (Some(kind), Some(who), Some(number), None) =
         (words.next(), words.next(), words.next(), words.next())
     else {
         return Err(format!(
-            "control notice {text:?} is not `<kind> <member> <written>`"
+            "control notice {text:?} is not `<kind> <member or host> <number>`"
         ));
     };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("control notice with a bad number: {number:?}"))?;
     let graceful = match kind {
         "left" => true,
         "expired" => false,
+        "agent" | "released" => {
+            if who.is_empty() {
+                return Err("control notice names no host".into());
+            }
+            let (host, epoch) = (who.to_owned(), number);
+            return Ok(if kind == "agent" {
+                ControlNotice::AgentLead { host, epoch }
+            } else {
+                ControlNotice::AgentReleased { host, epoch }
+            });
+        }
         _ => return Err(format!("control notice of unknown kind {kind:?}")),
     };
-    let member = HostInfo::from_member(member)
-        .ok_or_else(|| format!("control notice names no member: {member:?}"))?;
-    let written = written
-        .parse()
-        .map_err(|_| format!("control notice with a bad count: {written:?}"))?;
-    Ok(ControlNotice {
+    let member = HostInfo::from_member(who)
+        .ok_or_else(|| format!("control notice names no member: {who:?}"))?;
+    Ok(ControlNotice::Member {
         member,
         graceful,
-        written,
+        written: number,
     })
 }
 
@@ -553,7 +667,7 @@ mod tests {
     fn control_notices_parse() {
         assert_eq!(
             parse_control(b"left a/0f 12").unwrap(),
-            ControlNotice {
+            ControlNotice::Member {
                 member: HostInfo {
                     host: "a".into(),
                     incarnation: 15
@@ -562,7 +676,28 @@ mod tests {
                 written: 12
             }
         );
-        assert!(!parse_control(b"expired a/0f 0").unwrap().graceful);
+        assert!(matches!(
+            parse_control(b"expired a/0f 0").unwrap(),
+            ControlNotice::Member {
+                graceful: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_control(b"agent web-1 1712345678901").unwrap(),
+            ControlNotice::AgentLead {
+                host: "web-1".into(),
+                epoch: 1_712_345_678_901
+            }
+        );
+        assert_eq!(
+            parse_control(b"released web-1 7").unwrap(),
+            ControlNotice::AgentReleased {
+                host: "web-1".into(),
+                epoch: 7
+            }
+        );
+        assert!(parse_control(b"released web-1 x").is_err());
         assert!(parse_control(b"joined a/0f 0").is_err());
         assert!(parse_control(b"left a/0f").is_err());
         assert!(parse_control(b"left a/0f 1 2").is_err());

@@ -88,3 +88,55 @@ redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PUBLISH', KEYS[4], 'left ' .. ARGV[1] .. ' ' .. ARGV[2])
 return 1
 "#;
+
+/// Takes the agent lease if nobody holds it: `SET NX PX`, with a new epoch, max(INCR counter,
+/// Redis time in ms), which grows even after Redis lost the counter; the counter is set to it, so
+/// the next epoch is larger still. A notice on the control channel names the new holder.
+///
+/// KEYS: lease, epoch counter, control. ARGV: holder (`<host> <token>`), lease ms, host.
+///
+/// Returns `{1, value, fresh}` when taken (`fresh`: 1 if the counter did not exist, so Redis may
+/// have lost a lease of before), else `{0, the holder's value, 0}`.
+pub(crate) const AGENT_ACQUIRE: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current then
+  return {0, current, 0}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local counted = redis.call('INCR', KEYS[2])
+local fresh = 0
+if counted == 1 then fresh = 1 end
+local epoch = string.format('%d', math.max(counted, now))
+redis.call('SET', KEYS[2], epoch)
+local value = epoch .. ' ' .. ARGV[1]
+redis.call('SET', KEYS[1], value, 'NX', 'PX', ARGV[2])
+redis.call('PUBLISH', KEYS[3], 'agent ' .. ARGV[3] .. ' ' .. epoch)
+return {1, value, fresh}
+"#;
+
+/// Renews the agent lease if it is still exactly ours (compare-and-PEXPIRE).
+///
+/// KEYS: lease. ARGV: our value, lease ms. Returns `{1, value}` when renewed, else
+/// `{0, the holder's value or ''}`.
+pub(crate) const AGENT_RENEW: &str = r#"
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, current}
+end
+return {0, current or ''}
+"#;
+
+/// Gives the agent lease up if it is still exactly ours (compare-and-delete), and tells the
+/// others on the control channel, so that they try at once.
+///
+/// KEYS: lease, control. ARGV: our value, host, epoch. Returns 1 if it was ours.
+pub(crate) const AGENT_RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', KEYS[2], 'released ' .. ARGV[2] .. ' ' .. ARGV[3])
+  return 1
+end
+return 0
+"#;

@@ -97,6 +97,18 @@ pub enum RemoteEvent {
     },
 }
 
+/// What the campaign for the agent lease tells its caller (`Remote::campaign`). On a channel of
+/// its own: a caller that spans hosts without a cluster agent never sees one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseEvent {
+    /// This host holds the lease: start the agent, with this epoch (its fencing token; larger
+    /// than every epoch before it in the namespace).
+    Won { epoch: u64 },
+    /// Stop the agent now (SIGTERM, SIGKILL after the kill timeout): the lease of `epoch` is
+    /// lost, or would expire before another renewal could save it.
+    Lost { epoch: u64, reason: String },
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteError {
     Unavailable(String),

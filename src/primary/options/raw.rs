@@ -82,6 +82,17 @@ pub struct RawAgent {
     pub exec_path: Option<PathText>,
     pub env: Option<Env>,
     pub readiness: Option<AgentReadiness>,
+    /// 'host': one agent per host; 'cluster': one in the namespace (with `redis`).
+    pub scope: Option<Scope>,
+    /// With scope 'cluster': how long the agent lease lives without a renewal.
+    pub lease: Option<Ms<0>>,
+}
+
+/// `agent.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Host,
+    Cluster,
 }
 
 /// `agent`: a script path, or a `RawAgent`.
@@ -99,7 +110,9 @@ impl<'de> Visitor<'de> for AgentVisitor {
     type Value = Agent;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a script path or { exec, args, execArgv, execPath, env, readiness }")
+        f.write_str(
+            "a script path or { exec, args, execArgv, execPath, env, readiness, scope, lease }",
+        )
     }
 
     fn visit_str<E: de::Error>(self, path: &str) -> Result<Agent, E> {
@@ -426,5 +439,6 @@ words! {
     Schedule { "shared" => Shared, "reuseport" => ReusePort }
     Readiness { "listening" => Listening, "online" => Online, "message" => Message }
     AgentReadiness { "started" => Started, "message" => Message }
+    Scope { "host" => Host, "cluster" => Cluster }
     Serialization { "json" => Json, "advanced" => Advanced }
 }

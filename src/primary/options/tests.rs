@@ -368,7 +368,7 @@ fn messages_say_what_was_expected_and_what_came() {
         ),
         (
             json!({ "agent": 5 }),
-            "option `agent` must be a script path or { exec, args, execArgv, execPath, env, readiness }, got 5",
+            "option `agent` must be a script path or { exec, args, execArgv, execPath, env, readiness, scope, lease }, got 5",
         ),
     ] {
         let mut options = options;
@@ -472,6 +472,60 @@ fn the_agent_inherits_what_it_does_not_set() {
     }
     let e = parse(json!({ "exec": exec, "agent": "nope.js", "cwd": d.path })).unwrap_err();
     assert_eq!(e.code, errors::EXEC_NOT_FOUND);
+}
+
+#[test]
+fn a_cluster_agent_needs_redis_and_a_lease_that_leaves_a_renewal() {
+    let (_d, exec) = script();
+    let redis = "redis://localhost";
+    let o = parse(json!({ "exec": exec, "agent": exec, "redis": redis })).unwrap();
+    assert_eq!(o.agent.unwrap().scope, AgentScope::Host);
+    let o = parse(json!({
+        "exec": exec, "redis": redis, "agent": { "exec": exec, "scope": "cluster" },
+    }))
+    .unwrap();
+    let lease = LeaseTiming::new(DEFAULT_LEASE, Duration::from_secs(5)).unwrap();
+    assert_eq!(o.agent.unwrap().scope, AgentScope::Cluster(lease));
+    let o = parse(json!({
+        "exec": exec, "redis": redis, "killTimeout": 500,
+        "agent": { "exec": exec, "scope": "cluster", "lease": 2000 },
+    }))
+    .unwrap();
+    let lease = LeaseTiming::new(Duration::from_secs(2), Duration::from_millis(500)).unwrap();
+    assert_eq!(o.agent.unwrap().scope, AgentScope::Cluster(lease));
+
+    let message = refused(
+        &exec,
+        json!({ "agent": { "exec": exec, "scope": "cluster" } }),
+        "agent.scope",
+    );
+    assert!(message.contains("needs `redis`"), "{message}");
+    refused(
+        &exec,
+        json!({ "redis": redis, "agent": { "exec": exec, "scope": "everywhere" } }),
+        "agent.scope",
+    );
+    let message = refused(
+        &exec,
+        json!({ "redis": redis, "agent": { "exec": exec, "lease": 5000 } }),
+        "agent.lease",
+    );
+    assert!(message.contains("scope: 'cluster'"), "{message}");
+    for lease in [json!(999), json!(-1), json!("10s"), json!(1.5)] {
+        refused(
+            &exec,
+            json!({ "redis": redis, "agent": { "exec": exec, "scope": "cluster", "lease": lease } }),
+            "agent.lease",
+        );
+    }
+    // The default lease with a long killTimeout: the message says which lease would do.
+    let message = refused(
+        &exec,
+        json!({ "redis": redis, "killTimeout": 8000, "agent": { "exec": exec, "scope": "cluster" } }),
+        "agent.lease",
+    );
+    assert!(message.contains("10000 ms, the default"), "{message}");
+    assert!(message.contains("at least 13501 ms"), "{message}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 // The public API as a user writes it, compiled by `npm run test:types` (test/types/run.js) as an
 // ES module under `module: nodenext` and to CommonJS under `module: commonjs` with
 // `esModuleInterop`. main() is only type-checked; what runs is the end of the file.
-import rcluster, { start, isPrimary, isWorker, isAgent, worker, messenger, ready, reload } from 'rcluster';
+import rcluster, { start, isPrimary, isWorker, isAgent, worker, agentEpoch, messenger, ready, reload } from 'rcluster';
 import type { Cluster, ClusterOptions, Messenger, RclusterError, Worker } from 'rcluster';
 import nodeCluster, {
   isPrimary as clusterIsPrimary,
@@ -53,6 +53,7 @@ export async function main(): Promise<void> {
     redis: 'redis://127.0.0.1:6379/0',
     namespace: 'shop',
     hostId: 'web-1',
+    agent: { exec: 'cron.js', scope: 'cluster', lease: 10_000 },
   });
   cluster.on('stopping', ({ trigger }) => console.log(trigger.toUpperCase()));
   cluster.on('fork', (worker) => console.log(worker.id, worker.pid, worker.kind, worker.slot));
@@ -70,6 +71,8 @@ export async function main(): Promise<void> {
   cluster.messenger.on('where', (_data, meta) => console.log(meta.from.host ?? 'this host'));
   cluster.on('host-join', ({ host, incarnation }) => console.log(host, incarnation));
   cluster.on('host-leave', ({ host, reason }) => console.log(host, reason === 'timeout'));
+  cluster.on('agent-lead', ({ epoch }) => console.log(epoch + 1));
+  cluster.on('agent-lose', ({ epoch, reason }) => console.log(epoch, reason.length));
   await cluster.ready;
   const total: number = await cluster.messenger.consume<number>('sum', [1, 2], { timeout: 1000 });
   const pids: number[] = await cluster.messenger.map<number>('pid');
@@ -98,6 +101,8 @@ export async function main(): Promise<void> {
   void cluster.scale('many');
   // @ts-expect-error: maxMemory is bytes or a size string
   rcluster.start({ exec: 'app.js', maxMemory: true });
+  // @ts-expect-error: an agent's scope is 'host' or 'cluster'
+  rcluster.start({ exec: 'app.js', agent: { exec: 'a.js', scope: 'namespace' } });
   await cluster.stop({ timeout: 1000 });
 
   if (rcluster.isWorker && rcluster.worker) {
@@ -122,7 +127,7 @@ export async function byName(options: ClusterOptions): Promise<void> {
   const bus: Messenger | null = messenger;
   bus?.on('ping', (data: unknown, meta) => (meta.from.kind === 'primary' ? data : null));
   if (isWorker && worker) console.log(worker.id, worker.kind, ready(), reload());
-  if (isAgent) bus?.sendTo('primary', 'agent-up');
+  if (isAgent) bus?.sendTo('primary', 'agent-up', { epoch: agentEpoch ?? 0 });
   const byId: Worker | undefined = cluster.workers[1];
   console.log(isPrimary, byId?.slot);
 
@@ -164,7 +169,7 @@ export function rejected(): void {
 // What runs: the imports (an ES module whose named imports do not exist fails before any of its
 // code) and every name read as the compiled code reads it. Prints those that are undefined.
 const named = {
-  start, isPrimary, isWorker, isAgent, worker, messenger, ready, reload,
+  start, isPrimary, isWorker, isAgent, worker, agentEpoch, messenger, ready, reload,
   clusterIsPrimary, isMaster, clusterIsWorker, clusterWorker, workers, settings, schedulingPolicy, SCHED_NONE, SCHED_RR,
   fork, disconnect, setupPrimary, setupMaster, addListener, on, once, off, prependListener, prependOnceListener,
   removeListener, removeAllListeners, emit, listeners, rawListeners, listenerCount, eventNames, setMaxListeners, getMaxListeners,

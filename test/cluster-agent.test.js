@@ -1,0 +1,152 @@
+'use strict';
+
+// agent: { scope: 'cluster' }: one agent in the whole namespace, run by the host that holds the
+// agent lease; it moves to another host when its host stops or dies, under a larger epoch, and
+// two never run at once. Hosts are real primaries (test/fixtures/host-primary.js, 2 app workers
+// each) around a real redis-server; every agent (test/fixtures/cluster-agent.js) writes when it
+// starts and stops to one file, with the time (Date.now(): one clock for all, on one machine).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const { fixture, tempDir, until, alive } = require('./helpers');
+const { skip, startRedis, startHost } = require('./hosts-helpers');
+
+const LEASE = 2000;
+const KILL = 500;
+/** An agent's Node process, from its spawn to its first line, on a loaded two-core machine. */
+const BOOT = 1500;
+
+function agentOptions(log) {
+  return { killTimeout: KILL, agent: { exec: fixture('cluster-agent.js'), scope: 'cluster', lease: LEASE, env: { AGENT_LOG: log } } };
+}
+
+/** The lines of the agents' file: starts and stops, in the order written. */
+function entries(log) {
+  let text = '';
+  try {
+    text = fs.readFileSync(log, 'utf8');
+  } catch (error) {
+    if (error.code !== 'ENOENT') throw error;
+  }
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [what, host, epoch, ms, pid, others, envEpoch] = line.split(' ');
+      return { what, host, epoch: Number(epoch), ms: Number(ms), pid: Number(pid), others, envEpoch };
+    });
+}
+const starts = (log) => entries(log).filter((e) => e.what === 'start');
+const stopOf = (log, agent) => entries(log).find((e) => e.what === 'stop' && e.pid === agent.pid);
+
+/** Waits `ms` to see that something does not happen (what the test then asserts). */
+const observe = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Each agent saw no other one running when it started, and its epoch came in its environment. */
+function assertNeverTwo(log) {
+  for (const start of starts(log)) {
+    assert.strictEqual(start.others, '-', `agent ${start.pid} of ${start.host} started while ${start.others} ran`);
+    assert.strictEqual(start.envEpoch, String(start.epoch), 'RCLUSTER_AGENT_EPOCH is rcluster.agentEpoch');
+  }
+}
+
+async function namespaceOf(t, hostIds, { redis: given } = {}) {
+  const redis = given || (await startRedis(t));
+  const dir = tempDir(t, 'rcluster-agents-');
+  const log = path.join(dir, 'agents.log');
+  const namespace = `agents${process.pid}x${Date.now() % 100000}`;
+  const hosts = {};
+  for (const hostId of hostIds) {
+    hosts[hostId] = await startHost(t, { redis, namespace, hostId, dir, options: agentOptions(log) });
+  }
+  return { redis, log, hosts };
+}
+
+test('one agent in the namespace; it moves on a graceful stop and after a crash, under a larger epoch, never two at once', { skip }, async (t) => {
+  const { log, hosts } = await namespaceOf(t, ['a', 'b', 'c']);
+  // A namespace's first lease: its agent starts one lease later (Redis may have lost a leader).
+  const [first] = await until(() => starts(log).length > 0 && starts(log), LEASE + BOOT + 2000, 'the first agent');
+  const leader = hosts[first.host];
+  await until(() => leader.events.some((e) => e.event === 'agent-lead' && e.epoch === first.epoch), 5000, "the leader's agent-lead");
+  // Renewed: no second agent for two leases, and no other host leads.
+  await observe(2 * LEASE);
+  assert.deepStrictEqual(starts(log).map((s) => s.pid), [first.pid]);
+  for (const host of Object.values(hosts)) {
+    if (host !== leader) assert.ok(!host.events.some((e) => e.event === 'agent-lead'), `${host.hostId} leads too`);
+  }
+
+  // The agent crashes while its host leads: restarted there, under the same epoch.
+  process.kill(first.pid, 'SIGKILL');
+  const again = await until(() => starts(log).find((s) => s.pid !== first.pid), BOOT + 1000, 'the agent restarted');
+  assert.deepStrictEqual([again.host, again.epoch], [first.host, first.epoch]);
+
+  // A graceful stop of its host: another host takes over at once (the lease is given up, the
+  // others told).
+  const stopAt = Date.now();
+  leader.child.send({ cmd: 'stop' });
+  const second = await until(() => starts(log).find((s) => s.host !== first.host), 1500 + BOOT + 2000, 'an agent on another host');
+  const graceful = second.ms - stopAt;
+  const stopped = stopOf(log, again);
+  assert.ok(stopped && stopped.ms <= second.ms, `the first agent stopped (${stopped && stopped.ms}) before the next started (${second.ms})`);
+  assert.ok(second.epoch > first.epoch, `${second.epoch} > ${first.epoch}`);
+  assert.strictEqual((await leader.child.exited).code, 0);
+
+  // Its host's primary is SIGKILLed: the agent dies with it, and the last host takes over once
+  // the lease has expired.
+  const leader2 = hosts[second.host];
+  const killAt = Date.now();
+  process.kill(leader2.child.pid, 'SIGKILL');
+  await until(() => !alive(second.pid), 5000, 'the agent dying with its primary');
+  const third = await until(() => starts(log).find((s) => s.host !== first.host && s.host !== second.host), LEASE + 1000 + BOOT + 3000, 'an agent on the last host');
+  const crash = third.ms - killAt;
+  assert.ok(third.epoch > second.epoch, `${third.epoch} > ${second.epoch}`);
+  assert.ok(hosts[third.host].events.some((e) => e.event === 'agent-lead' && e.epoch === third.epoch));
+
+  assertNeverTwo(log);
+  t.diagnostic(`takeover after a graceful stop: ${graceful} ms; after a SIGKILL of the leader's primary: ${crash} ms (lease ${LEASE} ms)`);
+  assert.ok(graceful < 1500 + BOOT, `graceful takeover took ${graceful} ms`);
+  assert.ok(crash < LEASE + 1000 + BOOT, `takeover after a crash took ${crash} ms`);
+});
+
+test('a leader cut off from Redis stops its agent before its lease can expire; its app workers serve on; nobody else starts one meanwhile', { skip }, async (t) => {
+  const { redis, log, hosts } = await namespaceOf(t, ['a', 'b']);
+  const [first] = await until(() => starts(log).length > 0 && starts(log), LEASE + BOOT + 2000, 'the first agent');
+  const leader = hosts[first.host];
+  await observe(LEASE);
+
+  redis.pause();
+  const pausedAt = Date.now();
+  let resumed = false;
+  t.after(() => resumed || redis.resume());
+  const stopped = await until(() => stopOf(log, first), 2 * LEASE, 'the agent stopping');
+  const lose = leader.events.find((e) => e.event === 'agent-lose');
+  assert.ok(lose, 'agent-lose');
+  assert.strictEqual(lose.epoch, first.epoch);
+  assert.match(lose.reason, /no renewal/);
+  // Its last renewal went out before the pause, so the lease lives at least LEASE after it.
+  const steppedDown = stopped.ms - pausedAt;
+  assert.ok(steppedDown < LEASE, `the agent stopped ${steppedDown} ms after Redis hung`);
+  await observe(LEASE);
+  assert.strictEqual(starts(log).length, 1, 'no agent while nobody can reach Redis');
+  for (const host of Object.values(hosts)) for (const w of host.workers) assert.ok(alive(w.pid), `${host.hostId}'s worker ${w.id} serves on`);
+
+  redis.resume();
+  resumed = true;
+  const next = await until(() => starts(log)[1], 2 * LEASE + BOOT + 2000, 'an agent again once Redis is back');
+  assert.ok(next.epoch > first.epoch, `${next.epoch} > ${first.epoch}`);
+  assertNeverTwo(log);
+  t.diagnostic(`the leader stopped its agent ${steppedDown} ms after Redis hung (lease ${LEASE} ms, killTimeout ${KILL} ms)`);
+});
+
+test('a host that cannot reach Redis never starts the cluster agent, and its app workers need none', { skip }, async (t) => {
+  const dir = tempDir(t, 'rcluster-agents-');
+  const log = path.join(dir, 'agents.log');
+  const nowhere = { url: `unix://${path.join(dir, 'no-redis.sock')}` };
+  const host = await startHost(t, { redis: nowhere, namespace: 'lonely', hostId: 'a', dir, options: agentOptions(log) });
+  assert.strictEqual(host.workers.length, 2);
+  await observe(2 * LEASE);
+  assert.deepStrictEqual(starts(log), []);
+  assert.ok(!host.events.some((e) => e.event === 'agent-lead'));
+});
