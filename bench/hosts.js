@@ -8,7 +8,7 @@
 // two processes, from the first send to the last delivery there. Redis listens on TCP 127.0.0.1,
 // as both would in production.
 //
-//   node bench/hosts.js           (BENCH_HOSTS_COUNT=20000, BENCH_HOSTS_SIZE=256, BENCH_RUNS=3)
+//   node bench/hosts.js           (BENCH_HOSTS_COUNT=100000, BENCH_HOSTS_SIZE=256, BENCH_RUNS=3)
 //
 // Needs redis-server (apt-get install redis-server).
 
@@ -16,7 +16,7 @@ const { spawn } = require('node:child_process');
 const net = require('node:net');
 const path = require('node:path');
 
-const COUNT = Number(process.env.BENCH_HOSTS_COUNT || 20_000);
+const COUNT = Number(process.env.BENCH_HOSTS_COUNT || 100_000);
 const SIZE = Number(process.env.BENCH_HOSTS_SIZE || 256);
 const RUNS = Number(process.env.BENCH_RUNS || 3);
 const YIELD_EVERY = 256;
