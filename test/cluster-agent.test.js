@@ -81,6 +81,13 @@ test('one agent in the namespace; it moves on a graceful stop and after a crash,
   process.kill(first.pid, 'SIGKILL');
   const again = await until(() => starts(log).find((s) => s.pid !== first.pid), BOOT + 1000, 'the agent restarted');
   assert.deepStrictEqual([again.host, again.epoch], [first.host, first.epoch]);
+  // Replacing it would run a second one beside it: refused, and it runs on alone.
+  leader.child.send({ cmd: 'replace', pid: again.pid });
+  const refused = await until(() => leader.events.find((e) => e.event === 'replace-refused' || e.event === 'replaced'), 5000, 'the answer to replace()');
+  assert.strictEqual(refused.event, 'replace-refused', 'replace() of the cluster agent is refused');
+  assert.strictEqual(refused.code, 'ERR_RCLUSTER_UNKNOWN_WORKER');
+  assert.match(refused.message, /cluster's agent/);
+  assert.ok(alive(again.pid));
 
   // A graceful stop of its host: another host takes over at once (the lease is given up, the
   // others told).

@@ -205,6 +205,12 @@ impl Supervision {
         }
     }
 
+    /// Whether a process of the cluster's agent (`agent.scope: 'cluster'`) is still alive here,
+    /// leaving or not.
+    fn cluster_agent_alive(&self, c: &Cluster) -> bool {
+        self.lease.is_some() && c.workers.values().any(|w| w.kind == WorkerKind::Agent)
+    }
+
     /// Whether `slot` counts for the cluster's readiness: the cluster's agent, which may run on
     /// another host, never does.
     fn counts_for_readiness(&self, slot: usize) -> bool {
@@ -851,6 +857,13 @@ impl Supervision {
             let message = format!("worker {id} is not a current worker of the cluster");
             return refuse(c, errors::UNKNOWN_WORKER, message);
         };
+        if self.lease.is_some() && self.slots.is_agent(slot) {
+            // A replacement would run beside it: two agents of the namespace at once.
+            let message = format!(
+                "worker {id} is the cluster's agent, which is never replaced beside itself; reload({{ agent: true }}) restarts it (the old one stops first)"
+            );
+            return refuse(c, errors::UNKNOWN_WORKER, message);
+        }
         self.reload = Some(Reload::replace(slot, id, ticket, now()));
     }
 
@@ -996,6 +1009,9 @@ impl Supervision {
             return;
         };
         match event {
+            // Won while the lease was being given up (the news crossed): this host is stopping
+            // and leads nothing; the lease expires.
+            LeaseEvent::Won { .. } if lease.release != Release::NotYet => {}
             LeaseEvent::Won { epoch } => {
                 lease.leading = Some(epoch);
                 c.events.push(Event::AgentLead { epoch });
@@ -1140,7 +1156,9 @@ impl Supervision {
 
     /// Slots that want a worker get one, once nothing else is on its way to them.
     fn fill_due_slots(&mut self, c: &Cluster) {
-        let agent_wanted = self.agent_wanted();
+        // The cluster's agent is never started beside one still alive (one leaving after a
+        // crash of its channel, or an unresponsive one being killed): never two at once.
+        let agent_wanted = self.agent_wanted() && !self.cluster_agent_alive(c);
         let free: Vec<usize> = self
             .slots
             .active()

@@ -17,6 +17,7 @@ use super::envelope;
 use super::ids::random_id;
 use super::lease::Holder;
 use super::membership::{Change, Membership};
+use super::packing;
 use super::redis_transport::{
     Connection, ControlNotice, Incoming, MemberRecord, MembershipReply, MembershipStatus,
     RedisTransport,
@@ -490,7 +491,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The most broadcasts, and about the most bytes, written in one round trip, as one stream
 /// entry: enough to spread a round trip and an entry over hundreds of small broadcasts, small
 /// enough that the trimmed stream stays small (see STREAM_MAX_LEN).
-const BATCH_BROADCASTS: usize = 512;
+const BATCH_BROADCASTS: usize = packing::MAX_FRAMES;
 const BATCH_BYTES: usize = 64 << 10;
 
 /// The one task that writes, so that a host's broadcasts keep their order. Returns the queue,

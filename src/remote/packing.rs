@@ -4,6 +4,10 @@
 //!
 //! Layout: for each frame, its length (u32 little-endian) then its bytes; nothing else.
 
+/// The most frames in one entry: what a host writes at most in one round trip. An entry of more
+/// is refused, so that a hostile entry of tiny frames cannot make a receiver hold millions of them.
+pub(crate) const MAX_FRAMES: usize = 512;
+
 /// The frames packed in order.
 pub(crate) fn pack(frames: &[Vec<u8>]) -> Vec<u8> {
     let size = frames.iter().map(|f| 4 + f.len()).sum();
@@ -30,6 +34,9 @@ pub(crate) fn unpack(mut packed: &[u8]) -> Result<Vec<Vec<u8>>, String> {
                 "an entry cut in a frame: {len} bytes announced, {} left",
                 rest.len()
             ));
+        }
+        if frames.len() == MAX_FRAMES {
+            return Err(format!("an entry of more than {MAX_FRAMES} frames"));
         }
         let (frame, rest) = rest.split_at(len);
         frames.push(frame.to_vec());
@@ -59,6 +66,11 @@ mod tests {
         assert!(unpack(&[]).is_err());
         assert!(unpack(&[1, 0, 0]).is_err());
         assert!(unpack(&[2, 0, 0, 0, 9]).is_err());
+        assert_eq!(
+            unpack(&pack(&vec![vec![]; MAX_FRAMES])).map(|f| f.len()),
+            Ok(MAX_FRAMES)
+        );
+        assert!(unpack(&pack(&vec![vec![]; MAX_FRAMES + 1])).is_err());
     }
 
     proptest! {

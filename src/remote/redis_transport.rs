@@ -558,16 +558,24 @@ pub(crate) fn parse_entry(map: &HashMap<String, Value>) -> Result<BroadcastEntry
     let host = text_field(map, "h")?;
     let incarnation = u64::from_str_radix(text_field(map, "i")?, 16)
         .map_err(|_| "field \"i\" is not a hex incarnation".to_string())?;
-    let seq = text_field(map, "s")?
+    let seq: u64 = text_field(map, "s")?
         .parse()
         .map_err(|_| "field \"s\" is not a sequence number".to_string())?;
+    let frames = packing::unpack(field(map, "f")?)?;
+    // Numbers start at 1, and the last of the entry must be a number too.
+    if seq == 0 || seq.checked_add(frames.len() as u64).is_none() {
+        return Err(format!(
+            "field \"s\" ({seq}) is no sequence number for {} frames",
+            frames.len()
+        ));
+    }
     Ok(BroadcastEntry {
         from: HostInfo {
             host: host.to_owned(),
             incarnation,
         },
         seq,
-        frames: packing::unpack(field(map, "f")?)?,
+        frames,
     })
 }
 
@@ -655,6 +663,11 @@ mod tests {
                 frames: vec![vec![0, 255, 10], vec![1]],
             }
         );
+        map.insert("s".to_string(), bulk(&u64::MAX.to_string()));
+        assert!(parse_entry(&map).is_err());
+        map.insert("s".to_string(), bulk("0"));
+        assert!(parse_entry(&map).is_err());
+        map.insert("s".to_string(), bulk("7"));
         map.insert("f".to_string(), Value::BulkString(vec![9, 0, 0, 0, 1]));
         assert!(parse_entry(&map).is_err());
         map.insert("s".to_string(), bulk("x"));

@@ -70,7 +70,11 @@ return {'ok', generation, stream_end, members, left}
 pub(crate) const BROADCAST: &str = r#"
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], '*', 'h', ARGV[1], 'i', ARGV[2], 's', ARGV[4], 'f', ARGV[6])
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HSET', KEYS[2], 'seq', ARGV[5])
+  -- A batch whose answer was lost may run after a later one: the count never goes back.
+  local written = tonumber(redis.call('HGET', KEYS[2], 'seq') or '0') or 0
+  if tonumber(ARGV[5]) > written then
+    redis.call('HSET', KEYS[2], 'seq', ARGV[5])
+  end
 end
 return 1
 "#;

@@ -85,7 +85,11 @@ impl SequenceTracker {
         now: Instant,
     ) -> Verdict {
         let account = self.account(host, incarnation);
-        let last = first + count.max(1) - 1;
+        // Numbers no sender reaches (a damaged or hostile entry) are refused where entries are
+        // parsed; past u64 they would wrap.
+        let Some(last) = first.checked_add(count.max(1) - 1) else {
+            return Verdict::Stale;
+        };
         if last <= account.settled {
             return Verdict::Stale;
         }

@@ -246,7 +246,7 @@ impl Messenger {
             RemoteEvent::Inbox { from, bytes } => self.route_from_host(cx, &from, bytes, false),
             RemoteEvent::Lost { from, count } => {
                 if let Some(hosts) = &mut self.hosts {
-                    hosts.lost += count;
+                    hosts.lost = hosts.lost.saturating_add(count);
                 }
                 cx.events.push(Event::Warning {
                     code: errors::MESSAGES_LOST,
