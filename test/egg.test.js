@@ -7,27 +7,14 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const net = require('node:net');
 const path = require('node:path');
-const { fixture, until, alive, descendants, get, spawnProgram, waitForOutput, tempDir } = require('./helpers');
+const { fixture, until, alive, descendants, get, spawnProgram, waitForOutput, tempDir, freePort } = require('./helpers');
 
 const ROOT = path.join(__dirname, '..');
 const FRAMEWORK = path.join(ROOT, 'egg');
 const APP = fixture('egg-app');
 const START_CLUSTER = path.join(ROOT, 'node_modules', '@eggjs', 'scripts', 'scripts', 'start-cluster.cjs');
 const EGGCTL = path.join(ROOT, 'node_modules', '.bin', 'eggctl');
-
-/** A port nobody listens on now (egg's master needs the port before its workers listen). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function json(port, urlPath) {
   const { status, body } = await get(port, { path: urlPath });

@@ -6,6 +6,7 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const http = require('node:http');
+const net = require('node:net');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const rcluster = require('..');
@@ -258,7 +259,20 @@ function waitForOutput(child, pattern, ms = 10_000) {
   return until(() => pattern.exec(child.output), ms, `output matching ${pattern} (got: ${child.output})`);
 }
 
+/** A TCP port on 127.0.0.1 that nobody listens on now (for a program that must be told one). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
 module.exports = {
+  freePort,
   fixture,
   tempDir,
   once,

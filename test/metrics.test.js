@@ -10,21 +10,9 @@ const net = require('node:net');
 const path = require('node:path');
 const parsePrometheus = require('parse-prometheus-text-format');
 const rcluster = require('..');
-const { fixture, startCluster, appWorkers, until, once, spawnNode, waitForOutput, tempDir } = require('./helpers');
+const { fixture, startCluster, appWorkers, until, once, spawnNode, waitForOutput, tempDir, freePort } = require('./helpers');
 
 const worker = fixture('http-worker.js');
-
-/** A port nothing listens on right now. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** One request on a fresh connection: { status, headers, body }. */
 function request(port, { method = 'GET', path: urlPath = '/metrics', timeout = 10_000 } = {}) {
