@@ -8,6 +8,11 @@ export interface RclusterError extends Error {
   code: string;
   /** Set on `ERR_RCLUSTER_RESTART_BUDGET` and `ERR_RCLUSTER_READY_TIMEOUT` errors. */
   details?: Record<string, unknown>;
+  /** A `consume` that failed with `ERR_RCLUSTER_HOST_DIED` or `ERR_RCLUSTER_TIMEOUT`: `false` if its handler
+   *  never started and never will, `'unknown'` if it may have run. */
+  ran?: false | 'unknown';
+  /** Option `redis`: the host an error is about (the host that died, or that reported it). */
+  host?: string;
 }
 
 /** When a worker counts as ready (gates `cluster.ready`). */
@@ -217,8 +222,9 @@ export interface Messenger {
    *  send threw `ERR_RCLUSTER_QUEUE_FULL`, send again then. Rejects with `ERR_RCLUSTER_NOT_RUNNING`
    *  if the channel is gone. */
   drained(): Promise<void>;
-  /** Exactly one app worker with a handler runs it; resolves to the handler's (awaited) result.
-   *  Rejects with `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_TIMEOUT`, `ERR_RCLUSTER_WORKER_DIED` or the handler's error. */
+  /** Exactly one app worker with a handler runs it (with `redis`, of any host); resolves to the handler's
+   *  (awaited) result. Rejects with `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_TIMEOUT`, `ERR_RCLUSTER_WORKER_DIED`,
+   *  `ERR_RCLUSTER_HOST_DIED` (with `error.ran`) or the handler's error. */
   consume<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T>;
   /** Every app worker runs its first handler; the results ordered by worker id. One failure rejects. */
   map<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T[]>;

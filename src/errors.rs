@@ -59,6 +59,8 @@ pub const LISTEN_INHERITED: &str = "ERR_RCLUSTER_LISTEN_INHERITED";
 pub const REMOTE_UNAVAILABLE: &str = "ERR_RCLUSTER_REMOTE_UNAVAILABLE";
 /// Messages of another host that this host will never see (a Redis restart, a trimmed stream),
 /// reported with their count.
+/// A host died with a call of this one (option `redis`); `ran` says whether it may have run.
+pub const HOST_DIED: &str = "ERR_RCLUSTER_HOST_DIED";
 pub const MESSAGES_LOST: &str = "ERR_RCLUSTER_MESSAGES_LOST";
 /// Node's own code for an unknown signal name, kept so `worker.kill('SIGFOO')` fails as under Node.
 pub const UNKNOWN_SIGNAL: &str = "ERR_UNKNOWN_SIGNAL";

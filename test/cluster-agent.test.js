@@ -35,7 +35,8 @@ function entries(log) {
     .filter(Boolean)
     .map((line) => {
       const [what, host, epoch, ms, pid, others, envEpoch] = line.split(' ');
-      return { what, host, epoch: Number(epoch), ms: Number(ms), pid: Number(pid), others, envEpoch };
+      // A note's line: <seq> <from host> in place of <others> <env epoch>.
+      return { what, host, epoch: Number(epoch), ms: Number(ms), pid: Number(pid), others, envEpoch, seq: Number(others), from: envEpoch };
     });
 }
 const starts = (log) => entries(log).filter((e) => e.what === 'start');
@@ -156,4 +157,44 @@ test('a host that cannot reach Redis never starts the cluster agent, and its app
   await observe(2 * LEASE);
   assert.deepStrictEqual(starts(log), []);
   assert.ok(!host.events.some((e) => e.event === 'agent-lead'));
+});
+
+test('sendToAgent from any host reaches the one agent, and waits for the next one while it moves: none lost, none twice, in order', { skip }, async (t) => {
+  const { log, hosts } = await namespaceOf(t, ['a', 'b', 'c']);
+  const [first] = await until(() => starts(log).length > 0 && starts(log), LEASE + BOOT + 2000, 'the first agent');
+  const others = Object.values(hosts).filter((h) => h.hostId !== first.host);
+  const sender = others[0];
+  const [worker] = sender.workers;
+  const notes = () => entries(log).filter((e) => e.what === 'note');
+  const sent = () => sender.received(worker.id).filter((r) => r.action === 'sent-note').length;
+  sender.do(worker.id, { op: 'sendToAgent', every: 20 });
+  await until(() => notes().length >= 20, 5000, 'notes at the first agent');
+
+  // Its host is SIGKILLed: what is sent meanwhile waits until the lease expires and another
+  // host's agent is up.
+  process.kill(-hosts[first.host].child.pid, 'SIGKILL');
+  const second = await until(() => starts(log).find((s) => s.host !== first.host), LEASE + 1000 + BOOT + 3000, 'the next agent');
+  await until(() => notes().some((n) => n.pid === second.pid), 5000, 'notes at the next agent');
+
+  // A graceful stop of the next leader's host, unless it is the sender's.
+  if (second.host !== sender.hostId) {
+    hosts[second.host].child.send({ cmd: 'stop' });
+    const third = await until(() => starts(log).find((s) => s.epoch > second.epoch), 1500 + BOOT + 2000, 'the third agent');
+    await until(() => notes().some((n) => n.pid === third.pid), 5000, 'notes at the third agent');
+  }
+  require('node:fs').writeFileSync(require('node:path').join(path.dirname(log), 'stop-notes'), '');
+  const total = await until(() => sender.received(worker.id).some((r) => r.action === 'done') && sent(), 5000, 'the sender done');
+  const errors = sender.errors(worker.id);
+  await until(() => notes().length + errors.length >= total, 5000, () => `${total} notes delivered or reported (got ${notes().length} + ${errors.length})`);
+
+  const seqs = notes().map((n) => n.seq);
+  assert.strictEqual(new Set(seqs).size, seqs.length, 'none twice');
+  // Whatever was not delivered was reported to its sender (a graceful handover may refuse the
+  // few in flight to the agent that stopped); nothing else is missing.
+  assert.strictEqual(seqs.length + errors.reduce((sum, e) => sum + (e.count || 1), 0), total, `${seqs.length} delivered + ${errors.length} reported of ${total}`);
+  assert.ok(errors.length <= 3, `at most a few reported: ${JSON.stringify(errors)}`);
+  // In order at each agent, and across them.
+  assert.deepStrictEqual(seqs, [...seqs].sort((x, y) => x - y));
+  for (const n of notes()) assert.strictEqual(n.from, sender.hostId);
+  t.diagnostic(`${total} notes sent across ${starts(log).length - 1} handovers: ${seqs.length} delivered, ${errors.length} reported`);
 });

@@ -290,7 +290,7 @@ for (const [garbage, why] of [
   ['version', /unknown version/],
   ['shared', /without its memory file/],
   ['host', /a host id is 1 to 128 characters/],
-  ['host-reply', /only a message may name a host/],
+  ['host-reply', /must answer a call of that host/],
 ]) {
   test(`a worker that writes garbage (${garbage}) on the messenger channel is replaced; the primary reports it`, async (t) => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rcluster-'));

@@ -67,6 +67,9 @@ function errorFrom(frame, props) {
   }
   const error = rclusterError(carried.code, carried.message, props);
   if (carried.code === undefined) delete error.code;
+  // ERR_RCLUSTER_HOST_DIED: whether the call may have run (false or 'unknown'), and where.
+  if (carried.ran !== undefined) error.ran = carried.ran;
+  if (typeof carried.host === 'string') error.host = carried.host;
   if (carried.name && carried.name !== 'Error') error.name = carried.name;
   return error;
 }
@@ -209,10 +212,19 @@ class Messenger {
 
   /** Exactly one app worker with a handler runs it; resolves to what its handler returns. */
   consume(action, data, options) {
-    return this._request(TARGET.anyApp, action, data, options, (frame, settle) => {
-      if (frame.flags & FLAG_ERROR) settle(errorFrom(frame, { workerId: frame.sourceId }));
-      else settle(null, decodePayload(frame));
-    });
+    // Out of time, the call may still be running where it went.
+    const onTimeout = (settle, error) => settle(Object.assign(error, { ran: 'unknown' }));
+    return this._request(
+      TARGET.anyApp,
+      action,
+      data,
+      options,
+      (frame, settle) => {
+        if (frame.flags & FLAG_ERROR) settle(errorFrom(frame, { workerId: frame.sourceId }));
+        else settle(null, decodePayload(frame));
+      },
+      onTimeout,
+    );
   }
 
   /** Every app worker runs its first handler; resolves to the results ordered by worker id. */
@@ -279,8 +291,9 @@ class Messenger {
         else resolve(value);
       };
       const timer = setTimeout(() => {
-        if (onTimeout) return onTimeout(settle);
-        settle(rclusterError('ERR_RCLUSTER_TIMEOUT', `messenger: no answer to '${action}' within ${timeout} ms`));
+        const error = rclusterError('ERR_RCLUSTER_TIMEOUT', `messenger: no answer to '${action}' within ${timeout} ms`);
+        if (onTimeout) return onTimeout(settle, error);
+        settle(error);
       }, timeout);
       this._requests.set(correlation, {
         onFrame: (frame) => onFrame(frame, settle),
@@ -316,8 +329,12 @@ class Messenger {
     const target = toPrimary ? TARGET.primary : TARGET.one;
     // Only an answer's value can be refused for a full queue; the error that then replaces it,
     // like a receipt, is always sent: the requester must not wait in vain.
+    // A call from another host (option `redis`) is answered there: the answer names that host.
+    const host = frame.host !== undefined && frame.host !== this._host ? frame.host : undefined;
     const send = (kind, flags, payload, bounded = false) =>
-      this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload, bounded);
+      host === undefined
+        ? this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload, bounded)
+        : this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags | FLAG_HOST, forHost(host, payload), bounded);
     // consume: tell the primary it arrived; from now on, if this process dies, the call failed
     // here and must not run elsewhere. (A map goes to every worker: there is no elsewhere.)
     if (frame.target === TARGET.anyApp) {

@@ -5,6 +5,9 @@
 //! See docs/messenger-frames.md.
 
 mod across_hosts;
+mod agent_across_hosts;
+mod consume_across_hosts;
+mod not_sent;
 
 use std::collections::HashMap;
 
@@ -267,10 +270,34 @@ impl Messenger {
         if frame.header.host.is_some()
             && !matches!(frame.header.kind, Kind::Message | Kind::Request)
         {
-            if let Some(id) = from {
-                self.broke_protocol(cx, id, "only a message may name a host");
+            let answer = matches!(frame.header.kind, Kind::Reply | Kind::Received);
+            match from {
+                // A worker's receipt or answer for a consume of another host goes to the proxy
+                // that stands for its caller here; one for a call that is over is dropped.
+                Some(id) if answer => match self.to_proxy(&frame.header) {
+                    Some(proxy) => {
+                        frame.header.host = None;
+                        frame.header.target = Target::One;
+                        frame.header.target_id = proxy;
+                    }
+                    // The call ends with its answer, and a worker answers once.
+                    None => {
+                        return self.broke_protocol(
+                            cx,
+                            id,
+                            "an answer that names a host must answer a call of that host",
+                        )
+                    }
+                },
+                Some(id) => {
+                    return self.broke_protocol(
+                        cx,
+                        id,
+                        "only a message, a request or its answer may name a host",
+                    )
+                }
+                None => return,
             }
-            return;
         }
         match frame.header.kind {
             // The empty action is the child's hello: it has joined, nothing more.
@@ -309,6 +336,10 @@ impl Messenger {
                 if cx.starting && frame.header.target != Target::Primary =>
             {
                 self.hold(cx, from, frame)
+            }
+            // With one agent in the namespace, it may be on another host, or between hosts.
+            Kind::Message if frame.header.target == Target::Agent && self.agent_spans_hosts() => {
+                self.send_to_agent(cx, from, frame)
             }
             Kind::Request if matches!(frame.header.target, Target::AnyApp | Target::Apps) => {
                 self.start_request(cx, from, frame)
@@ -410,8 +441,22 @@ impl Messenger {
         }
     }
 
-    /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered.
+    /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered. When
+    /// the cluster spans hosts, a consume may run on another host.
     fn start_request(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
+        let frame = if frame.header.target == Target::AnyApp && self.hosts.is_some() {
+            match self.consume_across_hosts(cx, from, frame) {
+                Some(frame) => frame,
+                None => return,
+            }
+        } else {
+            frame
+        };
+        self.start_request_here(cx, from, frame)
+    }
+
+    /// A request for the workers of this host.
+    fn start_request_here(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
         if let Err(why) = self.requests.room_for(from) {
             return self.undeliverable(cx, from, &frame.header, why);
         }
@@ -514,6 +559,7 @@ impl Messenger {
             .or_else(|| self.departing.remove(&id))
             .map_or(0, |(pid, _)| pid);
         self.router.leave(id);
+        self.forget_calls_of(Some(id));
         let router = &mut self.router;
         let decisions = self.requests.gone((id, pid), |header| {
             router.route(header).ok()?.into_iter().find_map(worker_of)
@@ -617,6 +663,7 @@ impl Messenger {
                 cx.events.push(Event::Frame(frame));
                 Ok(())
             }
+            Dest::Worker(target) if Self::is_proxy_dest(dest) => self.answer_to_host(target, out),
             Dest::Worker(target) => {
                 let result = match cx.workers.get_mut(&target) {
                     Some(w) => match (w.before_hello.as_mut(), w.frames.as_ref()) {

@@ -114,6 +114,11 @@ impl Router {
         x
     }
 
+    /// Whether an app worker handles `action`: a consume could run here (without taking a turn).
+    pub fn handles(&self, action: &str) -> bool {
+        !self.apps_handling(action).is_empty()
+    }
+
     /// The processes a frame goes to.
     pub fn route(&mut self, header: &Header) -> Result<Vec<Dest>, Undeliverable> {
         let no_handler = || Undeliverable {

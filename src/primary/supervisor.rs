@@ -199,12 +199,14 @@ fn span_hosts(cluster: &mut Cluster, options: &ClusterOptions) -> Option<Remote>
             return None;
         }
     };
-    cluster.messenger.span_hosts(remote.clone());
-    forward_news(from_hosts, cluster.inputs.clone());
     let lease = options.agent.as_ref().and_then(|agent| match agent.scope {
         AgentScope::Cluster(timing) => Some(timing),
         AgentScope::Host => None,
     });
+    cluster
+        .messenger
+        .span_hosts(remote.clone(), lease.is_some());
+    forward_news(from_hosts, cluster.inputs.clone());
     if let Some(timing) = lease {
         let (news, from_lease) = mpsc::unbounded_channel();
         match remote.campaign(timing, news) {
@@ -617,6 +619,10 @@ impl Supervisor {
         let c = &mut self.cluster;
         match timer {
             Timer::KillIfAlive { id } => c.kill(id),
+            Timer::LookForAgent => {
+                let (messenger, mut cx) = c.messenger_cx(false);
+                messenger.on_look_for_agent(&mut cx);
+            }
             Timer::MessengerDrained { id } => {
                 let (messenger, mut cx) = c.messenger_cx(false);
                 messenger.drained(&mut cx, id);

@@ -13,6 +13,8 @@ pub enum Timer {
     KillIfAlive { id: WorkerId },
     /// An exited child's messenger channel had time to drain (src/primary/messenger.rs).
     MessengerDrained { id: WorkerId },
+    /// Messages wait for the namespace's agent (src/primary/messenger/agent_across_hosts.rs).
+    LookForAgent,
     /// The supervised cluster's (src/primary/supervision.rs).
     Supervision(Due),
 }

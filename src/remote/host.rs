@@ -25,6 +25,9 @@ use super::redis_transport::{
 use super::sequences::{SequenceTracker, Verdict};
 use super::types::{HostInfo, LeaveReason, RemoteEvent};
 
+/// Why a `NotDelivered` message surely reached nobody (every other reason leaves a doubt).
+pub const NOBODY_LISTENS: &str = "no host listens on that inbox";
+
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -81,6 +84,8 @@ pub(crate) struct Shared {
     pub queued_bytes: AtomicUsize,
     /// Woken when a holder gives the agent lease up: candidates try at once.
     pub lease_released: tokio::sync::Notify,
+    /// The connection of the consume claims (src/remote/claims.rs), once made.
+    pub claims: tokio::sync::Mutex<Option<Connection>>,
 }
 
 impl Shared {
@@ -106,6 +111,7 @@ impl Shared {
             }),
             queued_bytes: AtomicUsize::new(0),
             lease_released: tokio::sync::Notify::new(),
+            claims: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -577,11 +583,7 @@ async fn send_queued(
                     .publish_inbox(&mut connection, &host, &envelope)
                     .await
                 {
-                    Ok(0) => fail(
-                        &shared,
-                        Outgoing::Direct { host, bytes },
-                        "no host listens on that inbox",
-                    ),
+                    Ok(0) => fail(&shared, Outgoing::Direct { host, bytes }, NOBODY_LISTENS),
                     Ok(_) => shared.release(bytes.len()),
                     Err(reason) => fail(&shared, Outgoing::Direct { host, bytes }, &reason),
                 }

@@ -20,6 +20,7 @@ pub(crate) struct Keys {
     /// The counter of agent epochs, raised by each acquisition of the lease.
     pub agent_epoch: String,
     inbox_prefix: String,
+    claim_prefix: String,
 }
 
 impl Keys {
@@ -35,6 +36,7 @@ impl Keys {
             agent: format!("{base}agent"),
             agent_epoch: format!("{base}agent:epoch"),
             inbox_prefix: format!("{base}in:"),
+            claim_prefix: format!("{base}claim:"),
         }
     }
 
@@ -44,6 +46,11 @@ impl Keys {
 
     pub fn inbox(&self, host: &str) -> String {
         format!("{}{host}", self.inbox_prefix)
+    }
+
+    /// The claim on a consume sent to another host (src/remote/claims.rs): `<call>` names it.
+    pub fn claim(&self, call: &str) -> String {
+        format!("{}{call}", self.claim_prefix)
     }
 }
 
@@ -64,6 +71,7 @@ mod tests {
             &keys.agent_epoch,
             &keys.member_hash("web/01"),
             &keys.inbox("web"),
+            &keys.claim("web/01/2/3"),
         ] {
             assert!(name.starts_with("rc:{shop}:"), "{name}");
         }

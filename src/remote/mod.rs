@@ -9,6 +9,7 @@
 //! lease's task), `ids`; this file is the caller's handle.
 
 mod campaign;
+mod claims;
 mod config;
 mod envelope;
 mod host;
@@ -37,8 +38,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use config::RemoteConfig;
+pub use host::NOBODY_LISTENS;
 pub use lease::{LeaseTiming, CANDIDATE_RETRY};
-pub use types::{HostInfo, LeaseEvent, LeaveReason, RemoteError, RemoteEvent};
+pub use types::{ClaimKind, HostInfo, LeaseEvent, LeaveReason, RemoteError, RemoteEvent};
 
 use campaign::LeaseCommand;
 use host::{Outgoing, Shared};
@@ -240,6 +242,29 @@ impl Remote {
                 bytes,
             },
         )
+    }
+
+    /// Claims `call` for this host, which is about to run it; the outcome comes back as
+    /// `RemoteEvent::Claim` (src/remote/claims.rs).
+    pub fn claim(&self, call: String) {
+        self.claim_op(call, claims::ClaimOp::Claim);
+    }
+
+    /// Gives up on `call`, which this host asked another to run: claimed as "cancel" unless the
+    /// other claimed it first; the outcome comes back as `RemoteEvent::Claim`.
+    pub fn cancel_claim(&self, call: String) {
+        self.claim_op(call, claims::ClaimOp::Cancel);
+    }
+
+    /// `call`, claimed by this host, is answered: its claim need not live much longer.
+    pub fn claim_answered(&self, call: String) {
+        self.claim_op(call, claims::ClaimOp::Answered);
+    }
+
+    fn claim_op(&self, call: String, op: claims::ClaimOp) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(claims::run(self.inner.shared.clone(), call, op));
+        }
     }
 
     /// The other members now, as this host last saw them.

@@ -350,6 +350,42 @@ impl RedisTransport {
             .await
     }
 
+    /// `SET claim value NX PX ttl`: whether it was set (false: someone claimed it first).
+    pub async fn claim(
+        &self,
+        connection: &mut Connection,
+        call: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, String> {
+        let mut command = redis::cmd("SET");
+        command
+            .arg(self.keys.claim(call))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl));
+        let set: Option<String> = self
+            .bounded(self.op_timeout, command.query_async(connection))
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Shortens a claim's life once its call is answered.
+    pub async fn expire_claim(
+        &self,
+        connection: &mut Connection,
+        call: &str,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        let mut command = redis::cmd("PEXPIRE");
+        command.arg(self.keys.claim(call)).arg(millis(ttl));
+        let _: i64 = self
+            .bounded(self.op_timeout, command.query_async(connection))
+            .await?;
+        Ok(())
+    }
+
     pub async fn leave(
         &self,
         connection: &mut Connection,

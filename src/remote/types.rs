@@ -90,11 +90,25 @@ pub enum RemoteEvent {
         bytes: Vec<u8>,
         reason: String,
     },
+    /// A claim on a consume that crosses hosts (src/remote/claims.rs) was tried: `Ok(true)` if
+    /// this host set it, `Ok(false)` if the other side had, `Err` if Redis did not say.
+    Claim {
+        call: String,
+        kind: ClaimKind,
+        outcome: Result<bool, String>,
+    },
     /// An entry or inbox message that does not decode was skipped.
     Malformed {
         from: Option<String>,
         why: String,
     },
+}
+
+/// Who tried a claim: the host about to run the call, or the one that asked for it and gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimKind {
+    Run,
+    Cancel,
 }
 
 /// What the campaign for the agent lease tells its caller (`Remote::campaign`). On a channel of

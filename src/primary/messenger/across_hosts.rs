@@ -7,6 +7,9 @@
 
 use serde_json::json;
 
+use super::agent_across_hosts::ForAgent;
+use super::consume_across_hosts::Calls;
+use super::not_sent::not_sent;
 use super::{Bound, Cx, Messenger};
 use crate::channel::frame_link::{Frame, Outgoing};
 use crate::errors;
@@ -18,8 +21,8 @@ use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
 
 /// This host's side of the namespace.
 pub struct AcrossHosts {
-    remote: Remote,
-    me: String,
+    pub(super) remote: Remote,
+    pub(super) me: String,
     /// Messages of other hosts reported lost here (the metrics).
     lost: u64,
     /// Reports for senders of other hosts that could not be sent since the last that could.
@@ -33,13 +36,19 @@ pub struct AcrossHosts {
     /// Frames of other hosts this host refused (malformed, or not for it): warned about at the
     /// 1st, 2nd, 4th, 8th... so that a faulty host cannot flood the warnings.
     refused: u64,
+    /// The consumes that cross hosts, asked here or run here.
+    pub(super) calls: Calls,
+    /// The namespace has one agent (`agent: { scope: 'cluster' }`).
+    pub(super) cluster_agent: bool,
+    /// What waits for that agent while no host runs it.
+    pub(super) for_agent: ForAgent,
 }
 
 /// The most held for other hosts while this one starts.
 const MAX_HELD_FROM_HOSTS: usize = 64 << 20;
 
 impl AcrossHosts {
-    pub fn new(remote: Remote) -> Self {
+    pub fn new(remote: Remote, cluster_agent: bool) -> Self {
         AcrossHosts {
             me: remote.me().host,
             remote,
@@ -49,6 +58,9 @@ impl AcrossHosts {
             held: Vec::new(),
             held_bytes: 0,
             refused: 0,
+            calls: Calls::default(),
+            cluster_agent,
+            for_agent: ForAgent::default(),
         }
     }
 }
@@ -59,48 +71,16 @@ fn naming_host(out: &Outgoing, host: Option<&str>) -> Result<Vec<u8>, String> {
     frames::with_host(&in_line.bytes, host).map_err(|e| e.to_string())
 }
 
-/// Why a frame did not go to `whom`, as its sender is told.
-fn not_sent(error: RemoteError, action: &str, whom: &str) -> Undeliverable {
-    match error {
-        RemoteError::Unavailable(why) => Undeliverable {
-            code: errors::REMOTE_UNAVAILABLE,
-            message: format!(
-                "{}; '{action}' was not sent to {whom}",
-                match why.as_str() {
-                    "leaving" | "stopped" => "this host is stopping".to_owned(),
-                    "not joined yet" => "this host has not joined its namespace yet".to_owned(),
-                    _ => format!("Redis cannot be reached ({why})"),
-                }
-            ),
-        },
-        RemoteError::TooLarge { limit } => Undeliverable {
-            code: errors::MESSAGE_TOO_LARGE,
-            message: format!(
-                "messages between hosts are at most {limit} bytes; '{action}' was not sent to {whom}"
-            ),
-        },
-        RemoteError::QueueFull => Undeliverable {
-            code: errors::QUEUE_FULL,
-            message: format!(
-                "this host's queue for other hosts is full; '{action}' was not sent to {whom}"
-            ),
-        },
-        RemoteError::UnknownHost(host) => Undeliverable {
-            code: errors::UNKNOWN_TARGET,
-            message: format!("no host '{host}' in the namespace"),
-        },
-    }
-}
-
 /// The local sender a frame names (its source id; 0 is the primary's JavaScript).
 fn sender(header: &Header) -> Option<WorkerId> {
     (header.source_id != 0).then_some(header.source_id)
 }
 
 impl Messenger {
-    /// From now on the messenger spans the hosts `remote` reaches.
-    pub fn span_hosts(&mut self, remote: Remote) {
-        self.hosts = Some(AcrossHosts::new(remote));
+    /// From now on the messenger spans the hosts `remote` reaches; `cluster_agent`: with one
+    /// agent in the namespace.
+    pub fn span_hosts(&mut self, remote: Remote, cluster_agent: bool) {
+        self.hosts = Some(AcrossHosts::new(remote, cluster_agent));
     }
 
     /// This host's id and the others', when the cluster spans hosts.
@@ -131,34 +111,16 @@ impl Messenger {
         header: &Header,
         out: &Outgoing,
     ) {
-        let Some(hosts) = &self.hosts else {
-            return;
-        };
-        if header.kind != Kind::Message
+        if self.hosts.is_none()
+            || header.kind != Kind::Message
             || !matches!(header.target, Target::Broadcast | Target::Apps)
         {
             return;
         }
-        // Refused before a memory file's payload is read back: the frame only grows by the host
-        // id, and loses the 4 bytes that stand for a payload in a file.
-        let limit = hosts.remote.max_message();
-        let too_large = out.weight.saturating_sub(frames::SHARED_LEN_BYTES) > limit;
-        let sent = if too_large {
-            Err(not_sent(
-                RemoteError::TooLarge { limit },
-                &header.action,
-                "the other hosts",
-            ))
-        } else {
-            naming_host(out, Some(&hosts.me)).map_err(|why| Undeliverable {
-                code: errors::PROTOCOL,
-                message: format!(
-                    "'{}' could not be sent to other hosts: {why}",
-                    header.action
-                ),
-            })
-        }
-        .and_then(|bytes| {
+        let sent = self.for_other_hosts(header, out).and_then(|bytes| {
+            let Some(hosts) = &self.hosts else {
+                return Ok(());
+            };
             hosts
                 .remote
                 .broadcast(bytes)
@@ -167,6 +129,46 @@ impl Messenger {
         if let Err(why) = sent {
             // A flood while Redis is away is one report per sender and action, with a count.
             self.reports.add(from, header, None, why);
+        }
+    }
+
+    /// A frame as it goes to other hosts: naming this host, its payload in line, within the
+    /// limit between hosts.
+    pub(super) fn for_other_hosts(
+        &self,
+        header: &Header,
+        out: &Outgoing,
+    ) -> Result<Vec<u8>, Undeliverable> {
+        let Some(hosts) = &self.hosts else {
+            return Err(not_sent(
+                RemoteError::Unavailable("stopped".into()),
+                &header.action,
+                "the other hosts",
+            ));
+        };
+        // Refused before a memory file's payload is read back: the frame only grows by the host
+        // id, and loses the 4 bytes that stand for a payload in a file.
+        let limit = hosts.remote.max_message();
+        if out.weight.saturating_sub(frames::SHARED_LEN_BYTES) > limit {
+            return Err(not_sent(
+                RemoteError::TooLarge { limit },
+                &header.action,
+                "the other hosts",
+            ));
+        }
+        naming_host(out, Some(&hosts.me)).map_err(|why| Undeliverable {
+            code: errors::PROTOCOL,
+            message: format!(
+                "'{}' could not be sent to other hosts: {why}",
+                header.action
+            ),
+        })
+    }
+
+    /// The caller `requester` has gone: nobody waits for its consumes on other hosts.
+    pub(super) fn forget_calls_of(&mut self, requester: Option<WorkerId>) {
+        if let Some(hosts) = &mut self.hosts {
+            hosts.calls.forget_requester(requester);
         }
     }
 
@@ -262,8 +264,26 @@ impl Messenger {
                     code: errors::UNKNOWN_TARGET,
                     message: format!("host '{host}' is not connected ({reason})"),
                 };
-                self.tell_sender(bytes, why);
+                // A consume nobody received may go to another host; a message for the agent
+                // waits for the next one.
+                let bytes = self
+                    .call_not_delivered(cx, bytes, &reason, why.clone())
+                    .and_then(|bytes| self.agent_host_unreachable(cx, &host, &reason, bytes));
+                // An answer or report for a host that has gone: nobody is left to tell.
+                let answer = |bytes: &[u8]| {
+                    frames::parse::<()>(bytes.to_vec()).is_ok_and(|f| {
+                        matches!(f.header.kind, Kind::Reply | Kind::Undeliverable)
+                    })
+                };
+                if let Some(bytes) = bytes.filter(|b| !answer(b)) {
+                    self.tell_sender(bytes, why);
+                }
             }
+            RemoteEvent::Claim {
+                call,
+                kind,
+                outcome,
+            } => self.on_claim(cx, call, kind, outcome),
             RemoteEvent::Failed { bytes, reason } => {
                 let why = Undeliverable {
                     code: errors::REMOTE_UNAVAILABLE,
@@ -291,7 +311,9 @@ impl Messenger {
                 host: host.host,
                 incarnation: host.incarnation,
             }),
-            RemoteEvent::HostLeft { host, reason } => cx.events.push(Event::HostLeft {
+            RemoteEvent::HostLeft { host, reason } => {
+                self.calls_host_gone(&host);
+                cx.events.push(Event::HostLeft {
                 host: host.host,
                 incarnation: host.incarnation,
                 reason: match reason {
@@ -299,7 +321,8 @@ impl Messenger {
                     LeaveReason::TimedOut => "timeout",
                     LeaveReason::NewIncarnation => "restarted",
                 },
-            }),
+                })
+            }
             RemoteEvent::Malformed { from, why } => {
                 let host = from.unwrap_or_else(|| "?".into());
                 self.refuse(cx, &host, &format!("a malformed message ({why})"));
@@ -326,8 +349,17 @@ impl Messenger {
         let fits = matches!(
             (broadcast, header.kind, header.target),
             (true, Kind::Message, Target::Broadcast | Target::Apps)
-                | (false, Kind::Message, Target::One | Target::Pid)
-                | (false, Kind::Undeliverable, Target::One | Target::Primary)
+                | (
+                    false,
+                    Kind::Message,
+                    Target::One | Target::Pid | Target::Agent
+                )
+                | (false, Kind::Request, Target::AnyApp)
+                | (
+                    false,
+                    Kind::Reply | Kind::Undeliverable,
+                    Target::One | Target::Primary
+                )
         );
         if !fits {
             return self.refuse(
@@ -348,7 +380,22 @@ impl Messenger {
             };
             return self.tell_origin(cx, &from.host, &header, why);
         }
-        self.routed += u64::from(header.kind == Kind::Message);
+        self.routed += u64::from(matches!(header.kind, Kind::Message | Kind::Request));
+        if header.kind == Kind::Request {
+            return self.run_for_host(cx, from, frame);
+        }
+        let frame = if matches!(header.kind, Kind::Reply | Kind::Undeliverable) {
+            match self.answer_from_host(cx, from, frame) {
+                Ok(()) => return,
+                Err(frame) => frame,
+            }
+        } else {
+            frame
+        };
+        // An answer to a call this host no longer waits for (its caller gave up, or has gone).
+        if header.kind == Kind::Reply {
+            return;
+        }
         if header.kind == Kind::Undeliverable {
             // The answer to what a process of this host sent there: within the receiver's
             // bound, as anything else another host sends; past it, its sender still learns
@@ -429,7 +476,13 @@ impl Messenger {
     }
 
     /// A sender of another host is told that what it sent did not reach a process of this one.
-    fn tell_origin(&mut self, cx: &mut Cx<'_>, origin: &str, about: &Header, why: Undeliverable) {
+    pub(super) fn tell_origin(
+        &mut self,
+        cx: &mut Cx<'_>,
+        origin: &str,
+        about: &Header,
+        why: Undeliverable,
+    ) {
         let Some(hosts) = &mut self.hosts else {
             return;
         };
