@@ -226,7 +226,9 @@ export interface Messenger {
    *  (awaited) result. Rejects with `ERR_RCLUSTER_NO_HANDLER`, `ERR_RCLUSTER_TIMEOUT`, `ERR_RCLUSTER_WORKER_DIED`,
    *  `ERR_RCLUSTER_HOST_DIED` (with `error.ran`) or the handler's error. */
   consume<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T>;
-  /** Every app worker runs its first handler; the results ordered by worker id. One failure rejects. */
+  /** Every app worker runs its first handler; the results ordered by worker id (with `redis`: every app worker
+   *  of the hosts that were members when it started, ordered by host then id). One failure rejects (a host
+   *  that died: `ERR_RCLUSTER_HOST_DIED`, with `error.host`). */
   map<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<T[]>;
   /** Like map, never rejecting for one worker's failure. */
   mapSettled<T = any>(action: string, data?: MessageData, options?: RequestOptions): Promise<Array<SettledEntry<T>>>;
@@ -237,9 +239,11 @@ export interface RequestOptions {
   timeout?: number;
 }
 
+/** With `redis`, each entry names its `host`; a host that failed before it listed its workers is one
+ *  entry `{ host, id: 0, pid: 0, status: 'rejected' }`. */
 export type SettledEntry<T> =
-  | { id: number; pid: number; status: 'fulfilled'; value: T }
-  | { id: number; pid: number; status: 'rejected'; reason: RclusterError & { workerId?: number } };
+  | { host?: string; id: number; pid: number; status: 'fulfilled'; value: T }
+  | { host?: string; id: number; pid: number; status: 'rejected'; reason: RclusterError & { workerId?: number } };
 
 export interface ReplaceResult {
   /** The new worker's id. */

@@ -6,28 +6,13 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const path = require('node:path');
-const { tempDir, until } = require('./helpers');
-const { skip, startRedis, startHost, lines } = require('./hosts-helpers');
-
-async function hosts(t, ids) {
-  const redis = await startRedis(t);
-  const dir = tempDir(t, 'rcluster-consume-');
-  const namespace = `ns${process.pid}x${Date.now() % 100000}`;
-  const started = [];
-  for (const hostId of ids) started.push(await startHost(t, { redis, namespace, hostId, dir }));
-  for (const host of started) {
-    for (const other of ids.filter((id) => id !== host.hostId)) {
-      await until(() => host.events.some((e) => e.event === 'host-join' && e.host === other), 10_000, `${host.hostId} sees ${other} join`);
-    }
-  }
-  return { dir, hosts: started, runs: () => lines(path.join(dir, 'runs')) };
-}
+const { until } = require('./helpers');
+const { skip, startHosts } = require('./hosts-helpers');
 
 const results = (host, id) => host.received(id).filter((r) => r.action === 'result');
 
 test('consume from one host runs on every host in turn, each call once, and its answer comes back', { skip }, async (t) => {
-  const { hosts: [a, b], runs } = await hosts(t, ['a', 'b']);
+  const { hosts: [a, b], runs } = await startHosts(t, ['a', 'b']);
   const [caller] = a.workers;
   a.do(caller.id, { op: 'consume', count: 40, timeout: 10_000 });
   await until(() => results(a, caller.id).length === 40, 15_000, () => `40 results (got ${results(a, caller.id).length})`);
@@ -46,7 +31,7 @@ test('consume from one host runs on every host in turn, each call once, and its 
 });
 
 test('a consume goes on to a host that handles it; none does: ERR_RCLUSTER_NO_HANDLER', { skip }, async (t) => {
-  const { hosts: [a, b] } = await hosts(t, ['a', 'b']);
+  const { hosts: [a, b] } = await startHosts(t, ['a', 'b']);
   const [caller] = a.workers;
   a.do(caller.id, { op: 'consume', action: 'nobody', count: 4, timeout: 10_000 });
   await until(() => results(a, caller.id).length === 4, 10_000, 'the 4 refusals');
@@ -55,7 +40,7 @@ test('a consume goes on to a host that handles it; none does: ERR_RCLUSTER_NO_HA
 });
 
 test('a host SIGKILLed while it runs calls: each call runs at most once, and every caller settles with the truth', { skip }, async (t) => {
-  const { hosts: [a, b], runs } = await hosts(t, ['a', 'b', 'c']);
+  const { hosts: [a, b], runs } = await startHosts(t, ['a', 'b', 'c']);
   const [caller] = a.workers;
   const COUNT = 90;
   // A call every 40 ms, each running 1.5 s: b always has some running, some on their way.

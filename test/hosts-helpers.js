@@ -85,4 +85,22 @@ async function startHost(t, { redis, namespace, hostId, dir, options = {} }) {
   return host;
 }
 
-module.exports = { skip, startRedis, lines, startHost };
+/**
+ * A redis-server and hosts `ids` of one namespace, each seeing the others; `runs()` reads the
+ * file the hosts' workers share (test/fixtures/host-worker.js writes a line per handler run).
+ */
+async function startHosts(t, ids) {
+  const redis = await startRedis(t);
+  const dir = tempDir(t, 'rcluster-hosts-');
+  const namespace = `ns${process.pid}x${Date.now() % 100000}`;
+  const hosts = [];
+  for (const hostId of ids) hosts.push(await startHost(t, { redis, namespace, hostId, dir }));
+  for (const host of hosts) {
+    for (const other of ids.filter((id) => id !== host.hostId)) {
+      await until(() => host.events.some((e) => e.event === 'host-join' && e.host === other), 10_000, `${host.hostId} sees ${other} join`);
+    }
+  }
+  return { redis, dir, hosts, runs: () => lines(path.join(dir, 'runs')) };
+}
+
+module.exports = { skip, startRedis, lines, startHost, startHosts };

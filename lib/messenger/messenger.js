@@ -237,21 +237,39 @@ class Messenger {
     return this._mapRequest(action, data, options, true);
   }
 
+  /**
+   * The primary first lists whom to wait for: `[[id, pid], ...]`, or across hosts (option `redis`)
+   * `{ host, workers, hosts }`, this host's workers and the other hosts, each of which then lists
+   * its own (a frame naming it) or fails as a whole (FLAG_ERROR). Across hosts, entries gain `host`
+   * and are ordered by host then id; a host that failed before it listed its workers is one entry
+   * `{ host, id: 0, pid: 0, status: 'rejected' }`, so the array is never silently shorter.
+   */
   _mapRequest(action, data, options, settled) {
     let expected = null;
+    let me;
+    const waitingFor = new Set();
+    const failedHosts = new Map();
     const answers = new Map();
+    const keyOf = (host, id) => `${host}\0${id}`;
+    const done = () =>
+      expected !== null &&
+      waitingFor.size === 0 &&
+      expected.every((w) => answers.has(keyOf(w.host, w.id)) || failedHosts.has(w.host));
     const finish = (settle) => {
+      const listed = new Set(expected.map((w) => w.host));
+      const missing = [...waitingFor].map((host) => ({ host, id: 0, pid: 0, reason: rclusterError('ERR_RCLUSTER_TIMEOUT', `host '${host}' did not list its workers for '${action}' in time`, { host }) }));
+      const unlisted = [...failedHosts].filter(([host]) => !listed.has(host)).map(([host, reason]) => ({ host, id: 0, pid: 0, reason }));
       const entries = expected
-        .slice()
-        .sort((a, b) => a[0] - b[0])
-        .map(([id, pid]) => {
-          const answer = answers.get(id);
-          if (!answer) {
-            const reason = rclusterError('ERR_RCLUSTER_TIMEOUT', `worker ${id} did not answer '${action}' in time`, { workerId: id });
-            return { id, pid, status: 'rejected', reason };
-          }
-          return { id, pid, ...answer };
-        });
+        .map((w) => {
+          const answer = answers.get(keyOf(w.host, w.id));
+          const where = me === undefined ? { id: w.id, pid: w.pid } : { host: w.host, id: w.id, pid: w.pid };
+          if (answer) return { ...where, ...answer };
+          const reason =
+            failedHosts.get(w.host) ?? rclusterError('ERR_RCLUSTER_TIMEOUT', `worker ${w.id} did not answer '${action}' in time`, { workerId: w.id });
+          return { ...where, status: 'rejected', reason };
+        })
+        .concat([...unlisted, ...missing].map(({ reason, ...where }) => ({ ...where, status: 'rejected', reason })))
+        .sort((a, b) => (a.host === b.host ? a.id - b.id : a.host < b.host ? -1 : 1));
       if (settled) return settle(null, entries);
       const failed = entries.find((e) => e.status === 'rejected');
       if (failed) return settle(failed.reason);
@@ -265,13 +283,29 @@ class Messenger {
       options,
       (frame, settle) => {
         if (frame.kind === KIND.expect) {
-          expected = JSON.parse(frame.text('utf8'));
-        } else if (frame.flags & FLAG_ERROR) {
-          answers.set(frame.sourceId, { status: 'rejected', reason: errorFrom(frame, { workerId: frame.sourceId }) });
+          const list = frame.flags & FLAG_ERROR ? null : JSON.parse(frame.text('utf8'));
+          if (frame.host === undefined && Array.isArray(list)) {
+            expected = list.map(([id, pid]) => ({ host: undefined, id, pid }));
+          } else if (frame.host === undefined && list) {
+            me = list.host;
+            expected = list.workers.map(([id, pid]) => ({ host: me, id, pid }));
+            for (const host of list.hosts) waitingFor.add(host);
+          } else if (expected && waitingFor.delete(frame.host)) {
+            if (list) for (const [id, pid] of list) expected.push({ host: frame.host, id, pid });
+            else failedHosts.set(frame.host, errorFrom(frame, { host: frame.host }));
+          } else if (expected && !list) {
+            // A host that listed its workers died before they all answered.
+            failedHosts.set(frame.host, errorFrom(frame, { host: frame.host }));
+          }
         } else {
-          answers.set(frame.sourceId, { status: 'fulfilled', value: decodePayload(frame) });
+          const host = frame.host ?? me;
+          const props = host === undefined ? { workerId: frame.sourceId } : { workerId: frame.sourceId, host };
+          const answer = frame.flags & FLAG_ERROR ? { status: 'rejected', reason: errorFrom(frame, props) } : { status: 'fulfilled', value: decodePayload(frame) };
+          answers.set(keyOf(host, frame.sourceId), answer);
         }
-        if (expected && answers.size >= expected.length) finish(settle);
+        // A host that failed fails a map at once: waiting for the others changes nothing.
+        if (!settled && failedHosts.size > 0) settle(failedHosts.values().next().value);
+        else if (done()) finish(settle);
       },
       onTimeout,
     );

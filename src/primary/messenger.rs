@@ -7,7 +7,9 @@
 mod across_hosts;
 mod agent_across_hosts;
 mod consume_across_hosts;
+mod map_across_hosts;
 mod not_sent;
+mod proxies;
 
 use std::collections::HashMap;
 
@@ -442,17 +444,26 @@ impl Messenger {
     }
 
     /// consume (target AnyApp) or map (target Apps): deliver, and follow until answered. When
-    /// the cluster spans hosts, a consume may run on another host.
+    /// the cluster spans hosts, a consume may run on another host, and a map runs on all.
     fn start_request(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {
-        let frame = if frame.header.target == Target::AnyApp && self.hosts.is_some() {
-            match self.consume_across_hosts(cx, from, frame) {
-                Some(frame) => frame,
-                None => return,
+        if self.hosts.is_none() {
+            return self.start_request_here(cx, from, frame);
+        }
+        if frame.header.target == Target::AnyApp {
+            if let Some(frame) = self.consume_across_hosts(cx, from, frame) {
+                self.start_request_here(cx, from, frame);
             }
-        } else {
-            frame
-        };
-        self.start_request_here(cx, from, frame)
+            return;
+        }
+        let key = (from, frame.header.correlation);
+        let action = frame.header.action.clone();
+        if let Some((frame, failed)) = self.map_across_hosts(cx, from, frame) {
+            self.start_request_here(cx, from, frame);
+            // After the caller's first list, which names these hosts.
+            for (host, why) in failed {
+                self.part_failed(cx, key, &host, &action, why);
+            }
+        }
     }
 
     /// A request for the workers of this host.
@@ -492,7 +503,12 @@ impl Messenger {
             .iter()
             .map(|id| json!([id, self.pid_of(*id)]))
             .collect();
-        let payload = json!(expected).to_string();
+        // Across hosts, it also names this host and the others whose lists will follow.
+        let payload = match self.map_hosts(&(from, header.correlation)) {
+            Some((me, hosts)) => json!({ "host": me, "workers": expected, "hosts": hosts }),
+            None => json!(expected),
+        }
+        .to_string();
         self.send_from_primary(cx, from, Kind::Expect, 0, header, payload);
     }
 
@@ -663,7 +679,7 @@ impl Messenger {
                 cx.events.push(Event::Frame(frame));
                 Ok(())
             }
-            Dest::Worker(target) if Self::is_proxy_dest(dest) => self.answer_to_host(target, out),
+            Dest::Worker(target) if proxies::is_proxy(dest) => self.answer_to_host(target, out),
             Dest::Worker(target) => {
                 let result = match cx.workers.get_mut(&target) {
                     Some(w) => match (w.before_hello.as_mut(), w.frames.as_ref()) {

@@ -9,11 +9,14 @@ use serde_json::json;
 
 use super::agent_across_hosts::ForAgent;
 use super::consume_across_hosts::Calls;
+use super::map_across_hosts::Maps;
 use super::not_sent::not_sent;
+use super::proxies::Proxies;
 use super::{Bound, Cx, Messenger};
 use crate::channel::frame_link::{Frame, Outgoing};
 use crate::errors;
 use crate::primary::events::Event;
+use crate::primary::requests::RequestKey;
 use crate::primary::router::{Dest, Undeliverable};
 use crate::primary::WorkerId;
 use crate::remote::{HostInfo, LeaveReason, Remote, RemoteError, RemoteEvent};
@@ -36,8 +39,12 @@ pub struct AcrossHosts {
     /// Frames of other hosts this host refused (malformed, or not for it): warned about at the
     /// 1st, 2nd, 4th, 8th... so that a faulty host cannot flood the warnings.
     refused: u64,
-    /// The consumes that cross hosts, asked here or run here.
+    /// The consumes that cross hosts, asked here or claimed here.
     pub(super) calls: Calls,
+    /// The requests of other hosts that run here.
+    pub(super) proxies: Proxies,
+    /// The maps asked here that other hosts take part in.
+    pub(super) maps: Maps,
     /// The namespace has one agent (`agent: { scope: 'cluster' }`).
     pub(super) cluster_agent: bool,
     /// What waits for that agent while no host runs it.
@@ -59,6 +66,8 @@ impl AcrossHosts {
             held_bytes: 0,
             refused: 0,
             calls: Calls::default(),
+            proxies: Proxies::default(),
+            maps: Maps::default(),
             cluster_agent,
             for_agent: ForAgent::default(),
         }
@@ -165,11 +174,18 @@ impl Messenger {
         })
     }
 
-    /// The caller `requester` has gone: nobody waits for its consumes on other hosts.
+    /// The caller `requester` has gone: nobody waits for its requests on other hosts.
     pub(super) fn forget_calls_of(&mut self, requester: Option<WorkerId>) {
         if let Some(hosts) = &mut self.hosts {
             hosts.calls.forget_requester(requester);
+            hosts.maps.forget_requester(requester);
         }
+    }
+
+    /// This host and the other hosts of a map asked here, if it spans hosts.
+    pub(super) fn map_hosts(&self, key: &RequestKey) -> Option<(String, Vec<String>)> {
+        let hosts = self.hosts.as_ref()?;
+        Some((hosts.me.clone(), hosts.maps.hosts_of(key)?))
     }
 
     /// A child's frame that names a host (`sendTo({ host, id })`): sent there, or routed here if
@@ -268,11 +284,12 @@ impl Messenger {
                 // waits for the next one.
                 let bytes = self
                     .call_not_delivered(cx, bytes, &reason, why.clone())
+                    .and_then(|bytes| self.map_not_delivered(cx, &host, &reason, bytes))
                     .and_then(|bytes| self.agent_host_unreachable(cx, &host, &reason, bytes));
                 // An answer or report for a host that has gone: nobody is left to tell.
                 let answer = |bytes: &[u8]| {
                     frames::parse::<()>(bytes.to_vec()).is_ok_and(|f| {
-                        matches!(f.header.kind, Kind::Reply | Kind::Undeliverable)
+                        matches!(f.header.kind, Kind::Reply | Kind::Expect | Kind::Undeliverable)
                     })
                 };
                 if let Some(bytes) = bytes.filter(|b| !answer(b)) {
@@ -313,6 +330,7 @@ impl Messenger {
             }),
             RemoteEvent::HostLeft { host, reason } => {
                 self.calls_host_gone(&host);
+                self.maps_host_gone(cx, &host);
                 cx.events.push(Event::HostLeft {
                 host: host.host,
                 incarnation: host.incarnation,
@@ -354,10 +372,10 @@ impl Messenger {
                     Kind::Message,
                     Target::One | Target::Pid | Target::Agent
                 )
-                | (false, Kind::Request, Target::AnyApp)
+                | (false, Kind::Request, Target::AnyApp | Target::Apps)
                 | (
                     false,
-                    Kind::Reply | Kind::Undeliverable,
+                    Kind::Reply | Kind::Expect | Kind::Undeliverable,
                     Target::One | Target::Primary
                 )
         );
@@ -381,19 +399,28 @@ impl Messenger {
             return self.tell_origin(cx, &from.host, &header, why);
         }
         self.routed += u64::from(matches!(header.kind, Kind::Message | Kind::Request));
+        if header.kind == Kind::Request && header.target == Target::Apps {
+            return self.run_map_for_host(cx, from, frame);
+        }
         if header.kind == Kind::Request {
             return self.run_for_host(cx, from, frame);
         }
-        let frame = if matches!(header.kind, Kind::Reply | Kind::Undeliverable) {
-            match self.answer_from_host(cx, from, frame) {
+        let frame = if matches!(
+            header.kind,
+            Kind::Reply | Kind::Expect | Kind::Undeliverable
+        ) {
+            match self
+                .answer_from_host(cx, from, frame)
+                .or_else(|frame| self.map_answer_from_host(cx, from, frame))
+            {
                 Ok(()) => return,
                 Err(frame) => frame,
             }
         } else {
             frame
         };
-        // An answer to a call this host no longer waits for (its caller gave up, or has gone).
-        if header.kind == Kind::Reply {
+        // An answer to a request this host no longer waits for (its caller gave up, or has gone).
+        if matches!(header.kind, Kind::Reply | Kind::Expect) {
             return;
         }
         if header.kind == Kind::Undeliverable {

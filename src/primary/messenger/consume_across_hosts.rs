@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use super::{worker_of, Bound, Cx, Messenger};
+use super::proxies::{ForHost, Running};
+use super::{Bound, Cx, Messenger};
 use crate::channel::frame_link::{Frame, Outgoing};
 use crate::errors;
 use crate::primary::requests::{RequestKey, Requester, MAX_OPEN_REQUESTS};
@@ -19,9 +20,6 @@ use crate::primary::router::{Dest, Undeliverable};
 use crate::primary::WorkerId;
 use crate::remote::{ClaimKind, HostInfo, NOBODY_LISTENS};
 use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
-
-/// Requester ids from here up stand for callers on other hosts: no worker ever has one.
-pub const PROXY_IDS: WorkerId = 0xF000_0000;
 
 /// The most bytes of calls this host keeps, asked of others or waiting for their claim.
 const MAX_CALL_BYTES: usize = 64 << 20;
@@ -48,27 +46,15 @@ enum Cancel {
     NotSent(String),
 }
 
-/// A consume of another host that this host runs, or is claiming to.
-struct ForHost {
-    origin: HostInfo,
-    /// The caller's worker id (0: its primary) and its number for the call.
-    source_id: WorkerId,
-    correlation: u32,
-    call: String,
-}
-
 /// Both sides of the consumes that cross hosts.
 #[derive(Default)]
 pub struct Calls {
     /// By the caller here (requester and its number).
     asked: HashMap<RequestKey, Asked>,
     asked_per_requester: HashMap<Requester, usize>,
-    /// Waiting for this host's claim, by call name.
-    claiming: HashMap<String, (ForHost, Frame)>,
-    /// Running here, by proxy id; `proxies` finds the proxy from the caller's names.
-    running: HashMap<WorkerId, ForHost>,
-    proxies: HashMap<(String, WorkerId, u32), WorkerId>,
-    next_proxy: WorkerId,
+    /// Calls of other hosts waiting for this host's claim, by call name: the caller's host, and
+    /// the frame.
+    claiming: HashMap<String, (HostInfo, Frame)>,
     bytes: usize,
     /// Where the next call goes, in turn.
     turn: usize,
@@ -125,21 +111,6 @@ impl Calls {
             }
         }
         Some(asked)
-    }
-
-    fn new_proxy(&mut self) -> WorkerId {
-        loop {
-            let id = PROXY_IDS + self.next_proxy % (WorkerId::MAX - PROXY_IDS);
-            self.next_proxy = self.next_proxy.wrapping_add(1);
-            if !self.running.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// Whether `id` stands for a caller on another host.
-    pub fn is_proxy(id: WorkerId) -> bool {
-        id >= PROXY_IDS
     }
 
     /// The requester leaves: nobody waits for its calls on other hosts any more.
@@ -394,22 +365,18 @@ impl Messenger {
         let Some(hosts) = &mut self.hosts else {
             return;
         };
-        let Some((for_host, frame)) = hosts.calls.claiming.remove(&call) else {
+        let Some((origin, frame)) = hosts.calls.claiming.remove(&call) else {
             return;
         };
         hosts.calls.bytes -= frame.bytes.len();
         match outcome {
             Ok(true) => {
-                let proxy = hosts.calls.new_proxy();
-                hosts.calls.proxies.insert(
-                    (
-                        for_host.origin.host.clone(),
-                        for_host.source_id,
-                        for_host.correlation,
-                    ),
-                    proxy,
-                );
-                hosts.calls.running.insert(proxy, for_host);
+                let proxy = hosts.proxies.open(ForHost {
+                    origin,
+                    source_id: frame.header.source_id,
+                    correlation: frame.header.correlation,
+                    what: Running::Consume { call },
+                });
                 self.start_request_here(cx, Some(proxy), frame);
             }
             // Its caller gave up on it first.
@@ -422,8 +389,7 @@ impl Messenger {
                         hosts.me, frame.header.action
                     ),
                 };
-                let origin = for_host.origin.host.clone();
-                self.tell_origin(cx, &origin, &frame.header, why);
+                self.tell_origin(cx, &origin.host, &frame.header, why);
             }
         }
     }
@@ -519,12 +485,13 @@ impl Messenger {
             return;
         };
         let call = call_name(from, header.source_id, header.correlation);
-        let key = (from.host.clone(), header.source_id, header.correlation);
-        let busy = hosts.calls.claiming.len() + hosts.calls.running.len() >= MAX_OPEN_REQUESTS
+        let busy = hosts.calls.claiming.len() + hosts.proxies.count() >= MAX_OPEN_REQUESTS
             || hosts.calls.bytes + frame.bytes.len() > MAX_CALL_BYTES;
         if busy
             || hosts.calls.claiming.contains_key(&call)
-            || hosts.calls.proxies.contains_key(&key)
+            || hosts
+                .proxies
+                .runs(&from.host, header.source_id, header.correlation)
         {
             let why = Undeliverable {
                 code: errors::QUEUE_FULL,
@@ -536,102 +503,10 @@ impl Messenger {
             return self.tell_origin(cx, &from.host, &header, why);
         }
         hosts.calls.bytes += frame.bytes.len();
-        let for_host = ForHost {
-            origin: from.clone(),
-            source_id: header.source_id,
-            correlation: header.correlation,
-            call: call.clone(),
-        };
-        hosts.calls.claiming.insert(call.clone(), (for_host, frame));
-        hosts.remote.claim(call);
-    }
-
-    /// A worker's receipt or answer for a call of another host: its proxy's, from now on.
-    /// None if it names no call this host runs.
-    pub(super) fn to_proxy(&self, header: &Header) -> Option<WorkerId> {
-        let hosts = self.hosts.as_ref()?;
-        let host = header.host.clone()?;
         hosts
             .calls
-            .proxies
-            .get(&(host, header.target_id, header.correlation))
-            .copied()
-    }
-
-    /// The answer for a caller on another host (what is delivered to its proxy): sent back
-    /// there, naming this host. The call is over.
-    pub(super) fn answer_to_host(
-        &mut self,
-        proxy: WorkerId,
-        out: &Outgoing,
-    ) -> Result<(), Undeliverable> {
-        let lost = || Undeliverable {
-            code: errors::UNKNOWN_TARGET,
-            message: "the caller's host is gone".into(),
-        };
-        let hosts = self.hosts.as_mut().ok_or_else(lost)?;
-        let for_host = hosts.calls.running.remove(&proxy).ok_or_else(lost)?;
-        hosts.calls.proxies.remove(&(
-            for_host.origin.host.clone(),
-            for_host.source_id,
-            for_host.correlation,
-        ));
-        hosts.remote.claim_answered(for_host.call.clone());
-        let frame: Frame = out
-            .in_line()
-            .map_err(|e| e.to_string())
-            .and_then(|o| frames::parse(o.bytes.to_vec()).map_err(|e| e.to_string()))
-            .map_err(|why| Undeliverable {
-                code: errors::PROTOCOL,
-                message: why,
-            })?;
-        let mut header = frame.header.clone();
-        // Claimed here, it ends here: what did not reach a worker is the call's error, not a
-        // reason to try another host (which could not claim it).
-        let payload = if header.kind == Kind::Undeliverable {
-            header.kind = Kind::Reply;
-            header.flags |= FLAG_ERROR;
-            frame.payload().to_vec()
-        } else {
-            frame.payload().to_vec()
-        };
-        header.target = if for_host.source_id == 0 {
-            Target::Primary
-        } else {
-            Target::One
-        };
-        header.target_id = for_host.source_id;
-        header.correlation = for_host.correlation;
-        header.host = Some(hosts.me.clone());
-        let sent = frames::encode(&header, &payload)
-            .map_err(|e| Undeliverable {
-                code: errors::PROTOCOL,
-                message: e.to_string(),
-            })
-            .and_then(|bytes| {
-                hosts
-                    .remote
-                    .send(&for_host.origin.host, bytes)
-                    .map_err(|e| super::not_sent::not_sent(e, &header.action, "its caller's host"))
-            });
-        let Err(why) = sent else {
-            return Ok(());
-        };
-        // An answer too large to cross hosts: its caller gets why, in its place.
-        header.flags = FLAG_ERROR;
-        let message = format!(
-            "the answer to '{}' could not be sent back: {}",
-            header.action, why.message
-        );
-        let error = json!({ "code": why.code, "message": message }).to_string();
-        if let Ok(bytes) = frames::encode(&header, error.as_bytes()) {
-            let _ = hosts.remote.send(&for_host.origin.host, bytes);
-        }
-        Ok(())
-    }
-
-    /// Whether `to` is a caller's proxy, and the frame must go to another host.
-    pub(super) fn is_proxy_dest(dest: Dest) -> bool {
-        worker_of(dest).is_some_and(Calls::is_proxy)
+            .claiming
+            .insert(call.clone(), (from.clone(), frame));
+        hosts.remote.claim(call);
     }
 }

@@ -1,0 +1,394 @@
+//! `map` / `mapSettled` across hosts (option `redis`). The caller's host sends the request to
+//! every other member as the map starts and runs it on its own workers; its first list of whom
+//! to wait for names those hosts. Each host runs its part as a local map for a proxy of the
+//! caller (src/primary/messenger/proxies.rs): it lists its workers, then their answers follow.
+//! A host that dies (or cannot be reached, or cannot run its part) before its part is done is
+//! a failed part: the caller gets it as an error list naming that host, and its workers that
+//! did not answer become `ERR_RCLUSTER_HOST_DIED` entries, never a shorter array.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::json;
+
+use super::proxies::{ForHost, Running};
+use super::{Bound, Cx, Messenger};
+use crate::channel::frame_link::{Frame, Outgoing};
+use crate::errors;
+use crate::primary::requests::{RequestKey, Requester, MAX_OPEN_REQUESTS};
+use crate::primary::router::{Dest, Undeliverable};
+use crate::primary::WorkerId;
+use crate::remote::{HostInfo, NOBODY_LISTENS};
+use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
+
+/// One host's part of a map asked here.
+struct Part {
+    incarnation: u64,
+    /// How many workers it listed, once it has.
+    listed: Option<usize>,
+    answered: usize,
+}
+
+/// The maps asked here that other hosts take part in, by caller; each host's part until done.
+#[derive(Default)]
+pub struct Maps {
+    asked: HashMap<RequestKey, BTreeMap<String, Part>>,
+    per_requester: HashMap<Requester, usize>,
+}
+
+impl Maps {
+    fn remove(&mut self, key: &RequestKey) {
+        if self.asked.remove(key).is_some() {
+            if let Some(open) = self.per_requester.get_mut(&key.0) {
+                *open -= 1;
+                if *open == 0 {
+                    self.per_requester.remove(&key.0);
+                }
+            }
+        }
+    }
+
+    /// The requester leaves: nobody waits for its maps.
+    pub fn forget_requester(&mut self, requester: Requester) {
+        self.asked.retain(|key, _| key.0 != requester);
+        self.per_requester.remove(&requester);
+    }
+
+    /// The other hosts of the map `key`, to name in the caller's first list.
+    pub fn hosts_of(&self, key: &RequestKey) -> Option<Vec<String>> {
+        self.asked
+            .get(key)
+            .map(|parts| parts.keys().cloned().collect())
+    }
+}
+
+/// The caller a frame answering a request names: its worker, or None for its primary.
+fn requester_named(header: &Header) -> Requester {
+    match header.target {
+        Target::Primary => None,
+        _ => Some(header.target_id),
+    }
+}
+
+impl Messenger {
+    /// A map, when the cluster spans hosts: sent to the other members, and returned to run
+    /// here, with the hosts it could not be sent to (told to the caller after its first list).
+    pub(super) fn map_across_hosts(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: Option<WorkerId>,
+        frame: Frame,
+    ) -> Option<(Frame, Vec<(String, Undeliverable)>)> {
+        let members = self.hosts.as_ref().map(|h| h.remote.hosts())?;
+        if members.is_empty() {
+            return Some((frame, Vec::new()));
+        }
+        let header = frame.header.clone();
+        let key = (from, header.correlation);
+        let open = self
+            .hosts
+            .as_ref()
+            .map_or(0, |h| h.maps.per_requester.get(&from).copied().unwrap_or(0));
+        if open >= MAX_OPEN_REQUESTS {
+            let why = Undeliverable {
+                code: errors::QUEUE_FULL,
+                message: format!(
+                    "this process has {MAX_OPEN_REQUESTS} maps across hosts not answered yet"
+                ),
+            };
+            self.undeliverable(cx, from, &header, why);
+            return None;
+        }
+        let bytes = match self.for_other_hosts(&header, &Outgoing::new(frame)) {
+            Ok(bytes) => bytes,
+            Err(why) => {
+                self.undeliverable(cx, from, &header, why);
+                return None;
+            }
+        };
+        // This host's part, as if it had named no host.
+        let here = match frames::with_host(&bytes, None).map(frames::parse) {
+            Ok(Ok(frame)) => frame,
+            _ => return None,
+        };
+        let hosts = self.hosts.as_mut()?;
+        let mut parts = BTreeMap::new();
+        let mut failed = Vec::new();
+        for member in members {
+            match hosts.remote.send(&member.host, bytes.clone()) {
+                Ok(()) => {
+                    parts.insert(
+                        member.host,
+                        Part {
+                            incarnation: member.incarnation,
+                            listed: None,
+                            answered: 0,
+                        },
+                    );
+                }
+                Err(e) => {
+                    let whom = format!("host '{}'", member.host);
+                    failed.push((
+                        member.host,
+                        super::not_sent::not_sent(e, &header.action, &whom),
+                    ));
+                }
+            }
+        }
+        // The caller's first list names the hosts that failed at once too: their parts come
+        // after it.
+        for (host, _) in &failed {
+            parts.insert(
+                host.clone(),
+                Part {
+                    incarnation: 0,
+                    listed: Some(0),
+                    answered: 0,
+                },
+            );
+        }
+        if hosts.maps.asked.insert(key, parts).is_none() {
+            *hosts.maps.per_requester.entry(from).or_default() += 1;
+        }
+        Some((here, failed))
+    }
+
+    /// A frame from another host about a map asked here: its list, an answer, or why its part
+    /// failed. The frame comes back if it is about no map that host takes part in.
+    pub(super) fn map_answer_from_host(
+        &mut self,
+        cx: &mut Cx<'_>,
+        from: &HostInfo,
+        frame: Frame,
+    ) -> Result<(), Frame> {
+        let key = (requester_named(&frame.header), frame.header.correlation);
+        let Some(hosts) = &mut self.hosts else {
+            return Err(frame);
+        };
+        let Some(part) = hosts
+            .maps
+            .asked
+            .get_mut(&key)
+            .and_then(|parts| parts.get_mut(&from.host))
+            .filter(|part| {
+                part.incarnation == from.incarnation
+                    && part.listed.is_none_or(|n| part.answered < n)
+            })
+        else {
+            return Err(frame);
+        };
+        let header = frame.header.clone();
+        let failed = header.flags & FLAG_ERROR != 0;
+        match header.kind {
+            Kind::Expect if failed => {}
+            Kind::Expect if part.listed.is_none() => {
+                part.listed = Some(
+                    serde_json::from_slice::<Vec<serde_json::Value>>(frame.payload())
+                        .map_or(0, |list| list.len()),
+                );
+            }
+            Kind::Reply if part.listed.is_some() => part.answered += 1,
+            // Refused before its part started (a full host): the part failed.
+            Kind::Undeliverable => {
+                let why = serde_json::from_slice::<serde_json::Value>(frame.payload())
+                    .ok()
+                    .map(|v| Undeliverable {
+                        code: v["code"]
+                            .as_str()
+                            .map_or(errors::UNKNOWN_TARGET, known_code),
+                        message: v["message"].as_str().unwrap_or("").to_owned(),
+                    })
+                    .unwrap_or(Undeliverable {
+                        code: errors::PROTOCOL,
+                        message: "an unreadable refusal".into(),
+                    });
+                self.part_failed(cx, key, &from.host, &header.action, why);
+                return Ok(());
+            }
+            _ => return Err(frame),
+        }
+        let to = key.0.map_or(Dest::Primary, Dest::Worker);
+        // A caller that has gone needs nothing more.
+        let _ = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Waived);
+        if failed {
+            self.forget_part(&key, &from.host);
+        } else {
+            self.forget_part_if_done(&key, &from.host);
+        }
+        Ok(())
+    }
+
+    /// Another host died (or left, or restarted): its parts not done fail.
+    pub(super) fn maps_host_gone(&mut self, cx: &mut Cx<'_>, host: &HostInfo) {
+        let Some(hosts) = &self.hosts else {
+            return;
+        };
+        let keys: Vec<RequestKey> = hosts
+            .maps
+            .asked
+            .iter()
+            .filter(|(_, parts)| {
+                parts
+                    .get(&host.host)
+                    .is_some_and(|part| part.incarnation == host.incarnation)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in keys {
+            let why = Undeliverable {
+                code: errors::HOST_DIED,
+                message: format!(
+                    "host '{}' (incarnation {:016x}) died before all its workers answered",
+                    host.host, host.incarnation
+                ),
+            };
+            self.part_failed(cx, key, &host.host, "", why);
+        }
+    }
+
+    /// A map request this host sent did not reach a host: that part failed. Returns the bytes
+    /// back if they are no map's.
+    pub(super) fn map_not_delivered(
+        &mut self,
+        cx: &mut Cx<'_>,
+        host: &str,
+        reason: &str,
+        bytes: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let Ok(frame) = frames::parse::<()>(bytes.clone()) else {
+            return Some(bytes);
+        };
+        let header = &frame.header;
+        if header.kind != Kind::Request || header.target != Target::Apps {
+            return Some(bytes);
+        }
+        let key = (
+            (header.source_id != 0).then_some(header.source_id),
+            header.correlation,
+        );
+        let code = if reason == NOBODY_LISTENS {
+            errors::UNKNOWN_TARGET
+        } else {
+            errors::REMOTE_UNAVAILABLE
+        };
+        let why = Undeliverable {
+            code,
+            message: format!("'{}' did not reach host '{host}' ({reason})", header.action),
+        };
+        let action = header.action.clone();
+        self.part_failed(cx, key, host, &action, why);
+        None
+    }
+
+    /// Tells the caller that `host`'s part of its map failed: a list from that host, with the
+    /// error in place of its workers.
+    pub(super) fn part_failed(
+        &mut self,
+        cx: &mut Cx<'_>,
+        key: RequestKey,
+        host: &str,
+        action: &str,
+        why: Undeliverable,
+    ) {
+        let known = self
+            .hosts
+            .as_ref()
+            .and_then(|h| h.maps.asked.get(&key))
+            .is_some_and(|parts| parts.contains_key(host));
+        if !known {
+            return;
+        }
+        self.forget_part(&key, host);
+        let header = Header {
+            kind: Kind::Expect,
+            target: if key.0.is_some() {
+                Target::One
+            } else {
+                Target::Primary
+            },
+            flags: FLAG_ERROR,
+            target_id: key.0.unwrap_or(0),
+            source_id: 0,
+            source_pid: 0,
+            correlation: key.1,
+            action: action.to_owned(),
+            host: Some(host.to_owned()),
+        };
+        let payload = json!({ "code": why.code, "message": why.message, "host": host });
+        if let Ok(frame) =
+            frames::encode(&header, payload.to_string().as_bytes()).and_then(frames::parse)
+        {
+            let to = key.0.map_or(Dest::Primary, Dest::Worker);
+            let _ = self.deliver(cx, to, &Outgoing::new(frame), &header, Bound::Waived);
+        }
+    }
+
+    fn forget_part_if_done(&mut self, key: &RequestKey, host: &str) {
+        let done = self
+            .hosts
+            .as_ref()
+            .and_then(|h| h.maps.asked.get(key))
+            .and_then(|parts| parts.get(host))
+            .is_some_and(|part| part.listed == Some(part.answered));
+        if done {
+            self.forget_part(key, host);
+        }
+    }
+
+    fn forget_part(&mut self, key: &RequestKey, host: &str) {
+        let Some(hosts) = &mut self.hosts else {
+            return;
+        };
+        let Some(parts) = hosts.maps.asked.get_mut(key) else {
+            return;
+        };
+        parts.remove(host);
+        if parts.is_empty() {
+            hosts.maps.remove(key);
+        }
+    }
+
+    /// A map from another host: this host's part runs for a proxy of its caller.
+    pub(super) fn run_map_for_host(&mut self, cx: &mut Cx<'_>, from: &HostInfo, frame: Frame) {
+        let header = frame.header.clone();
+        let Some(hosts) = &mut self.hosts else {
+            return;
+        };
+        let full = hosts.proxies.count() >= MAX_OPEN_REQUESTS;
+        if full
+            || hosts
+                .proxies
+                .runs(&from.host, header.source_id, header.correlation)
+        {
+            let why = Undeliverable {
+                code: errors::QUEUE_FULL,
+                message: format!(
+                    "host '{}' has too many requests of other hosts in flight",
+                    hosts.me
+                ),
+            };
+            return self.tell_origin(cx, &from.host, &header, why);
+        }
+        let proxy = hosts.proxies.open(ForHost {
+            origin: from.clone(),
+            source_id: header.source_id,
+            correlation: header.correlation,
+            what: Running::Map { answers_left: None },
+        });
+        self.start_request_here(cx, Some(proxy), frame);
+    }
+}
+
+/// The code another host reported, as one of rcluster's (anything else reads UNKNOWN_TARGET).
+fn known_code(code: &str) -> &'static str {
+    [
+        errors::QUEUE_FULL,
+        errors::NO_HANDLER,
+        errors::UNKNOWN_TARGET,
+        errors::REMOTE_UNAVAILABLE,
+        errors::MESSAGE_TOO_LARGE,
+        errors::PROTOCOL,
+    ]
+    .into_iter()
+    .find(|known| *known == code)
+    .unwrap_or(errors::UNKNOWN_TARGET)
+}
