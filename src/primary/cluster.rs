@@ -168,6 +168,12 @@ impl Cluster {
             return;
         }
         w.state = WorkerState::Leaving;
+        if w.kind == WorkerKind::Agent {
+            self.messenger.cluster_agent_stopping(id);
+        }
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
         if w.kind == WorkerKind::Agent || !w.connected {
             // The agent is no cluster worker: it is asked to stop as any service is.
             let _ = w.process.signal(Signal::SIGTERM);

@@ -679,7 +679,9 @@ impl Messenger {
                 cx.events.push(Event::Frame(frame));
                 Ok(())
             }
-            Dest::Worker(target) if proxies::is_proxy(dest) => self.answer_to_host(target, out),
+            Dest::Worker(target) if proxies::is_proxy(dest) => {
+                self.answer_to_host(target, out, header)
+            }
             Dest::Worker(target) => {
                 let result = match cx.workers.get_mut(&target) {
                     Some(w) => match (w.before_hello.as_mut(), w.frames.as_ref()) {

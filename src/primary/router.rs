@@ -26,6 +26,8 @@ struct Member {
     pid: u32,
     kind: WorkerKind,
     handlers: HashMap<String, u32>,
+    /// An agent asked to stop: what is sent to the agent no longer goes to it.
+    stopping: bool,
 }
 
 #[derive(Debug, Default)]
@@ -52,8 +54,16 @@ impl Router {
                 pid,
                 kind,
                 handlers: HashMap::new(),
+                stopping: false,
             },
         );
+    }
+
+    /// The agent `id` is asked to stop: sent to no more, though it may still send.
+    pub fn agent_stopping(&mut self, id: WorkerId) {
+        if let Some(member) = self.members.get_mut(&id) {
+            member.stopping = member.kind == WorkerKind::Agent;
+        }
     }
 
     pub fn leave(&mut self, id: WorkerId) {
@@ -136,7 +146,7 @@ impl Router {
                     .members
                     .iter()
                     .rev()
-                    .find(|(_, m)| m.kind == WorkerKind::Agent)
+                    .find(|(_, m)| m.kind == WorkerKind::Agent && !m.stopping)
                     .map(|(id, _)| Dest::Worker(*id));
                 vec![agent.ok_or_else(|| Undeliverable {
                     code: errors::UNKNOWN_TARGET,

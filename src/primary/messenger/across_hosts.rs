@@ -182,10 +182,20 @@ impl Messenger {
         }
     }
 
-    /// This host and the other hosts of a map asked here, if it spans hosts.
+    /// This host and the other hosts of a map asked here, if the cluster spans hosts (none for
+    /// this host's part of another host's map).
     pub(super) fn map_hosts(&self, key: &RequestKey) -> Option<(String, Vec<String>)> {
         let hosts = self.hosts.as_ref()?;
-        Some((hosts.me.clone(), hosts.maps.hosts_of(key)?))
+        if key
+            .0
+            .is_some_and(|id| super::proxies::is_proxy(Dest::Worker(id)))
+        {
+            return None;
+        }
+        Some((
+            hosts.me.clone(),
+            hosts.maps.hosts_of(key).unwrap_or_default(),
+        ))
     }
 
     /// A child's frame that names a host (`sendTo({ host, id })`): sent there, or routed here if

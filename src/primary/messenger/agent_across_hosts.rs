@@ -49,6 +49,15 @@ enum AgentAt {
 }
 
 impl Messenger {
+    /// The namespace's agent on this host is asked to stop (its lease is lost or given up): what
+    /// is sent to the agent waits for the next one, or is reported to its sender, rather than
+    /// written to a process about to exit.
+    pub fn cluster_agent_stopping(&mut self, id: WorkerId) {
+        if self.agent_spans_hosts() {
+            self.router.agent_stopping(id);
+        }
+    }
+
     /// Whether `sendToAgent` goes to the namespace's one agent.
     pub(super) fn agent_spans_hosts(&self) -> bool {
         self.hosts.as_ref().is_some_and(|h| h.cluster_agent)

@@ -28,11 +28,13 @@ struct Part {
     answered: usize,
 }
 
-/// The maps asked here that other hosts take part in, by caller; each host's part until done.
+/// The maps asked here that other hosts take part in, by caller: the order they were asked in,
+/// and each host's part until done.
 #[derive(Default)]
 pub struct Maps {
-    asked: HashMap<RequestKey, BTreeMap<String, Part>>,
+    asked: HashMap<RequestKey, (u64, BTreeMap<String, Part>)>,
     per_requester: HashMap<Requester, usize>,
+    asked_so_far: u64,
 }
 
 impl Maps {
@@ -57,7 +59,31 @@ impl Maps {
     pub fn hosts_of(&self, key: &RequestKey) -> Option<Vec<String>> {
         self.asked
             .get(key)
-            .map(|parts| parts.keys().cloned().collect())
+            .map(|(_, parts)| parts.keys().cloned().collect())
+    }
+
+    /// Follows a new map. A caller at the bound loses its oldest: a part whose last frames
+    /// Redis lost (its caller settled by its timeout) would otherwise be followed for good.
+    fn add(&mut self, key: RequestKey, parts: BTreeMap<String, Part>) {
+        if self.per_requester.get(&key.0).copied().unwrap_or(0) >= MAX_OPEN_REQUESTS {
+            let oldest = self
+                .asked
+                .iter()
+                .filter(|(k, _)| k.0 == key.0)
+                .min_by_key(|(_, (order, _))| *order)
+                .map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.remove(&oldest);
+            }
+        }
+        self.asked_so_far += 1;
+        if self.asked.insert(key, (self.asked_so_far, parts)).is_none() {
+            *self.per_requester.entry(key.0).or_default() += 1;
+        }
+    }
+
+    fn parts_mut(&mut self, key: &RequestKey) -> Option<&mut BTreeMap<String, Part>> {
+        self.asked.get_mut(key).map(|(_, parts)| parts)
     }
 }
 
@@ -84,20 +110,6 @@ impl Messenger {
         }
         let header = frame.header.clone();
         let key = (from, header.correlation);
-        let open = self
-            .hosts
-            .as_ref()
-            .map_or(0, |h| h.maps.per_requester.get(&from).copied().unwrap_or(0));
-        if open >= MAX_OPEN_REQUESTS {
-            let why = Undeliverable {
-                code: errors::QUEUE_FULL,
-                message: format!(
-                    "this process has {MAX_OPEN_REQUESTS} maps across hosts not answered yet"
-                ),
-            };
-            self.undeliverable(cx, from, &header, why);
-            return None;
-        }
         let bytes = match self.for_other_hosts(&header, &Outgoing::new(frame)) {
             Ok(bytes) => bytes,
             Err(why) => {
@@ -146,9 +158,7 @@ impl Messenger {
                 },
             );
         }
-        if hosts.maps.asked.insert(key, parts).is_none() {
-            *hosts.maps.per_requester.entry(from).or_default() += 1;
-        }
+        hosts.maps.add(key, parts);
         Some((here, failed))
     }
 
@@ -166,8 +176,7 @@ impl Messenger {
         };
         let Some(part) = hosts
             .maps
-            .asked
-            .get_mut(&key)
+            .parts_mut(&key)
             .and_then(|parts| parts.get_mut(&from.host))
             .filter(|part| {
                 part.incarnation == from.incarnation
@@ -226,7 +235,7 @@ impl Messenger {
             .maps
             .asked
             .iter()
-            .filter(|(_, parts)| {
+            .filter(|(_, (_, parts))| {
                 parts
                     .get(&host.host)
                     .is_some_and(|part| part.incarnation == host.incarnation)
@@ -293,7 +302,7 @@ impl Messenger {
             .hosts
             .as_ref()
             .and_then(|h| h.maps.asked.get(&key))
-            .is_some_and(|parts| parts.contains_key(host));
+            .is_some_and(|(_, parts)| parts.contains_key(host));
         if !known {
             return;
         }
@@ -327,7 +336,7 @@ impl Messenger {
             .hosts
             .as_ref()
             .and_then(|h| h.maps.asked.get(key))
-            .and_then(|parts| parts.get(host))
+            .and_then(|(_, parts)| parts.get(host))
             .is_some_and(|part| part.listed == Some(part.answered));
         if done {
             self.forget_part(key, host);
@@ -338,7 +347,7 @@ impl Messenger {
         let Some(hosts) = &mut self.hosts else {
             return;
         };
-        let Some(parts) = hosts.maps.asked.get_mut(key) else {
+        let Some(parts) = hosts.maps.parts_mut(key) else {
             return;
         };
         parts.remove(host);
@@ -391,4 +400,51 @@ fn known_code(code: &str) -> &'static str {
     .into_iter()
     .find(|known| *known == code)
     .unwrap_or(errors::UNKNOWN_TARGET)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part() -> Part {
+        Part {
+            incarnation: 1,
+            listed: None,
+            answered: 0,
+        }
+    }
+
+    #[test]
+    fn a_map_names_its_hosts_in_order_and_is_forgotten_with_its_requester() {
+        let mut maps = Maps::default();
+        let parts: BTreeMap<String, Part> = [("c".to_string(), part()), ("b".to_string(), part())]
+            .into_iter()
+            .collect();
+        maps.add((Some(4), 9), parts);
+        assert_eq!(
+            maps.hosts_of(&(Some(4), 9)),
+            Some(vec!["b".to_string(), "c".to_string()])
+        );
+        assert_eq!(maps.hosts_of(&(None, 9)), None);
+        maps.forget_requester(Some(4));
+        assert_eq!(maps.hosts_of(&(Some(4), 9)), None);
+        assert!(maps.per_requester.is_empty());
+    }
+
+    #[test]
+    fn a_caller_at_the_bound_loses_its_oldest_map() {
+        let mut maps = Maps::default();
+        for correlation in 0..MAX_OPEN_REQUESTS as u32 + 1 {
+            maps.add((None, correlation), BTreeMap::new());
+        }
+        assert_eq!(maps.per_requester[&None], MAX_OPEN_REQUESTS);
+        assert_eq!(maps.hosts_of(&(None, 0)), None);
+        assert!(maps.hosts_of(&(None, 1)).is_some());
+    }
+
+    #[test]
+    fn only_rclusters_codes_are_taken_from_another_host() {
+        assert_eq!(known_code(errors::QUEUE_FULL), errors::QUEUE_FULL);
+        assert_eq!(known_code("ERR_MADE_UP"), errors::UNKNOWN_TARGET);
+    }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use serde_json::json;
 
 use super::{worker_of, Messenger};
-use crate::channel::frame_link::{Frame, Outgoing};
+use crate::channel::frame_link::Outgoing;
 use crate::errors;
 use crate::primary::router::{Dest, Undeliverable};
 use crate::primary::WorkerId;
@@ -103,26 +103,34 @@ impl Messenger {
 
     /// What the local bookkeeping delivers to a proxy goes back to its caller's host, naming
     /// this one; the last of it closes the proxy.
+    /// `header` is the header of `out`.
     pub(super) fn answer_to_host(
         &mut self,
         proxy: WorkerId,
         out: &Outgoing,
+        header: &Header,
     ) -> Result<(), Undeliverable> {
         let lost = || Undeliverable {
             code: errors::UNKNOWN_TARGET,
             message: "the caller's host is gone".into(),
         };
-        let frame: Frame = out
+        // A payload that cannot be read back still counts as the answer it was, as an error.
+        let (mut header, payload) = match out
             .in_line()
             .map_err(|e| e.to_string())
-            .and_then(|o| frames::parse(o.bytes.to_vec()).map_err(|e| e.to_string()))
-            .map_err(|why| Undeliverable {
-                code: errors::PROTOCOL,
-                message: why,
-            })?;
+            .and_then(|o| frames::parse::<()>(o.bytes.to_vec()).map_err(|e| e.to_string()))
+        {
+            Ok(frame) => (frame.header.clone(), frame.payload().to_vec()),
+            Err(why) => {
+                let mut header = header.clone();
+                header.flags = FLAG_ERROR;
+                let message = format!("the answer to '{}' could not be read: {why}", header.action);
+                let error = json!({ "code": errors::PROTOCOL, "message": message });
+                (header, error.to_string().into_bytes())
+            }
+        };
         let hosts = self.hosts.as_mut().ok_or_else(lost)?;
         let running = hosts.proxies.running.get_mut(&proxy).ok_or_else(lost)?;
-        let mut header = frame.header.clone();
         let last = match &mut running.what {
             Running::Consume { .. } => {
                 // Claimed here, it ends here: what did not reach a worker is the call's error,
@@ -135,7 +143,7 @@ impl Messenger {
             }
             Running::Map { answers_left } => match header.kind {
                 Kind::Expect => {
-                    let listed = serde_json::from_slice::<Vec<serde_json::Value>>(frame.payload())
+                    let listed = serde_json::from_slice::<Vec<serde_json::Value>>(&payload)
                         .map_or(0, |list| list.len());
                     *answers_left = Some(listed);
                     listed == 0
@@ -177,7 +185,7 @@ impl Messenger {
         header.target_id = source_id;
         header.correlation = correlation;
         header.host = Some(hosts.me.clone());
-        let sent = frames::encode(&header, frame.payload())
+        let sent = frames::encode(&header, &payload)
             .map_err(|e| Undeliverable {
                 code: errors::PROTOCOL,
                 message: e.to_string(),
@@ -202,5 +210,54 @@ impl Messenger {
             let _ = hosts.remote.send(&origin, bytes);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn for_host(host: &str, source_id: WorkerId, correlation: u32) -> ForHost {
+        ForHost {
+            origin: HostInfo {
+                host: host.into(),
+                incarnation: 1,
+            },
+            source_id,
+            correlation,
+            what: Running::Map { answers_left: None },
+        }
+    }
+
+    #[test]
+    fn a_proxy_is_no_worker_and_is_found_from_its_caller_until_closed() {
+        let mut proxies = Proxies::default();
+        let first = proxies.open(for_host("b", 3, 7));
+        let second = proxies.open(for_host("c", 3, 7));
+        assert_ne!(first, second);
+        assert!(is_proxy(Dest::Worker(first)) && is_proxy(Dest::Worker(second)));
+        assert!(!is_proxy(Dest::Worker(1)) && !is_proxy(Dest::Primary));
+        assert!(proxies.runs("b", 3, 7) && proxies.runs("c", 3, 7));
+        assert!(!proxies.runs("b", 3, 8));
+        assert_eq!(proxies.count(), 2);
+        assert!(proxies.close(first).is_some());
+        assert!(!proxies.runs("b", 3, 7));
+        assert!(proxies.close(first).is_none());
+        assert_eq!(proxies.count(), 1);
+    }
+
+    #[test]
+    fn proxy_ids_wrap_within_their_range_and_skip_those_in_use() {
+        let mut proxies = Proxies {
+            next: WorkerId::MAX - PROXY_IDS - 1,
+            ..Proxies::default()
+        };
+        let last = proxies.open(for_host("b", 1, 1));
+        assert_eq!(last, WorkerId::MAX - 1);
+        let wrapped = proxies.open(for_host("b", 1, 2));
+        assert_eq!(wrapped, PROXY_IDS);
+        proxies.next = WorkerId::MAX - PROXY_IDS - 1;
+        // The id of the first is still in use: the next one is taken.
+        assert_eq!(proxies.open(for_host("b", 1, 3)), PROXY_IDS + 1);
     }
 }
