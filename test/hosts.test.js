@@ -160,3 +160,36 @@ test('without redis, sendTo({ host, id }) is refused at once', async (t) => {
   assert.strictEqual(code, 0, primary.output);
   assert.match(primary.output, /ERR_RCLUSTER_UNKNOWN_TARGET .*no redis option/);
 });
+
+test('sendRandom prefers a worker of its own host, else reaches a host that handles it; none does: NO_HANDLER', { skip }, async (t) => {
+  const redis = await startRedis(t);
+  const dir = tempDir(t, 'rcluster-hosts-');
+  const namespace = `ns${process.pid}x${Date.now() % 100000}`;
+  // The fixture's env option replaces its default, which names the host.
+  const withHandler = { env: { HOST_NAME: 'c', RANDOM_HANDLER: '1' } };
+  const a = await startHost(t, { redis, namespace, hostId: 'a', dir });
+  const b = await startHost(t, { redis, namespace, hostId: 'b', dir });
+  const c = await startHost(t, { redis, namespace, hostId: 'c', dir, options: withHandler });
+  for (const host of [a, b]) await until(() => host.events.filter((e) => e.event === 'host-join').length === 2, 10_000, `${host.hostId} sees the others`);
+  const randoms = (host) => host.workers.flatMap((w) => host.received(w.id).filter((r) => r.action === 'random'));
+
+  // a and b have no handler: each message reaches c, some after b said it has none.
+  const [sender] = a.workers;
+  a.do(sender.id, { op: 'sendRandom', count: 30 });
+  await until(() => randoms(c).length === 30, 10_000, () => `30 at c (got ${randoms(c).length})`);
+  assert.deepStrictEqual(randoms(c).map((r) => r.seq).sort((x, y) => x - y), Array.from({ length: 30 }, (_, i) => i + 1));
+  assert.ok(randoms(c).every((r) => r.from.host === 'a' && r.from.id === sender.id));
+  assert.deepStrictEqual(a.errors(sender.id), []);
+
+  // c handles it: its own workers get what it sends, none crosses.
+  c.do(c.workers[0].id, { op: 'sendRandom', count: 10 });
+  await until(() => randoms(c).length === 40, 10_000, 'the 10 of c at c');
+  assert.strictEqual(randoms(c).filter((r) => r.from.host === 'c').length, 10);
+  assert.deepStrictEqual([...randoms(a), ...randoms(b)], []);
+
+  // Nobody handles it: its sender is told.
+  a.do(sender.id, { op: 'sendRandom', action: 'nobody', count: 3 });
+  const refused = await until(() => a.errors(sender.id).length > 0 && a.errors(sender.id), 10_000, 'NO_HANDLER for the sender');
+  assert.strictEqual(refused[0].code, 'ERR_RCLUSTER_NO_HANDLER');
+  await until(() => a.errors(sender.id).reduce((n, e) => n + (e.count || 1), 0) === 3, 10_000, () => `3 reported (got ${JSON.stringify(a.errors(sender.id))})`);
+});

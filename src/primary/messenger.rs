@@ -10,6 +10,7 @@ mod consume_across_hosts;
 mod map_across_hosts;
 mod not_sent;
 mod proxies;
+mod random_across_hosts;
 
 use std::collections::HashMap;
 
@@ -342,6 +343,14 @@ impl Messenger {
             // With one agent in the namespace, it may be on another host, or between hosts.
             Kind::Message if frame.header.target == Target::Agent && self.agent_spans_hosts() => {
                 self.send_to_agent(cx, from, frame)
+            }
+            // Prefer this host: another one only if no worker here handles it.
+            Kind::Message
+                if frame.header.target == Target::RandomApp
+                    && self.hosts.is_some()
+                    && !self.router.handles(&frame.header.action) =>
+            {
+                self.send_random_elsewhere(from, frame)
             }
             Kind::Request if matches!(frame.header.target, Target::AnyApp | Target::Apps) => {
                 self.start_request(cx, from, frame)

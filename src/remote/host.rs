@@ -578,14 +578,45 @@ async fn send_queued(
                 }
             }
             Outgoing::Direct { host, bytes } => {
-                let envelope = envelope::encode(&me, &bytes);
-                match transport
-                    .publish_inbox(&mut connection, &host, &envelope)
-                    .await
-                {
-                    Ok(0) => fail(&shared, Outgoing::Direct { host, bytes }, NOBODY_LISTENS),
-                    Ok(_) => shared.release(bytes.len()),
-                    Err(reason) => fail(&shared, Outgoing::Direct { host, bytes }, &reason),
+                // As broadcasts: those queued meanwhile go in the same round trip, in order (a
+                // map's part is a list and an answer per worker, each a message back).
+                let mut batch = vec![(host, bytes)];
+                let mut size = batch[0].1.len();
+                while batch.len() < BATCH_BROADCASTS && size < BATCH_BYTES {
+                    match outgoing.try_recv() {
+                        Ok(Outgoing::Direct { host, bytes }) => {
+                            size += bytes.len();
+                            batch.push((host, bytes));
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let envelopes: Vec<(String, Vec<u8>)> = batch
+                    .iter()
+                    .map(|(host, bytes)| (host.clone(), envelope::encode(&me, bytes)))
+                    .collect();
+                match transport.publish_inboxes(&mut connection, &envelopes).await {
+                    Ok(receivers) if receivers.len() == batch.len() => {
+                        for ((host, bytes), got) in batch.into_iter().zip(receivers) {
+                            if got == 0 {
+                                fail(&shared, Outgoing::Direct { host, bytes }, NOBODY_LISTENS);
+                            } else {
+                                shared.release(bytes.len());
+                            }
+                        }
+                    }
+                    answer => {
+                        let reason = answer.err().unwrap_or_else(|| {
+                            "redis answered a batch of messages with a count of another".into()
+                        });
+                        for (host, bytes) in batch {
+                            fail(&shared, Outgoing::Direct { host, bytes }, &reason);
+                        }
+                    }
                 }
             }
             Outgoing::Leave(done) => {

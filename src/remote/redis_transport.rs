@@ -337,16 +337,18 @@ impl RedisTransport {
         }
     }
 
-    /// Publishes an enveloped message to a host's inbox; returns how many subscribers got it.
-    pub async fn publish_inbox(
+    /// Publishes enveloped messages to hosts' inboxes in one round trip, in order; returns how
+    /// many subscribers got each.
+    pub async fn publish_inboxes(
         &self,
         connection: &mut Connection,
-        host: &str,
-        envelope: &[u8],
-    ) -> Result<u64, String> {
-        let mut command = redis::cmd("PUBLISH");
-        command.arg(self.keys.inbox(host)).arg(envelope);
-        self.bounded(self.op_timeout, command.query_async(connection))
+        messages: &[(String, Vec<u8>)],
+    ) -> Result<Vec<u64>, String> {
+        let mut pipe = redis::pipe();
+        for (host, envelope) in messages {
+            pipe.cmd("PUBLISH").arg(self.keys.inbox(host)).arg(envelope);
+        }
+        self.bounded(self.op_timeout, pipe.query_async(connection))
             .await
     }
 

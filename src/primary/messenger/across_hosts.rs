@@ -12,6 +12,7 @@ use super::consume_across_hosts::Calls;
 use super::map_across_hosts::Maps;
 use super::not_sent::not_sent;
 use super::proxies::Proxies;
+use super::random_across_hosts::{random_key, Randoms};
 use super::{Bound, Cx, Messenger};
 use crate::channel::frame_link::{Frame, Outgoing};
 use crate::errors;
@@ -19,7 +20,7 @@ use crate::primary::events::Event;
 use crate::primary::requests::RequestKey;
 use crate::primary::router::{Dest, Undeliverable};
 use crate::primary::WorkerId;
-use crate::remote::{HostInfo, LeaveReason, Remote, RemoteError, RemoteEvent};
+use crate::remote::{HostInfo, LeaveReason, Remote, RemoteError, RemoteEvent, NOBODY_LISTENS};
 use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
 
 /// This host's side of the namespace.
@@ -45,6 +46,8 @@ pub struct AcrossHosts {
     pub(super) proxies: Proxies,
     /// The maps asked here that other hosts take part in.
     pub(super) maps: Maps,
+    /// What went to other hosts at random, kept a moment to send it on.
+    pub(super) randoms: Randoms,
     /// The namespace has one agent (`agent: { scope: 'cluster' }`).
     pub(super) cluster_agent: bool,
     /// What waits for that agent while no host runs it.
@@ -68,6 +71,7 @@ impl AcrossHosts {
             calls: Calls::default(),
             proxies: Proxies::default(),
             maps: Maps::default(),
+            randoms: Randoms::default(),
             cluster_agent,
             for_agent: ForAgent::default(),
         }
@@ -292,6 +296,11 @@ impl Messenger {
                 };
                 // A consume nobody received may go to another host; a message for the agent
                 // waits for the next one.
+                // Nobody read that inbox: a message sent at random goes to the next host.
+                let random = random_key(&bytes).filter(|_| reason == NOBODY_LISTENS);
+                if random.is_some_and(|key| self.random_refused(key, &host)) {
+                    return;
+                }
                 let bytes = self
                     .call_not_delivered(cx, bytes, &reason, why.clone())
                     .and_then(|bytes| self.map_not_delivered(cx, &host, &reason, bytes))
@@ -380,7 +389,7 @@ impl Messenger {
                 | (
                     false,
                     Kind::Message,
-                    Target::One | Target::Pid | Target::Agent
+                    Target::One | Target::Pid | Target::Agent | Target::RandomApp
                 )
                 | (false, Kind::Request, Target::AnyApp | Target::Apps)
                 | (
@@ -431,6 +440,20 @@ impl Messenger {
         };
         // An answer to a request this host no longer waits for (its caller gave up, or has gone).
         if matches!(header.kind, Kind::Reply | Kind::Expect) {
+            return;
+        }
+        // A message sent at random to a host with no handler: on to the next one.
+        let no_handler = || {
+            serde_json::from_slice::<serde_json::Value>(frame.payload())
+                .is_ok_and(|why| why["code"] == errors::NO_HANDLER)
+        };
+        if header.kind == Kind::Undeliverable
+            && no_handler()
+            && self.random_refused(
+                (super::requester_of(&header), header.correlation),
+                &from.host,
+            )
+        {
             return;
         }
         if header.kind == Kind::Undeliverable {
