@@ -26,6 +26,7 @@ const { spawn } = require('node:child_process');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const { killGroup, median, startRedis, stopAll } = require('./lib');
 
 const RUNS = Number(process.env.BENCH_RUNS || 3);
 const LEASE = Number(process.env.BENCH_AGENT_LEASE || 10_000);
@@ -90,14 +91,6 @@ let agentLog = null;
 const hosts = [];
 let redis = null;
 
-function killGroup(pid) {
-  try {
-    process.kill(-pid, 'SIGKILL');
-  } catch {
-    // gone
-  }
-}
-
 /** A host is its primary's group, and its workers' and agents' (each leads a group of its own). */
 function killHost(h) {
   killGroup(h.child.pid);
@@ -106,30 +99,8 @@ function killHost(h) {
 
 function cleanUp() {
   for (const h of hosts) if (h.child.exitCode === null && h.child.signalCode === null) killHost(h);
-  if (redis) killGroup(redis.pid);
+  stopAll(); // redis-server
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
-}
-
-/** Starts a redis-server on a unix socket in `dir`; resolves to its URL once it accepts. */
-function startRedis() {
-  const socket = path.join(dir, 'redis.sock');
-  redis = spawn('redis-server', ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--save', '', '--appendonly', 'no', '--dir', dir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    detached: true,
-  });
-  return new Promise((resolve, reject) => {
-    let output = '';
-    const timer = setTimeout(() => reject(new Error(`redis-server not ready within 10 s: ${output}`)), 10_000);
-    redis.on('error', reject);
-    redis.on('exit', (code) => reject(new Error(`redis-server exited (${code}): ${output}`)));
-    redis.stdout.on('data', (data) => {
-      output += data;
-      if (/ready to accept connections/i.test(output)) {
-        clearTimeout(timer);
-        resolve(`unix://${socket}`);
-      }
-    });
-  });
 }
 
 /** Starts host `id` of `namespace`; resolves once its workers are ready. */
@@ -268,11 +239,10 @@ async function moveAgent(leader, standby, how) {
   return times;
 }
 
-const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-
 async function main() {
   if (!(LEASE >= 1000)) throw new Error(`BENCH_AGENT_LEASE must be at least 1000 (ms), got ${process.env.BENCH_AGENT_LEASE}`);
-  const url = await startRedis();
+  let url;
+  ({ child: redis, url } = await startRedis({ unixSocketDir: dir }));
   const progress = (what, run, times) => console.error(`  ${what} run ${run}: ${Object.entries(times).map(([k, v]) => `${k} ${v} ms`).join(', ')}`);
 
   const detection = [];

@@ -15,8 +15,7 @@
 //
 // Needs redis-server (apt-get install redis-server).
 
-const { spawn } = require('node:child_process');
-const net = require('node:net');
+const { median, percentile, start, startRedis, stopAll, waitForMessage: waitFor } = require('./lib');
 
 const COUNT = Number(process.env.BENCH_MAP_COUNT || 2000);
 const WARMUP = Number(process.env.BENCH_MAP_WARMUP || 200);
@@ -126,47 +125,6 @@ async function socketIoServer() {
 
 // ---- the driver ----
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const started = [];
-function start(program, args, env) {
-  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true });
-  child.messages = [];
-  child.on('message', (m) => child.messages.push(m));
-  started.push(child);
-  return child;
-}
-
-function stopAll() {
-  for (const child of started) {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-async function waitFor(child, test, what, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const found = child.messages.find(test);
-    if (found) return found;
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what}: the process exited (${child.exitCode ?? child.signalCode})`);
-    if (Date.now() > deadline) throw new Error(`${what}: nothing within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 /** One timed run: the caller (a process, or a primary whose worker 1 calls) reports its times. */
 async function timedRun(caller, what) {
   caller.messages = [];
@@ -176,20 +134,13 @@ async function timedRun(caller, what) {
   return summary(m.times);
 }
 
-/** Nearest-rank percentile of sorted values. */
-const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
-
 function summary(times) {
   const sorted = [...times].sort((x, y) => x - y);
   return { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), max: sorted[sorted.length - 1] };
 }
 
 async function main() {
-  const port = await freePort();
-  const redis = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  const url = `redis://127.0.0.1:${port}`;
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  if (redis.exitCode !== null) throw new Error('redis-server did not start');
+  const { url } = await startRedis();
 
   // rcluster: hosts a and b, 2 workers each.
   const rcEnv = { BENCH_REDIS: url, BENCH_NAMESPACE: 'bench-rc-map' };
@@ -214,7 +165,6 @@ async function main() {
     console.log(line('rcluster', results.rcluster[run]));
     console.log(line('socket.io', results['socket.io'][run]));
   }
-  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const med = (side, key) => median(results[side].map((r) => r[key]));
   const rc = { p50: med('rcluster', 'p50'), p99: med('rcluster', 'p99') };
   const sio = { p50: med('socket.io', 'p50'), p99: med('socket.io', 'p99') };

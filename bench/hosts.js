@@ -12,9 +12,8 @@
 //
 // Needs redis-server (apt-get install redis-server).
 
-const { spawn } = require('node:child_process');
-const net = require('node:net');
 const path = require('node:path');
+const { median, start, startRedis, stopAll, waitForMessage: waitFor } = require('./lib');
 
 const COUNT = Number(process.env.BENCH_HOSTS_COUNT || 100_000);
 const SIZE = Number(process.env.BENCH_HOSTS_SIZE || 256);
@@ -81,47 +80,6 @@ async function socketIoServer() {
 
 // ---- the driver ----
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-const started = [];
-function start(program, args, env) {
-  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true });
-  child.messages = [];
-  child.on('message', (m) => child.messages.push(m));
-  started.push(child);
-  return child;
-}
-
-function stopAll() {
-  for (const child of started) {
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-async function waitFor(child, test, what, ms = 30_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const found = child.messages.find(test);
-    if (found) return found;
-    if (child.exitCode !== null) throw new Error(`${what}: the process exited (${child.exitCode})`);
-    if (Date.now() > deadline) throw new Error(`${what}: nothing within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 /** One timed run: the sender sends, each receiver says when it has counted them all. */
 async function timedRun(sender, receivers) {
   for (const p of [sender, ...receivers]) p.messages = [];
@@ -134,11 +92,7 @@ async function timedRun(sender, receivers) {
 }
 
 async function main() {
-  const port = await freePort();
-  const redis = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
-  const url = `redis://127.0.0.1:${port}`;
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  if (redis.exitCode !== null) throw new Error('redis-server did not start');
+  const { url } = await startRedis();
 
   // rcluster: hosts a and b, 2 workers each.
   const rcEnv = { BENCH_REDIS: url, BENCH_NAMESPACE: 'bench-rc', BENCH_HOSTS_COUNT: String(COUNT), BENCH_HOSTS_SIZE: String(SIZE) };
@@ -160,7 +114,6 @@ async function main() {
     results['socket.io'].push(await timedRun(io[0], [io[2], io[3]]));
     for (const p of io) p.send({ reset: true });
   }
-  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   const rc = median(results.rcluster);
   const sio = median(results['socket.io']);
   console.log(`${COUNT} broadcasts of ${SIZE} B from one process of host a; deliveries/s at host b's 2 processes; median of ${RUNS} runs, Node ${process.version}`);

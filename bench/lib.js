@@ -1,10 +1,13 @@
 'use strict';
 
 // What every bench needs: start a primary in its own process, read its CPU time and memory
-// from /proc, run wrk, and stop everything it started.
+// from /proc, run wrk, and stop everything it started. For the benches across hosts: a free TCP
+// port, a redis-server of the bench's own, processes spoken to over IPC, and medians.
 
 const { spawn, execFileSync } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
+const path = require('node:path');
 
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 
@@ -97,4 +100,112 @@ function requireWrk() {
   }
 }
 
-module.exports = { cpuSeconds, rssMiB, startPrimary, stopPrimary, wrk, requireWrk };
+/** A TCP port of 127.0.0.1 that nothing listens on (just now). */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** What start() and startRedis() started: stopAll() SIGKILLs each one's process group. */
+const started = [];
+
+/** SIGKILL of the process group that `pid` leads (nothing if it is gone). */
+function killGroup(pid) {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // gone
+  }
+}
+
+function stopAll() {
+  for (const child of started) killGroup(child.pid);
+}
+
+/**
+ * Spawns `program` in a process group of its own, with an IPC channel: what it sends lands in
+ * `child.messages` (see waitForMessage). stdout is ignored, stderr inherited.
+ */
+function start(program, args, env) {
+  const child = spawn(program, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'], detached: true });
+  child.messages = [];
+  child.on('message', (m) => child.messages.push(m));
+  started.push(child);
+  return child;
+}
+
+/** Polls `child.messages` until `test` finds one; fails if the process exits first, or after `ms`. */
+async function waitForMessage(child, test, what, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const found = child.messages.find(test);
+    if (found) return found;
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what}: the process exited (${child.exitCode ?? child.signalCode})`);
+    if (Date.now() > deadline) throw new Error(`${what}: nothing within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+/**
+ * Starts a redis-server of the bench's own, with nothing saved to disk: on TCP 127.0.0.1 at a free
+ * port, or with `unixSocketDir`, on a unix socket in that folder (and no TCP). Resolves to
+ * { child, url } once it accepts connections; stopAll() ends it.
+ */
+function startRedis({ unixSocketDir } = {}) {
+  return (unixSocketDir ? Promise.resolve(null) : freePort()).then(
+    (port) =>
+      new Promise((resolve, reject) => {
+        const socket = unixSocketDir && path.join(unixSocketDir, 'redis.sock');
+        const where = socket ? ['--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', unixSocketDir] : ['--port', String(port), '--bind', '127.0.0.1'];
+        const child = spawn('redis-server', [...where, '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+        started.push(child);
+        let output = '';
+        const timer = setTimeout(() => reject(new Error(`redis-server not ready within 10 s: ${output}`)), 10_000);
+        const fail = (error) => {
+          clearTimeout(timer);
+          reject(error.code === 'ENOENT' ? new Error('redis-server is not installed (Debian/Ubuntu: apt-get install redis-server)') : error);
+        };
+        child.on('error', fail);
+        child.on('exit', (code, signal) => fail(new Error(`redis-server exited (${code ?? signal}): ${output}`)));
+        const onData = (data) => {
+          output += data;
+          if (!/ready to accept connections/i.test(output)) return;
+          clearTimeout(timer);
+          // Its log from now on is read and dropped, so that it never blocks on a full pipe.
+          child.stdout.off('data', onData);
+          child.stdout.resume();
+          resolve({ child, url: socket ? `unix://${socket}` : `redis://127.0.0.1:${port}` });
+        };
+        child.stdout.on('data', onData);
+      }),
+  );
+}
+
+/** The middle value (the upper one of an even count). */
+const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+
+/** Nearest-rank percentile of sorted values. */
+const percentile = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
+
+module.exports = {
+  cpuSeconds,
+  rssMiB,
+  startPrimary,
+  stopPrimary,
+  wrk,
+  requireWrk,
+  freePort,
+  start,
+  waitForMessage,
+  startRedis,
+  killGroup,
+  stopAll,
+  median,
+  percentile,
+};
