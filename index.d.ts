@@ -214,7 +214,8 @@ export interface Messenger {
   /** Every app worker, the sender included (with `redis`, of every host). */
   sendToApp(action: string, data?: MessageData): void;
   sendToAgent(action: string, data?: MessageData): void;
-  /** One app worker with a handler for `action`, picked at random. */
+  /** One app worker with a handler for `action`, picked at random (with `redis`: of this host if one handles
+   *  it, else of another host). */
   sendRandom(action: string, data?: MessageData): void;
   /** One process: a worker id, a pid, 'primary', or with `redis`, `{ host, id }`. */
   sendTo(target: number | 'primary' | HostTarget, action: string, data?: MessageData): void;

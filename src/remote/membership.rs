@@ -39,6 +39,10 @@ impl Membership {
         self.members.clone()
     }
 
+    pub fn is_alone(&self) -> bool {
+        self.members.is_empty()
+    }
+
     pub fn has_host(&self, host: &str) -> bool {
         self.members.iter().any(|member| member.host == host)
     }

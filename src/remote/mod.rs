@@ -212,13 +212,27 @@ impl Remote {
     }
 
     /// Queues a broadcast to every other host. Once queued it is written in order, or comes back
-    /// as `Failed`.
+    /// as `Failed`. With no other member as this host last saw them, there is nobody to write it
+    /// for: a host that joins gets what is sent once this one has seen it join (at its next
+    /// heartbeat), and counts from there, so nothing is lost to it.
     pub fn broadcast(&self, bytes: Vec<u8>) -> Result<(), RemoteError> {
         self.check_size(&bytes)?;
-        if let Some(reason) = &self.inner.shared.state().unavailable {
-            return Err(RemoteError::Unavailable(reason.clone()));
+        {
+            let state = self.inner.shared.state();
+            if let Some(reason) = &state.unavailable {
+                return Err(RemoteError::Unavailable(reason.clone()));
+            }
+            if state.membership.is_alone() {
+                return Ok(());
+            }
         }
         self.enqueue(bytes.len(), Outgoing::Broadcast(bytes))
+    }
+
+    /// Joined, with no other member as this host last saw them: a broadcast has nobody to go to.
+    pub fn alone(&self) -> bool {
+        let state = self.inner.shared.state();
+        state.unavailable.is_none() && state.membership.is_alone()
     }
 
     /// Queues a message for one host's inbox; if nobody listens there it comes back as

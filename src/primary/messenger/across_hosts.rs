@@ -124,7 +124,7 @@ impl Messenger {
         header: &Header,
         out: &Outgoing,
     ) {
-        if self.hosts.is_none()
+        if self.hosts.as_ref().is_none_or(|h| h.remote.alone())
             || header.kind != Kind::Message
             || !matches!(header.target, Target::Broadcast | Target::Apps)
         {
