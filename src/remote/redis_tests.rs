@@ -551,6 +551,10 @@ async fn a_full_queue_refuses_at_once() {
         ..config(&server.url(), "t6", "a")
     });
     a.joined().await;
+    // Not alone: a host alone writes no broadcasts.
+    let mut b = Host::start(config(&server.url(), "t6", "b"));
+    b.joined().await;
+    a.sees(&["b"]).await;
     // A hung server: what is queued stays queued (the one in flight counts too).
     server.pause();
     let big = vec![7u8; 64 * 1024];
@@ -562,4 +566,5 @@ async fn a_full_queue_refuses_at_once() {
     assert!(asked.elapsed() < Duration::from_millis(50));
     server.resume();
     a.remote.leave().await;
+    b.remote.leave().await;
 }
