@@ -3,6 +3,9 @@
 // Egg.js use (worker -> primary -> every worker).
 const cluster = require('node:cluster');
 
+/** A sender yields to its event loop every this many sends, as any real one does. */
+const YIELD_EVERY = 256;
+
 let expected = 0;
 let received = 0;
 const waiting = new Map();
@@ -43,7 +46,11 @@ process.on('message', async (message) => {
     case 'run-broadcast': {
       const { size, count, binary } = message;
       const data = binary ? Buffer.alloc(size, 97) : 'a'.repeat(size);
-      for (let i = 0; i < count; i++) process.send({ type: 'broadcast', action: 'bench', data });
+      for (let i = 0; i < count; i++) {
+        process.send({ type: 'broadcast', action: 'bench', data });
+        // A real sender yields to its event loop now and then: Node's IPC writes meanwhile.
+        if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((resolve) => setImmediate(resolve));
+      }
       return;
     }
     case 'run-map': {
