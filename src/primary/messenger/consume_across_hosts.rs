@@ -19,7 +19,7 @@ use crate::primary::requests::{RequestKey, Requester, MAX_OPEN_REQUESTS};
 use crate::primary::router::{Dest, Undeliverable};
 use crate::primary::WorkerId;
 use crate::remote::{ClaimKind, HostInfo, NOBODY_LISTENS};
-use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
+use crate::wire::frames::{self, Header, Kind, FLAG_ERROR};
 
 /// The most bytes of calls this host keeps, asked of others or waiting for their claim.
 const MAX_CALL_BYTES: usize = 64 << 20;
@@ -66,14 +66,6 @@ fn call_name(origin: &HostInfo, source_id: WorkerId, correlation: u32) -> String
         "{}/{:016x}/{source_id}/{correlation}",
         origin.host, origin.incarnation
     )
-}
-
-/// The caller a frame answering a call names: its worker, or None for its primary.
-fn requester_named(header: &Header) -> Requester {
-    match header.target {
-        Target::Primary => None,
-        _ => Some(header.target_id),
-    }
 }
 
 impl Calls {
@@ -256,7 +248,7 @@ impl Messenger {
         from: &HostInfo,
         frame: Frame,
     ) -> Result<(), Frame> {
-        let key = (requester_named(&frame.header), frame.header.correlation);
+        let key = (super::requester_of(&frame.header), frame.header.correlation);
         let Some(hosts) = &mut self.hosts else {
             return Err(frame);
         };

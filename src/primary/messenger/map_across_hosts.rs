@@ -87,14 +87,6 @@ impl Maps {
     }
 }
 
-/// The caller a frame answering a request names: its worker, or None for its primary.
-fn requester_named(header: &Header) -> Requester {
-    match header.target {
-        Target::Primary => None,
-        _ => Some(header.target_id),
-    }
-}
-
 impl Messenger {
     /// A map, when the cluster spans hosts: sent to the other members, and returned to run
     /// here, with the hosts it could not be sent to (told to the caller after its first list).
@@ -170,7 +162,7 @@ impl Messenger {
         from: &HostInfo,
         frame: Frame,
     ) -> Result<(), Frame> {
-        let key = (requester_named(&frame.header), frame.header.correlation);
+        let key = (super::requester_of(&frame.header), frame.header.correlation);
         let Some(hosts) = &mut self.hosts else {
             return Err(frame);
         };
