@@ -13,6 +13,8 @@ let messenger;
 let opened = false;
 /** Frames up to this size are joined into one write. */
 const BATCH_BYTES = 64 * 1024;
+/** What one read brings is copied into a buffer of this size, kept from one read to the next. */
+const INBOX_BYTES = 256 * 1024;
 /**
  * Payloads from this size travel in a sealed memory file (docs/messenger-frames.md): written
  * once by the sender and mapped by every receiver, where copying them through the sockets
@@ -36,9 +38,16 @@ function open(fd, owner) {
   const { ChildChannel } = require('../addon');
   const limit = queueLimit(maxMessage);
   let channel;
+  const receive = (frame) => owner._receive(frame);
+  const takeShared = (ascii) => (ascii ? channel.nextSharedLatin1() : channel.nextShared());
+  // What each read brings is copied into this one buffer (src/child/mod.rs, take_into); a batch
+  // larger than it, and the end of the channel, come as a Buffer of their own.
+  const inbox = Buffer.allocUnsafeSlow(INBOX_BYTES);
   const drain = () => {
+    const length = channel.takeInto(inbox);
+    if (length >= 0) return forEachFrame(inbox, receive, takeShared, length, true);
     const batch = channel.take();
-    forEachFrame(batch.frames, (frame) => owner._receive(frame), (ascii) => (ascii ? channel.nextSharedLatin1() : channel.nextShared()));
+    forEachFrame(batch.frames, receive, takeShared);
     // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
     if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
   };

@@ -102,6 +102,9 @@ pub struct ChildChannel {
 /// The largest scratch buffer kept between sends.
 const MAX_KEPT_SCRATCH: usize = 16 << 20;
 
+/// The largest inbox kept between reads: after a burst, a larger one goes back to the allocator.
+const MAX_KEPT_INBOX: usize = 1 << 20;
+
 /// The largest payload a cluster allows (maxMessageSize's upper bound).
 const MAX_FRAME_FROM_PRIMARY: usize = 512 << 20;
 
@@ -194,7 +197,7 @@ impl ChildChannel {
     /// Like every write here, returns the bytes queued, doubled, plus 1 if frames were read
     /// meanwhile (see `send`): one number, as this is the hot path.
     #[napi]
-    pub fn write(&self, frames: Buffer) -> Result<f64, Code> {
+    pub fn write(&self, frames: BufferSlice) -> Result<f64, Code> {
         self.send(&frames, None)
     }
 
@@ -264,7 +267,11 @@ impl ChildChannel {
     /// in a sealed memory file. Throws ERR_RCLUSTER_QUEUE_FULL, and makes no file, when the
     /// queue is full.
     #[napi]
-    pub fn write_shared_bytes(&self, frame: Buffer, payload: Buffer) -> Result<f64, Code> {
+    pub fn write_shared_bytes(
+        &self,
+        frame: BufferSlice,
+        payload: BufferSlice,
+    ) -> Result<f64, Code> {
         self.room_for_file(frame.len(), payload.len())?;
         let file = memory_file::create(&payload).map_err(|e| shared_failed(&e))?;
         self.send(&frame, Some((file, payload.len())))
@@ -275,7 +282,7 @@ impl ChildChannel {
     pub fn write_shared_string(
         &mut self,
         env: Env,
-        frame: Buffer,
+        frame: BufferSlice,
         payload: JsString,
         utf8: bool,
         len: u32,
@@ -404,6 +411,27 @@ impl ChildChannel {
             frames: std::mem::take(&mut inbox.frames).into(),
             closed: inbox.closed.clone(),
         }
+    }
+
+    /// The common case of `take`: the frames received are copied into `into`, JavaScript's own
+    /// buffer, kept from one read to the next, and their length returned. A Buffer made for each
+    /// read would be an ArrayBuffer with a finalizer, which V8's young-generation collections
+    /// sweep one by one: a process that receives often paid milliseconds a collection for them.
+    /// Returns -1, and takes nothing, when the frames do not fit or the channel has ended: then
+    /// `take` it is.
+    #[napi]
+    pub fn take_into(&self, mut into: BufferSlice) -> f64 {
+        let inbox = &mut self.reader.borrow_mut().inbox;
+        let len = inbox.frames.len();
+        if inbox.closed.is_some() || len > into.len() {
+            return -1.0;
+        }
+        into[..len].copy_from_slice(&inbox.frames);
+        inbox.frames.clear();
+        if inbox.frames.capacity() > MAX_KEPT_INBOX {
+            inbox.frames = Vec::new();
+        }
+        len as f64
     }
 
     /// Whether the channel keeps the event loop alive (while the child has handlers).
