@@ -13,6 +13,8 @@ const { rclusterError } = require('../errors');
 const PREFIX_LEN = 4;
 const HEADER_LEN = 22;
 const VERSION = 1;
+/** A payload of bytes (a Buffer), not JSON. */
+const FLAG_BINARY = 1;
 /** A string payload (not JSON). */
 const FLAG_STRING = 8;
 /** A string payload that is all ASCII: its bytes are the same in UTF-8 and Latin-1. */
@@ -78,16 +80,17 @@ function actionAt(batch, start, len) {
 }
 
 /**
- * Calls `onFrame(frame)` with a ReceivedFrame for each frame of the batch. `takeShared(ascii)`
- * gives the payload of each FLAG_SHARED frame, in order: a Buffer over the mapped memory file, or
- * for an ASCII string, a string over it.
+ * Calls `onFrame(frame)` with a ReceivedFrame for each frame of the first `length` bytes of the
+ * batch. `takeShared(ascii)` gives the payload of each FLAG_SHARED frame, in order: a Buffer over
+ * the mapped memory file, or for an ASCII string, a string over it. A batch that is `reused` for
+ * the next read lends no Buffer payload a view of itself: each gets a copy of its bytes.
  */
-function forEachFrame(batch, onFrame, takeShared) {
+function forEachFrame(batch, onFrame, takeShared, length = batch.length, reused = false) {
   let at = 0;
-  while (at + PREFIX_LEN + HEADER_LEN <= batch.length) {
-    const end = at + PREFIX_LEN + batch.readUInt32LE(at);
+  while (at + PREFIX_LEN + HEADER_LEN <= length) {
+    const end = at + PREFIX_LEN + getUInt32(batch, at);
     const h = at + PREFIX_LEN;
-    const actionLen = batch.readUInt16LE(h + 20);
+    const actionLen = batch[h + 20] | (batch[h + 21] << 8);
     const flags = batch[h + 3];
     let [bytes, start, stop] = [batch, h + HEADER_LEN + actionLen, end];
     let host;
@@ -99,15 +102,19 @@ function forEachFrame(batch, onFrame, takeShared) {
     if (flags & FLAG_SHARED) {
       bytes = takeShared((flags & (FLAG_STRING | FLAG_ASCII)) === (FLAG_STRING | FLAG_ASCII));
       [start, stop] = [0, bytes.length];
+    } else if (reused && flags & FLAG_BINARY) {
+      bytes = Buffer.allocUnsafe(stop - start);
+      batch.copy(bytes, 0, start, stop);
+      [start, stop] = [0, bytes.length];
     }
     onFrame(
       new ReceivedFrame(
         batch[h + 1],
         batch[h + 2],
         flags,
-        batch.readUInt32LE(h + 8),
-        batch.readUInt32LE(h + 12),
-        batch.readUInt32LE(h + 16),
+        getUInt32(batch, h + 8),
+        getUInt32(batch, h + 12),
+        getUInt32(batch, h + 16),
         actionAt(batch, h + HEADER_LEN, actionLen),
         bytes,
         start,
@@ -127,13 +134,33 @@ function asciiFlag(payload, payloadLen) {
   return typeof payload === 'string' && payloadLen === payload.length ? FLAG_ASCII : 0;
 }
 
+// The UTF-8 bytes of the actions sent, kept: a process sends few distinct actions, many times
+// each, and copying a handful of known bytes costs much less than encoding the string again.
+const MAX_KEPT_ACTIONS = 1024;
+const actionsSent = new Map();
+let lastAction = '';
+let lastActionBytes = Buffer.alloc(0);
+
+/** An action name's UTF-8 bytes; ERR_RCLUSTER_INVALID_OPTION if it is too long. */
+function actionBytes(action) {
+  if (action === lastAction) return lastActionBytes;
+  let bytes = actionsSent.get(action);
+  if (bytes === undefined) {
+    bytes = Buffer.from(action, 'utf8');
+    if (bytes.length > MAX_ACTION_LEN) {
+      throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
+    }
+    if (actionsSent.size >= MAX_KEPT_ACTIONS) actionsSent.clear();
+    actionsSent.set(action, bytes);
+  }
+  lastAction = action;
+  lastActionBytes = bytes;
+  return bytes;
+}
+
 /** An action name's length in UTF-8 bytes; ERR_RCLUSTER_INVALID_OPTION if it is too long. */
 function actionLength(action) {
-  const len = Buffer.byteLength(action);
-  if (len > MAX_ACTION_LEN) {
-    throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
-  }
-  return len;
+  return actionBytes(action).length;
 }
 
 /** The bytes a frame takes on the wire: a FLAG_SHARED frame carries only its payload's length. */
@@ -147,27 +174,43 @@ function frameLength(actionLen, payloadLen, flags = 0) {
  * when `flags` says it is ASCII, else as UTF-8 (`payloadLen` is its byte length either way).
  */
 function writeFrame(out, at, kind, target, targetId, correlation, action, actionLen, flags, payload, payloadLen) {
-  out.writeUInt32LE(frameLength(actionLen, payloadLen, flags) - PREFIX_LEN, at);
+  // Bytes set one by one: Buffer's writeUInt32LE checks its arguments, and costs more than the
+  // rest of a small frame's header. The caller made `out` large enough.
+  setUInt32(out, at, frameLength(actionLen, payloadLen, flags) - PREFIX_LEN);
   out[at + 4] = VERSION;
   out[at + 5] = kind;
   out[at + 6] = target;
   out[at + 7] = flags;
-  out.writeUInt32LE(targetId, at + 8);
+  setUInt32(out, at + 8, targetId);
   // Source id and pid: the primary stamps them.
-  out.writeUInt32LE(0, at + 12);
-  out.writeUInt32LE(0, at + 16);
-  out.writeUInt32LE(correlation, at + 20);
-  out.writeUInt16LE(actionLen, at + 24);
+  setUInt32(out, at + 12, 0);
+  setUInt32(out, at + 16, 0);
+  setUInt32(out, at + 20, correlation);
+  out[at + 24] = actionLen & 0xff;
+  out[at + 25] = actionLen >>> 8;
   const actionAtOut = at + PREFIX_LEN + HEADER_LEN;
-  if (actionLen > 0) out.write(action, actionAtOut, actionLen, 'utf8');
+  const actionUtf8 = actionBytes(action);
+  for (let i = 0; i < actionLen; i++) out[actionAtOut + i] = actionUtf8[i];
   const payloadAt = actionAtOut + actionLen;
   if (flags & FLAG_SHARED) {
-    out.writeUInt32LE(payloadLen, payloadAt);
+    setUInt32(out, payloadAt, payloadLen);
     return payloadAt + SHARED_LEN_BYTES;
   }
-  if (typeof payload === 'string') out.write(payload, payloadAt, payloadLen, flags & FLAG_ASCII ? 'latin1' : 'utf8');
-  else payload.copy(out, payloadAt);
+  if (typeof payload !== 'string') payload.copy(out, payloadAt);
+  else if (flags & FLAG_ASCII) out.latin1Write(payload, payloadAt, payloadLen);
+  else out.utf8Write(payload, payloadAt, payloadLen);
   return payloadAt + payloadLen;
 }
 
-module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_ASCII, FLAG_SHARED, FLAG_HOST, MAX_ACTION_LEN };
+function setUInt32(out, at, value) {
+  out[at] = value;
+  out[at + 1] = value >>> 8;
+  out[at + 2] = value >>> 16;
+  out[at + 3] = value >>> 24;
+}
+
+function getUInt32(batch, at) {
+  return (batch[at] | (batch[at + 1] << 8) | (batch[at + 2] << 16)) + batch[at + 3] * 0x1000000;
+}
+
+module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_BINARY, FLAG_ASCII, FLAG_SHARED, FLAG_HOST, MAX_ACTION_LEN };
