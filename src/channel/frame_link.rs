@@ -285,6 +285,22 @@ impl Task {
             && self.unrouted.files.load(Ordering::Acquire) <= READ_AHEAD_FILES
     }
 
+    /// A frame routed to the child: queued to be written, or dropped if it never will be.
+    fn take(
+        &self,
+        out: Outgoing,
+        writable: bool,
+        pending: &mut VecDeque<Outgoing>,
+        in_heap: &mut usize,
+    ) {
+        if writable {
+            *in_heap += heap_cost(&out);
+            pending.push_back(out);
+        } else {
+            self.discard(&out);
+        }
+    }
+
     /// Drops a frame that will never be written: the child's end is broken.
     fn discard(&self, out: &Outgoing) {
         self.queued.fetch_sub(cost(out), Ordering::AcqRel);
@@ -310,6 +326,15 @@ impl Task {
         // was last empty.
         let (mut in_heap, mut peak) = (0usize, 0usize);
         loop {
+            // Frames routed in one go (a map's list of workers and its request, say) are all
+            // taken before the next write, so that they leave together: one wake-up of the child.
+            while outbox_open {
+                match outbox.try_recv() {
+                    Ok(out) => self.take(out, writable, &mut pending, &mut in_heap),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => outbox_open = false,
+                }
+            }
             if current.is_none() {
                 current = next_write(&mut pending, &self.queued, &mut in_heap);
                 if current.as_ref().is_some_and(|out| out.shared.is_some()) {
@@ -394,11 +419,7 @@ impl Task {
                     }
                 },
                 next = outbox.recv(), if outbox_open => match next {
-                    Some(out) if writable => {
-                        in_heap += heap_cost(&out);
-                        pending.push_back(out);
-                    }
-                    Some(out) => self.discard(&out),
+                    Some(out) => self.take(out, writable, &mut pending, &mut in_heap),
                     None => outbox_open = false,
                 },
             }

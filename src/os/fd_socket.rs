@@ -2,6 +2,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
@@ -43,7 +44,13 @@ pub fn watch<T: AsRawFd>(inner: T, interest: Interest) -> io::Result<AsyncFd<T>>
 }
 
 pub struct FdSocket {
+    /// Watched for reading only: see `room`.
     inner: AsyncFd<OwnedFd>,
+    /// The same socket (a duplicate descriptor) watched for room to write, only while a write
+    /// waits for it. A socket always watched for writing would wake the primary's thread each
+    /// time its peer reads: the kernel signals room to write on every read, which on a channel
+    /// of small messages is as many wake-ups as there are messages.
+    room: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
 }
 
 /// What one read brought: bytes (0 means end of stream) and any descriptors that came with them.
@@ -58,15 +65,34 @@ impl FdSocket {
     pub fn new(fd: OwnedFd) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
         Ok(FdSocket {
-            inner: watch(fd, Interest::READABLE | Interest::WRITABLE)?,
+            inner: watch(fd, Interest::READABLE)?,
+            room: Mutex::new(None),
         })
     }
 
     /// Waits for data and reads it.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
-        self.inner
-            .async_io(Interest::READABLE, |fd| recv_with_fds(fd.as_raw_fd(), buf))
-            .await
+        loop {
+            let mut ready = self.inner.readable().await?;
+            match ready.try_io(|fd| recv_with_fds(fd.as_raw_fd(), buf)) {
+                Ok(Ok(read)) => {
+                    // A read that did not fill `buf` took all there was: the next one would
+                    // only find the socket empty. (Data that comes meanwhile is signalled anew.)
+                    // Not so for a read that brought descriptors: the kernel ends a read after
+                    // the bytes that carried them, whatever follows.
+                    if read.len > 0
+                        && read.len < buf.len()
+                        && read.fds.is_empty()
+                        && !read.fds_truncated
+                    {
+                        ready.clear_ready();
+                    }
+                    return Ok(read);
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
+        }
     }
 
     /// Reads what is there now; `WouldBlock` when nothing is.
@@ -74,13 +100,43 @@ impl FdSocket {
         recv_with_fds(self.inner.as_raw_fd(), buf)
     }
 
-    /// Waits until the socket takes bytes, then writes some of `data`; `fd` rides on this write.
+    /// Writes some of `data`, waiting until the socket takes bytes; `fd` rides on this write.
     pub async fn send(&self, data: &[u8], fd: Option<BorrowedFd<'_>>) -> io::Result<usize> {
-        self.inner
-            .async_io(Interest::WRITABLE, |sock| {
-                send_with_fd(sock.as_raw_fd(), data, fd.map(|f| f.as_raw_fd()))
-            })
-            .await
+        let (sock, fd) = (self.inner.as_raw_fd(), fd.map(|f| f.as_raw_fd()));
+        let mut waited = false;
+        loop {
+            match send_with_fd(sock, data, fd) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                done => {
+                    // The socket takes bytes without waiting again: stop watching for room.
+                    if !waited {
+                        self.lock_room().take();
+                    }
+                    return done;
+                }
+            }
+            let room = self.room_watch()?;
+            // Cleared before the next try, which alone says whether there is room now: room made
+            // after it is signalled anew.
+            room.writable().await?.clear_ready();
+            waited = true;
+        }
+    }
+
+    /// The watch for room to write, registered the first time a write has to wait.
+    fn room_watch(&self) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
+        let mut room = self.lock_room();
+        if let Some(watch) = room.as_ref() {
+            return Ok(watch.clone());
+        }
+        let fd = self.inner.get_ref().try_clone()?;
+        Ok(room
+            .insert(Arc::new(watch(fd, Interest::WRITABLE)?))
+            .clone())
+    }
+
+    fn lock_room(&self) -> std::sync::MutexGuard<'_, Option<Arc<AsyncFd<OwnedFd>>>> {
+        self.room.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ends both directions: the peer reads end-of-stream, our pending reads return 0.
@@ -178,6 +234,7 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::time::Duration;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -228,6 +285,67 @@ mod tests {
             let n = nix::unistd::read(r, &mut buf);
             assert_eq!(n, Ok(0), "a received descriptor is still open");
         }
+    }
+
+    #[test]
+    fn what_follows_a_descriptor_is_read_too() {
+        // The kernel ends a read after the bytes that carried descriptors: the short read is
+        // not the socket's end, and what follows must still wake the reader.
+        runtime().block_on(async {
+            let (a, b) = stream_pair().unwrap();
+            let (a, b) = (FdSocket::new(a).unwrap(), FdSocket::new(b).unwrap());
+            let (passed, _keep) = stream_pair().unwrap();
+            a.send(b"one", Some(passed.as_fd())).await.unwrap();
+            a.send(b"two", Some(passed.as_fd())).await.unwrap();
+            a.send(b"three", None).await.unwrap();
+            let mut buf = [0u8; 64];
+            let mut got = Vec::new();
+            while got.len() < 11 {
+                let read = tokio::time::timeout(Duration::from_secs(5), b.recv(&mut buf))
+                    .await
+                    .expect("what was sent is read")
+                    .unwrap();
+                got.extend_from_slice(&buf[..read.len]);
+            }
+            assert_eq!(got, b"onetwothree");
+        });
+    }
+
+    #[test]
+    fn a_full_socket_takes_bytes_again_once_its_peer_reads() {
+        runtime().block_on(async {
+            let (a, b) = stream_pair().unwrap();
+            let (a, b) = (FdSocket::new(a).unwrap(), FdSocket::new(b).unwrap());
+            let chunk = vec![7u8; 64 * 1024];
+            // Fill the socket until a write has to wait.
+            let mut filled = 0;
+            loop {
+                let write = a.send(&chunk, None);
+                match tokio::time::timeout(Duration::from_millis(50), write).await {
+                    Ok(n) => filled += n.unwrap(),
+                    Err(_) => break,
+                }
+            }
+            let reader = async {
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0;
+                while total < filled + (2 << 20) {
+                    total += b.recv(&mut buf).await.unwrap().len;
+                }
+            };
+            let writer = async {
+                let mut sent = 0;
+                while sent < 2 << 20 {
+                    let left = (2 << 20) - sent;
+                    sent += a.send(&chunk[..left.min(chunk.len())], None).await.unwrap();
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), async {
+                tokio::join!(reader, writer);
+            })
+            .await
+            .expect("the writer waited for room and got it");
+        });
     }
 
     #[test]

@@ -125,6 +125,12 @@ fn requester_of(header: &Header) -> Option<WorkerId> {
     }
 }
 
+/// The primary's pid, which its own frames carry: read once (every call is a system call).
+fn own_pid() -> u32 {
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// The worker a destination names, if it is one.
 fn worker_of(dest: Dest) -> Option<WorkerId> {
     match dest {
@@ -257,7 +263,7 @@ impl Messenger {
                 self.on_hello(cx, id);
                 frame.set_source(id, pid, kind == WorkerKind::Agent);
             }
-            None => frame.set_source(0, std::process::id(), false),
+            None => frame.set_source(0, own_pid(), false),
         }
         // Counted once: one held at startup is counted when it is released and routed.
         let held = cx.starting && frame.header.target != Target::Primary;
