@@ -5,14 +5,14 @@
 // them on their header. This module only shapes data into payloads and payloads into calls.
 
 const { rclusterError } = require('../errors');
+const { MapAnswers } = require('./map-answers');
 
 const KIND = { message: 1, request: 2, reply: 3, subscribe: 4, unsubscribe: 5, undeliverable: 6, received: 7, expect: 8 };
 const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one: 5, anyApp: 6, pid: 7 };
-const FLAG_BINARY = 1;
 const FLAG_ERROR = 2;
 const FLAG_FROM_AGENT = 4;
 const FLAG_STRING = 8;
-const { FLAG_ASCII, FLAG_HOST } = require('./frames');
+const { FLAG_BINARY, FLAG_ASCII, FLAG_HOST } = require('./frames');
 /** ms a consume or map waits for its answers unless told otherwise. */
 const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
@@ -237,45 +237,19 @@ class Messenger {
     return this._mapRequest(action, data, options, true);
   }
 
-  /**
-   * The primary first lists whom to wait for: `[[id, pid], ...]`, or across hosts (option `redis`)
-   * `{ host, workers, hosts }`, this host's workers and the other hosts, each of which then lists
-   * its own (a frame naming it) or fails as a whole (FLAG_ERROR). Across hosts, entries gain `host`
-   * and are ordered by host then id; a host that failed before it listed its workers is one entry
-   * `{ host, id: 0, pid: 0, status: 'rejected' }`, so the array is never silently shorter.
-   */
+  /** map and mapSettled: the answers are gathered by a MapAnswers (lib/messenger/map-answers.js). */
   _mapRequest(action, data, options, settled) {
-    let expected = null;
-    let me;
-    const waitingFor = new Set();
-    const failedHosts = new Map();
-    const answers = new Map();
-    const keyOf = (host, id) => `${host}\0${id}`;
-    const done = () =>
-      expected !== null &&
-      waitingFor.size === 0 &&
-      expected.every((w) => answers.has(keyOf(w.host, w.id)) || failedHosts.has(w.host));
+    const answers = new MapAnswers(action);
     const finish = (settle) => {
-      const listed = new Set(expected.map((w) => w.host));
-      const missing = [...waitingFor].map((host) => ({ host, id: 0, pid: 0, reason: rclusterError('ERR_RCLUSTER_TIMEOUT', `host '${host}' did not list its workers for '${action}' in time`, { host }) }));
-      const unlisted = [...failedHosts].filter(([host]) => !listed.has(host)).map(([host, reason]) => ({ host, id: 0, pid: 0, reason }));
-      const entries = expected
-        .map((w) => {
-          const answer = answers.get(keyOf(w.host, w.id));
-          const where = me === undefined ? { id: w.id, pid: w.pid } : { host: w.host, id: w.id, pid: w.pid };
-          if (answer) return { ...where, ...answer };
-          const reason =
-            failedHosts.get(w.host) ?? rclusterError('ERR_RCLUSTER_TIMEOUT', `worker ${w.id} did not answer '${action}' in time`, { workerId: w.id });
-          return { ...where, status: 'rejected', reason };
-        })
-        .concat([...unlisted, ...missing].map(({ reason, ...where }) => ({ ...where, status: 'rejected', reason })))
-        .sort((a, b) => (a.host === b.host ? a.id - b.id : a.host < b.host ? -1 : 1));
+      const entries = answers.entries();
       if (settled) return settle(null, entries);
       const failed = entries.find((e) => e.status === 'rejected');
       if (failed) return settle(failed.reason);
-      return settle(null, entries.map((e) => e.value));
+      const values = new Array(entries.length);
+      for (let i = 0; i < entries.length; i++) values[i] = entries[i].value;
+      return settle(null, values);
     };
-    const onTimeout = settled ? (settle) => (expected ? finish(settle) : settle(null, [])) : null;
+    const onTimeout = settled ? (settle) => (answers.expected ? finish(settle) : settle(null, [])) : null;
     return this._request(
       TARGET.apps,
       action,
@@ -284,28 +258,18 @@ class Messenger {
       (frame, settle) => {
         if (frame.kind === KIND.expect) {
           const list = frame.flags & FLAG_ERROR ? null : JSON.parse(frame.text('utf8'));
-          if (frame.host === undefined && Array.isArray(list)) {
-            expected = list.map(([id, pid]) => ({ host: undefined, id, pid }));
-          } else if (frame.host === undefined && list) {
-            me = list.host;
-            expected = list.workers.map(([id, pid]) => ({ host: me, id, pid }));
-            for (const host of list.hosts) waitingFor.add(host);
-          } else if (expected && waitingFor.delete(frame.host)) {
-            if (list) for (const [id, pid] of list) expected.push({ host: frame.host, id, pid });
-            else failedHosts.set(frame.host, errorFrom(frame, { host: frame.host }));
-          } else if (expected && !list) {
-            // A host that listed its workers died before they all answered.
-            failedHosts.set(frame.host, errorFrom(frame, { host: frame.host }));
-          }
-        } else {
-          const host = frame.host ?? me;
+          answers.onList(frame.host, list, () => errorFrom(frame, { host: frame.host }));
+        } else if (frame.flags & FLAG_ERROR) {
+          const host = frame.host ?? answers.me;
           const props = host === undefined ? { workerId: frame.sourceId } : { workerId: frame.sourceId, host };
-          const answer = frame.flags & FLAG_ERROR ? { status: 'rejected', reason: errorFrom(frame, props) } : { status: 'fulfilled', value: decodePayload(frame) };
-          answers.set(keyOf(host, frame.sourceId), answer);
+          answers.onAnswer(frame.host, frame.sourceId, { status: 'rejected', reason: errorFrom(frame, props) });
+        } else {
+          answers.onAnswer(frame.host, frame.sourceId, { status: 'fulfilled', value: decodePayload(frame) });
         }
         // A host that failed fails a map at once: waiting for the others changes nothing.
-        if (!settled && failedHosts.size > 0) settle(failedHosts.values().next().value);
-        else if (done()) finish(settle);
+        const failure = settled ? undefined : answers.failure();
+        if (failure !== undefined) settle(failure);
+        else if (answers.done()) finish(settle);
       },
       onTimeout,
     );
