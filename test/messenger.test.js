@@ -132,6 +132,10 @@ test('map and mapSettled: a throwing handler, a missing handler, a timeout, a dy
   assert.deepStrictEqual(settled.map((e) => [e.id, e.status]), [[1, 'rejected'], [2, 'fulfilled']]);
   assert.strictEqual(settled[0].reason.message, 'worker 1 fails');
   assert.strictEqual(settled[1].value, 'ok');
+  const later = await cluster.messenger.mapSettled('reject-in-1');
+  assert.deepStrictEqual(later.map((e) => [e.id, e.status, e.value ?? e.reason.code]), [[1, 'rejected', 'E_LATER'], [2, 'fulfilled', 'later']]);
+  const thenless = await cluster.messenger.mapSettled('bad-thenable');
+  assert.deepStrictEqual(thenless.map((e) => [e.status, e.reason.message]), [['rejected', 'no then here'], ['rejected', 'no then here']]);
   await assert.rejects(cluster.messenger.map('nobody-handles-this'), { code: 'ERR_RCLUSTER_NO_HANDLER' });
   const timedOut = await cluster.messenger.mapSettled('hang', null, { timeout: 150 });
   assert.deepStrictEqual(timedOut.map((e) => e.reason.code), ['ERR_RCLUSTER_TIMEOUT', 'ERR_RCLUSTER_TIMEOUT']);

@@ -49,7 +49,7 @@ function open(fd, owner) {
     const batch = channel.take();
     forEachFrame(batch.frames, receive, takeShared);
     // The channel ended (the primary is gone): nothing more will come, so nothing to wait for.
-    if (batch.closed !== undefined && batch.closed !== null) channel.setRef(false);
+    if (batch.closed !== undefined && batch.closed !== null) hold(false);
   };
   // messenger.drained(): promises settled once the channel's write queue is empty.
   let drainedWaiters = [];
@@ -67,6 +67,14 @@ function open(fd, owner) {
     for (const { resolve, reject } of waiters) (empty === true ? resolve() : reject(empty));
   };
   channel = new ChildChannel(fd, drain, onDrained, limit);
+  // Whether the channel keeps the event loop alive: asked on every request and answer, changed
+  // seldom, so the native call is made only on a change.
+  let held = false;
+  const hold = (yes) => {
+    if (yes === held) return;
+    held = yes;
+    channel.setRef(yes);
+  };
   // A write also reads what has come meanwhile (src/child/mod.rs); when it did, the event loop
   // will not call drain for it, so it is called on the loop's next turn. It also says how many
   // bytes wait for the channel's writer: kept here, so that a send checks the bound without a
@@ -174,10 +182,10 @@ function open(fd, owner) {
       });
     },
     // Like Node's own channel: handlers keep the process alive, until the primary lets it go.
-    hold: (yes) => channel.setRef(yes && process.connected !== false),
+    hold: (yes) => hold(yes && process.connected !== false),
   };
   // Disconnected (stop, reload, scale down): the messenger must not keep the worker from exiting.
-  process.once('disconnect', () => channel.setRef(false));
+  process.once('disconnect', () => hold(false));
   // Join the cluster's messenger now: until a child says hello, the primary sends it nothing.
   transport.handler('', true);
   return transport;

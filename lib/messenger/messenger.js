@@ -41,6 +41,19 @@ function decodePayload(frame) {
   return text.length === 0 ? undefined : JSON.parse(text);
 }
 
+// The last list of workers a map was told to wait for: the same, map after map, while the
+// cluster does not change, so it is parsed once. (MapAnswers only reads it.)
+let lastListText = '';
+let lastList = null;
+
+function workerList(text) {
+  if (text !== lastListText) {
+    lastList = JSON.parse(text);
+    lastListText = text;
+  }
+  return lastList;
+}
+
 function checkAction(action) {
   if (typeof action !== 'string' || action.length === 0) {
     const error = new TypeError(`messenger: the action must be a non-empty string, got ${typeof action === 'string' ? "''" : typeof action}`);
@@ -257,7 +270,7 @@ class Messenger {
       options,
       (frame, settle) => {
         if (frame.kind === KIND.expect) {
-          const list = frame.flags & FLAG_ERROR ? null : JSON.parse(frame.text('utf8'));
+          const list = frame.flags & FLAG_ERROR ? null : workerList(frame.text('utf8'));
           answers.onList(frame.host, list, () => errorFrom(frame, { host: frame.host }));
         } else if (frame.flags & FLAG_ERROR) {
           const host = frame.host ?? answers.me;
@@ -369,8 +382,27 @@ class Messenger {
       reply(error);
       return;
     }
-    new Promise((resolve) => resolve(entry.handler(data, { from: fromOf(frame, this._host) }))).then(
-      (value) => reply(null, value),
+    let value;
+    try {
+      value = entry.handler(data, { from: fromOf(frame, this._host) });
+    } catch (error) {
+      reply(error);
+      return;
+    }
+    // A handler that returns a value is answered at once; a promise (any thenable), once it settles.
+    let thenable;
+    try {
+      thenable = value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
+    } catch (error) {
+      reply(error);
+      return;
+    }
+    if (!thenable) {
+      reply(null, value);
+      return;
+    }
+    Promise.resolve(value).then(
+      (settledValue) => reply(null, settledValue),
       (error) => reply(error),
     );
   }
