@@ -2,6 +2,7 @@
 // A worker of the messenger bench under rcluster: sends and counts what the primary asks for.
 const rcluster = require('..');
 const { messenger } = rcluster;
+const { runMaps } = require('./map-runs');
 
 let expected = 0;
 let received = 0;
@@ -30,15 +31,7 @@ messenger.on('run-broadcast', async ({ size, count, binary }) => {
     }
   }
 });
-messenger.on('run-map', async ({ count }) => {
-  const latencies = [];
-  // Round trips before the measured ones, not counted: JIT warm-up (as for every contender).
-  for (let i = 0; i < count / 10; i++) await messenger.map('ping');
-  for (let i = 0; i < count; i++) {
-    const start = process.hrtime.bigint();
-    await messenger.map('ping');
-    latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
-  }
-  messenger.sendTo('primary', 'latencies', latencies);
+messenger.on('run-map', async (scenario) => {
+  messenger.sendTo('primary', 'map-results', await runMaps(scenario, () => messenger.map('ping')));
 });
 rcluster.ready();

@@ -2,9 +2,12 @@
 // A worker of the messenger bench under Node's cluster: the process.send relay that ThinkJS and
 // Egg.js use (worker -> primary -> every worker).
 const cluster = require('node:cluster');
+const { runMaps } = require('./map-runs');
 
 /** A sender yields to its event loop every this many sends, as any real one does. */
 const YIELD_EVERY = 256;
+/** A map waits for an answer from each. */
+const WORKERS = Number(process.env.BENCH_WORKERS);
 
 let expected = 0;
 let received = 0;
@@ -37,7 +40,7 @@ process.on('message', async (message) => {
     case 'map-reply': {
       const entry = waiting.get(message.id);
       entry.replies.push(message.value);
-      if (entry.replies.length === 2) {
+      if (entry.replies.length === WORKERS) {
         waiting.delete(message.id);
         entry.resolve(entry.replies);
       }
@@ -54,15 +57,8 @@ process.on('message', async (message) => {
       return;
     }
     case 'run-map': {
-      const latencies = [];
-      // Round trips before the measured ones, not counted: JIT warm-up (as for every contender).
-      for (let i = 0; i < message.count / 10; i++) await map('ping');
-      for (let i = 0; i < message.count; i++) {
-        const start = process.hrtime.bigint();
-        await map('ping');
-        latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
-      }
-      process.send({ type: 'latencies', latencies });
+      const results = await runMaps(message, () => map('ping'));
+      process.send({ type: 'map-results', ...results });
       return;
     }
     default:

@@ -2,6 +2,7 @@
 // A worker of the messenger bench using think-cluster's messenger (ThinkJS), over Node's cluster.
 const cluster = require('node:cluster');
 const { messenger } = require('think-cluster');
+const { runMaps } = require('./map-runs');
 
 let expected = 0;
 let received = 0;
@@ -25,15 +26,8 @@ process.on('message', async (message) => {
       return;
     }
     case 'run-map': {
-      const latencies = [];
-      // Round trips before the measured ones, not counted: JIT warm-up (as for every contender).
-      for (let i = 0; i < message.count / 10; i++) await messenger.map('ping');
-      for (let i = 0; i < message.count; i++) {
-        const start = process.hrtime.bigint();
-        await messenger.map('ping');
-        latencies.push(Number(process.hrtime.bigint() - start) / 1e6);
-      }
-      process.send({ type: 'latencies', latencies });
+      const results = await runMaps(message, () => messenger.map('ping'));
+      process.send({ type: 'map-results', ...results });
       return;
     }
     default:

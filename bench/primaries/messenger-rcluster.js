@@ -3,12 +3,12 @@
 const path = require('node:path');
 const rcluster = require('../..');
 
-const scenarios = JSON.parse(process.argv[2]);
+const { workers, scenarios } = JSON.parse(process.argv[2]);
 // A burst of hundreds of MiB is sent faster than the receivers read it: the largest
 // maxMessageSize makes the per-receiver bound 1 GiB, as unbounded as the relay's buffers.
 const cluster = rcluster.start({
   exec: path.join(__dirname, '..', 'messenger-worker.js'),
-  workers: 2,
+  workers,
   readiness: 'message',
   maxMessageSize: 512 * 1024 * 1024,
 });
@@ -27,23 +27,29 @@ function waitFor(action, count) {
   });
 }
 
+/** One sender broadcasts `s.count` messages; resolves with the seconds until every worker had them all. */
+async function broadcast(sender, s) {
+  await cluster.messenger.map('expect', s.count);
+  const done = waitFor('done', workers);
+  const start = process.hrtime.bigint();
+  cluster.messenger.sendTo(sender.id, 'run-broadcast', s);
+  await done;
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
 async function main() {
   await cluster.ready;
   const [sender] = Object.values(cluster.workers);
   const results = [];
   for (const s of scenarios) {
     if (s.kind === 'broadcast') {
-      await cluster.messenger.map('expect', s.count);
-      const done = waitFor('done', 2);
-      const start = process.hrtime.bigint();
-      cluster.messenger.sendTo(sender.id, 'run-broadcast', s);
-      await done;
-      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      results.push({ ...s, deliveriesPerSecond: (2 * s.count) / seconds });
+      await broadcast(sender, { ...s, count: Math.ceil(s.count / 10) });
+      const seconds = await broadcast(sender, s);
+      results.push({ ...s, deliveriesPerSecond: (workers * s.count) / seconds });
     } else {
-      const latencies = waitFor('latencies', 1);
+      const reported = waitFor('map-results', 1);
       cluster.messenger.sendTo(sender.id, 'run-map', s);
-      results.push({ ...s, latencies: (await latencies)[0] });
+      results.push({ ...s, ...(await reported)[0] });
     }
   }
   process.stdout.write(`${JSON.stringify(results)}\n`);
