@@ -2,7 +2,8 @@
 //! protocol, routes the messenger.
 //!
 //! Its layers, each using only those below it:
-//! - the loop: `supervisor` (one task, one queue: handle, settle, flush);
+//! - the loop: `supervisor` (one task, one queue: handle, settle, flush), and `linger`, which
+//!   keeps its I/O thread awake while frames come close together;
 //! - the supervised cluster's policy: `supervision`, using `readiness`, `reload`, `scale`,
 //!   `watchdog`, `restart`, `slots`, `housekeeping`, `orphans`, `reports`;
 //! - what both primaries share: `cluster` (the loop's state), `worker_protocol` (Node's
@@ -28,6 +29,7 @@ mod housekeeping;
 pub mod inherited;
 pub mod inputs;
 pub mod launcher;
+mod linger;
 pub mod listeners;
 mod messenger;
 pub mod options;

@@ -23,6 +23,7 @@ use super::events::{Event, EventQueue};
 use super::inherited;
 use super::inputs::{Command, Input, InputSender, NewChild, ReloadRequest};
 use super::launcher::{Done, Launcher, ProcessLauncher};
+use super::linger;
 use super::listeners::{Distribution, Listeners, Retention};
 use super::messenger::Messenger;
 use super::options::{AgentScope, ClusterOptions, Schedule};
@@ -99,6 +100,7 @@ pub fn start_with(
     launcher: Box<dyn Launcher>,
 ) -> InputSender {
     let (tx, rx) = mpsc::unbounded_channel();
+    linger::start();
     let accept_tx = tx.clone();
     let (distribution, retention) = match &plan {
         Plan::Supervised(o) => (
@@ -303,6 +305,7 @@ impl Supervisor {
             Input::Command(c) => self.on_command(c),
             Input::Channel(id, e) => self.on_channel(id, e),
             Input::Frames(id, e) => {
+                linger::frames_arrived();
                 let starting = self.is_starting();
                 let (messenger, mut cx) = self.cluster.messenger_cx(starting);
                 messenger.on_frames(&mut cx, id, e);
