@@ -46,12 +46,18 @@ pub fn watch<T: AsRawFd>(inner: T, interest: Interest) -> io::Result<AsyncFd<T>>
 pub struct FdSocket {
     /// Watched for reading only: see `room`.
     inner: AsyncFd<OwnedFd>,
-    /// The same socket (a duplicate descriptor) watched for room to write, only while a write
-    /// waits for it. A socket always watched for writing would wake the primary's thread each
-    /// time its peer reads: the kernel signals room to write on every read, which on a channel
-    /// of small messages is as many wake-ups as there are messages.
-    room: Mutex<Option<Arc<AsyncFd<OwnedFd>>>>,
+    /// The same socket (a duplicate descriptor, made with the socket so that waiting for room
+    /// never needs a new descriptor), watched for room to write only while a write waits for
+    /// it. A socket always watched for writing would wake the primary's thread each time its
+    /// peer reads: the kernel signals room to write on every read, which on a channel of small
+    /// messages is as many wake-ups as there are messages.
+    writer: Arc<OwnedFd>,
+    room: Mutex<Option<Arc<AsyncFd<Arc<OwnedFd>>>>>,
 }
+
+/// How long a write waits before it tries again when the socket cannot be watched for room
+/// (the reactor refused it: out of memory).
+const ROOM_UNWATCHED_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What one read brought: bytes (0 means end of stream) and any descriptors that came with them.
 pub struct Received {
@@ -64,8 +70,10 @@ impl FdSocket {
     /// Wraps an already non-blocking stream socket. Must be called inside a tokio runtime.
     pub fn new(fd: OwnedFd) -> io::Result<Self> {
         set_nonblocking(fd.as_fd())?;
+        let writer = Arc::new(fd.try_clone()?);
         Ok(FdSocket {
             inner: watch(fd, Interest::READABLE)?,
+            writer,
             room: Mutex::new(None),
         })
     }
@@ -115,27 +123,27 @@ impl FdSocket {
                     return done;
                 }
             }
-            let room = self.room_watch()?;
-            // Cleared before the next try, which alone says whether there is room now: room made
-            // after it is signalled anew.
-            room.writable().await?.clear_ready();
+            match self.room_watch() {
+                // Cleared before the next try, which alone says whether there is room now: room
+                // made after it is signalled anew.
+                Ok(room) => room.writable().await?.clear_ready(),
+                Err(_) => tokio::time::sleep(ROOM_UNWATCHED_RETRY).await,
+            }
             waited = true;
         }
     }
 
     /// The watch for room to write, registered the first time a write has to wait.
-    fn room_watch(&self) -> io::Result<Arc<AsyncFd<OwnedFd>>> {
+    fn room_watch(&self) -> io::Result<Arc<AsyncFd<Arc<OwnedFd>>>> {
         let mut room = self.lock_room();
         if let Some(watch) = room.as_ref() {
             return Ok(watch.clone());
         }
-        let fd = self.inner.get_ref().try_clone()?;
-        Ok(room
-            .insert(Arc::new(watch(fd, Interest::WRITABLE)?))
-            .clone())
+        let watched = watch(self.writer.clone(), Interest::WRITABLE)?;
+        Ok(room.insert(Arc::new(watched)).clone())
     }
 
-    fn lock_room(&self) -> std::sync::MutexGuard<'_, Option<Arc<AsyncFd<OwnedFd>>>> {
+    fn lock_room(&self) -> std::sync::MutexGuard<'_, Option<Arc<AsyncFd<Arc<OwnedFd>>>>> {
         self.room.lock().unwrap_or_else(|e| e.into_inner())
     }
 
