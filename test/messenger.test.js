@@ -34,6 +34,21 @@ test('a worker that only looks at its messenger opens no channel; its first hand
   assert.strictEqual(await cluster.messenger.consume('ping', null, { timeout: 5000 }), 'pong');
 });
 
+test('a handler that throws loses nothing that came with its message, and the throw surfaces', async (t) => {
+  const cluster = startCluster(t, { exec: fixture('messenger-throwing-worker.js'), workers: 1, readiness: 'message' });
+  const uncaught = new Promise((resolve) => cluster.messenger.on('uncaught', resolve));
+  await cluster.ready;
+  const [worker] = Object.values(cluster.workers);
+  // One turn of the primary's loop: they reach the worker together, two of them as memory files.
+  cluster.messenger.sendTo(worker.id, 'first', null);
+  cluster.messenger.sendTo(worker.id, 'second', 'x');
+  cluster.messenger.sendTo(worker.id, 'big', Buffer.alloc(40 * 1024, 1));
+  cluster.messenger.sendTo(worker.id, 'big', Buffer.alloc(40 * 1024, 2));
+  assert.strictEqual(await uncaught, 'thrown by a handler');
+  const seen = await cluster.messenger.consume('report', null, { timeout: 5000 });
+  assert.deepStrictEqual(seen, ['first', 'second:x', `big:${40 * 1024}:1`, `big:${40 * 1024}:2`]);
+});
+
 test('from the primary: broadcast, sendToApp, sendTo (id and pid), sendRandom', async (t) => {
   const { cluster, got, workers } = await messengerCluster(t);
   const [a, b] = workers;

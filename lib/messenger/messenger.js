@@ -5,7 +5,7 @@
 // them on their header. This module only shapes data into payloads and payloads into calls.
 
 const { rclusterError } = require('../errors');
-const { MapAnswers } = require('./map-answers');
+const { MapAnswers, workerList } = require('./map-answers');
 
 const KIND = { message: 1, request: 2, reply: 3, subscribe: 4, unsubscribe: 5, undeliverable: 6, received: 7, expect: 8 };
 const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one: 5, anyApp: 6, pid: 7 };
@@ -41,19 +41,6 @@ function decodePayload(frame) {
   return text.length === 0 ? undefined : JSON.parse(text);
 }
 
-// The last list of workers a map was told to wait for: the same, map after map, while the
-// cluster does not change, so it is parsed once. (MapAnswers only reads it.)
-let lastListText = '';
-let lastList = null;
-
-function workerList(text) {
-  if (text !== lastListText) {
-    lastList = JSON.parse(text);
-    lastListText = text;
-  }
-  return lastList;
-}
-
 function checkAction(action) {
   if (typeof action !== 'string' || action.length === 0) {
     const error = new TypeError(`messenger: the action must be a non-empty string, got ${typeof action === 'string' ? "''" : typeof action}`);
@@ -87,9 +74,17 @@ function errorFrom(frame, props) {
   return error;
 }
 
+/** What crosses the channel of an error a handler threw or rejected with; whatever it is, this never throws. */
 function errorPayload(error) {
-  const plain = error instanceof Error ? error : new Error(String(error));
-  return Buffer.from(JSON.stringify({ message: plain.message, code: plain.code, name: plain.name }));
+  let carried;
+  try {
+    const plain = error instanceof Error ? error : new Error(String(error));
+    const code = typeof plain.code === 'string' || typeof plain.code === 'number' ? plain.code : undefined;
+    carried = { message: String(plain.message), code, name: String(plain.name) };
+  } catch {
+    carried = { message: 'a handler failed with something that is not an Error and cannot be told' };
+  }
+  return Buffer.from(JSON.stringify(carried));
 }
 
 /** `meta.from` of a frame; with `redis`, its `host` (this one's, `host`, unless it came from another). */
