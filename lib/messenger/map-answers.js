@@ -41,6 +41,8 @@ class MapAnswers {
     if (this.expected === null) this.expected = [];
     for (const [id, pid] of workers) {
       const key = this.keyOf(host, id);
+      // A worker listed twice is waited for once.
+      if (this.listed.has(key)) continue;
       this.expected.push({ host, id, pid });
       this.listed.add(key);
       if (!this.answers.has(key)) this.unanswered += 1;
@@ -122,6 +124,20 @@ class MapAnswers {
   }
 }
 
+// The last list of workers a map was told to wait for: the same, map after map, while the
+// cluster does not change, so it is parsed once. (MapAnswers only reads it.)
+let lastListText = '';
+let lastList = null;
+
+/** An Expect frame's payload, parsed. */
+function workerList(text) {
+  if (text !== lastListText) {
+    lastList = JSON.parse(text);
+    lastListText = text;
+  }
+  return lastList;
+}
+
 function byHostThenId(a, b) {
   return a.host === b.host ? a.id - b.id : a.host < b.host ? -1 : 1;
 }
@@ -131,4 +147,4 @@ function inOrder(entries) {
   return true;
 }
 
-module.exports = { MapAnswers };
+module.exports = { MapAnswers, workerList };

@@ -286,7 +286,7 @@ impl Task {
     }
 
     /// A frame routed to the child: queued to be written, or dropped if it never will be.
-    fn take(
+    fn queue_for_write(
         &self,
         out: Outgoing,
         writable: bool,
@@ -330,7 +330,7 @@ impl Task {
             // taken before the next write, so that they leave together: one wake-up of the child.
             while outbox_open {
                 match outbox.try_recv() {
-                    Ok(out) => self.take(out, writable, &mut pending, &mut in_heap),
+                    Ok(out) => self.queue_for_write(out, writable, &mut pending, &mut in_heap),
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => outbox_open = false,
                 }
@@ -419,7 +419,7 @@ impl Task {
                     }
                 },
                 next = outbox.recv(), if outbox_open => match next {
-                    Some(out) => self.take(out, writable, &mut pending, &mut in_heap),
+                    Some(out) => self.queue_for_write(out, writable, &mut pending, &mut in_heap),
                     None => outbox_open = false,
                 },
             }

@@ -102,9 +102,6 @@ pub struct ChildChannel {
 /// The largest scratch buffer kept between sends.
 const MAX_KEPT_SCRATCH: usize = 16 << 20;
 
-/// The largest inbox kept between reads: after a burst, a larger one goes back to the allocator.
-const MAX_KEPT_INBOX: usize = 1 << 20;
-
 /// The largest payload a cluster allows (maxMessageSize's upper bound).
 const MAX_FRAME_FROM_PRIMARY: usize = 512 << 20;
 
@@ -427,10 +424,8 @@ impl ChildChannel {
             return -1.0;
         }
         into[..len].copy_from_slice(&inbox.frames);
+        // Kept for the next reads; a batch too large for `into` leaves with its Vec (`take`).
         inbox.frames.clear();
-        if inbox.frames.capacity() > MAX_KEPT_INBOX {
-            inbox.frames = Vec::new();
-        }
         len as f64
     }
 
