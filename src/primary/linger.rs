@@ -8,13 +8,19 @@
 //! awake for 150 µs after each batch of frames, 98-129 µs, as the answers and the next request
 //! arrive while it polls.
 //!
+//! It yields its CPU on every turn, so a thread that wants this CPU runs first. A thread woken
+//! on the other CPU while this one lingers may wait there for its turn (the kernel does not move
+//! it to a CPU that looks busy): the round trips' tail, not their median, pays for that. (Lingering
+//! only while /proc/loadavg showed no thread waiting was tried: it gave up most of the gain,
+//! p50 0.144 ms against 0.083-0.106, without a better tail.) Under a CPU quota its polling counts
+//! against the quota the workers share.
+//!
 //! What it costs: CPU, and only while frames come less than `WINDOW_MICROS` apart: in back to
 //! back round trips the I/O thread uses 84-110 µs of CPU a map instead of 100-118 µs (a send no
 //! longer wakes a sleeper, which costs the sender too: the requesting worker went from 130-180
 //! to 50-60 µs). Frames further apart, or one now and then, let it sleep at once: a worker
-//! sending to the primary once a millisecond costs the I/O thread 4% of a CPU. It yields its CPU on every turn, so a runnable process on
-//! that CPU runs first; and it never lingers on a machine with one CPU, where nothing could arrive
-//! while it polls.
+//! sending to the primary once a millisecond costs the I/O thread 4% of a CPU. It never lingers
+//! on a machine with one CPU, where nothing could arrive while it polls.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;

@@ -82,6 +82,8 @@ pub fn start(
     ids: Arc<AtomicU32>,
     output: OutputLog,
 ) -> InputSender {
+    // Real children only: the scenario tests (start_with) run on a paused clock.
+    linger::start();
     start_with(
         plan,
         events,
@@ -100,7 +102,6 @@ pub fn start_with(
     launcher: Box<dyn Launcher>,
 ) -> InputSender {
     let (tx, rx) = mpsc::unbounded_channel();
-    linger::start();
     let accept_tx = tx.clone();
     let (distribution, retention) = match &plan {
         Plan::Supervised(o) => (
