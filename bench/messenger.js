@@ -20,14 +20,18 @@ const path = require('node:path');
 const os = require('node:os');
 const { spawn } = require('node:child_process');
 
+/** `--name value`, or `fallback` when the option is not given; an option that needs a value and has none stops the bench. */
 function option(name, fallback) {
   const at = process.argv.indexOf(`--${name}`);
   if (at === -1) return fallback;
-  return process.argv[at + 1] === undefined || process.argv[at + 1].startsWith('--') ? true : process.argv[at + 1];
+  const value = process.argv[at + 1];
+  if (value === undefined || value.startsWith('--')) throw new Error(`--${name} needs a value`);
+  return value;
 }
 
-const workers = Number(option('workers', 2));
-const hog = option('hog', false) === true;
+const workers = Number(option('workers', '2'));
+if (!Number.isInteger(workers) || workers < 2) throw new Error('--workers: a whole number, 2 or more');
+const hog = process.argv.includes('--hog');
 const only = option('only', 'broadcast-string,broadcast-buffer,map,map-in-flight').split(',');
 const scale = Number(process.env.BENCH_SCALE || 1);
 // Each run lasts seconds for the slowest contender, so that start-up does not decide the
@@ -68,6 +72,10 @@ function run(script, ...args) {
 /** A process that keeps CPU 0 busy for as long as the bench runs. */
 function startHog() {
   const child = spawn('taskset', ['-c', '0', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' });
+  child.on('error', (error) => {
+    console.error(`--hog needs taskset (util-linux): ${error.message}`);
+    process.exit(1);
+  });
   const stop = () => child.kill('SIGKILL');
   process.on('exit', stop);
   for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => process.exit(1));
