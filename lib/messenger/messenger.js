@@ -377,16 +377,12 @@ class Messenger {
       reply(error);
       return;
     }
+    // A handler that returns a value is answered at once; a promise (any thenable), once it
+    // settles. A throw, from the handler or from reading its value's `then`, is the answer.
     let value;
-    try {
-      value = entry.handler(data, { from: fromOf(frame, this._host) });
-    } catch (error) {
-      reply(error);
-      return;
-    }
-    // A handler that returns a value is answered at once; a promise (any thenable), once it settles.
     let thenable;
     try {
+      value = entry.handler(data, { from: fromOf(frame, this._host) });
       thenable = value !== null && (typeof value === 'object' || typeof value === 'function') && typeof value.then === 'function';
     } catch (error) {
       reply(error);
