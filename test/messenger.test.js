@@ -157,6 +157,44 @@ test('map and mapSettled: a throwing handler, a missing handler, a timeout, a dy
   await assert.rejects(cluster.messenger.map('die'), { code: 'ERR_RCLUSTER_WORKER_DIED' });
 });
 
+test("a worker's own map: its own answer, kept in its process, is what it would be had it travelled", async (t) => {
+  const { cluster, workers } = await messengerCluster(t, { maxMessageSize: 1024 });
+  const [a, b] = workers;
+  const mapHere = (action, data) => cluster.messenger.consume('map-here', { action, data }, { timeout: 10_000 });
+  const whoami = await mapHere('whoami');
+  const requester = whoami.me === a.id ? a : b;
+  assert.deepStrictEqual(whoami.entries, [
+    { id: a.id, pid: a.pid, status: 'fulfilled', value: { id: a.id, pid: a.pid } },
+    { id: b.id, pid: b.pid, status: 'fulfilled', value: { id: b.id, pid: b.pid } },
+  ]);
+  // A copy, as JSON carries it: what has no JSON form is not kept.
+  const data = { n: 1, text: 'é', nothing: undefined, list: [1, 'two'] };
+  const back = await mapHere('data-back', data);
+  for (const entry of back.entries) assert.deepStrictEqual(entry.value, { n: 1, text: 'é', list: [1, 'two'] });
+  // Asked by each worker (consume takes them in turn).
+  const asked = new Set();
+  for (let i = 0; i < 4 && asked.size < 2; i++) {
+    const bytes = await mapHere('bytes-changed-after');
+    asked.add(bytes.me);
+    for (const entry of bytes.entries) assert.deepStrictEqual(entry.value, { bytes: [1, 2, 3] });
+  }
+  assert.strictEqual(asked.size, 2);
+  // Worker 1 throws: whether or not it asked, its entry says so, in its name.
+  const failing = await mapHere('fail-in-1');
+  assert.deepStrictEqual(
+    failing.entries.map((e) => [e.id, e.status, e.code ?? e.value, e.workerId]),
+    [[1, 'rejected', 'E_MINE', 1], [2, 'fulfilled', 'ok', undefined]],
+  );
+  // Too large to travel is too large for the requester's own answer too.
+  const large = await mapHere('too-large', 2000);
+  assert.deepStrictEqual(large.entries.map((e) => e.code), ['ERR_RCLUSTER_MESSAGE_TOO_LARGE', 'ERR_RCLUSTER_MESSAGE_TOO_LARGE']);
+  assert.ok(large.entries.some((e) => e.id === requester.id));
+  // A consume is not a map: one that goes to its own requester is answered through the primary,
+  // and answered.
+  const twice = await cluster.messenger.consume('consume-twice', 'whoami', { timeout: 10_000 });
+  assert.deepStrictEqual(twice.map((answer) => answer.id).sort(), [a.id, b.id]);
+});
+
 test('consume rejects with ERR_RCLUSTER_WORKER_DIED when the worker running it dies', async (t) => {
   const { cluster } = await messengerCluster(t, { workers: 1 });
   await assert.rejects(cluster.messenger.consume('die'), (error) => {

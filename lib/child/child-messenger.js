@@ -115,17 +115,23 @@ function open(fd, owner) {
     if (left > 0) process.stderr.write(`rcluster: ${left} bytes of messenger messages were not sent before this process exited (pid ${process.pid})\n`);
   });
 
+  /** The payload's length in bytes, if it is at most maxMessageSize. */
+  const checkedLength = (action, payload) => {
+    const payloadLen = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+    if (payloadLen > maxMessage) {
+      throw rclusterError(
+        'ERR_RCLUSTER_MESSAGE_TOO_LARGE',
+        `a message of ${payloadLen} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
+      );
+    }
+    return payloadLen;
+  };
+
   const transport = {
     // `bounded`: false for what the messenger itself must say (subscriptions, receipts, error
     // answers): small, and never refused.
     send: (kind, target, targetId, correlation, action, flags, payload, bounded = true) => {
-      const payloadLen = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
-      if (payloadLen > maxMessage) {
-        throw rclusterError(
-          'ERR_RCLUSTER_MESSAGE_TOO_LARGE',
-          `a message of ${payloadLen} bytes for '${action}' exceeds maxMessageSize (${maxMessage} bytes)`,
-        );
-      }
+      const payloadLen = checkedLength(action, payload);
       const actionLen = actionLength(action);
       let frameFlags = flags | asciiFlag(payload, payloadLen);
       // A frame for another host carries its payload in line (the primary sends it on as bytes).
@@ -174,6 +180,7 @@ function open(fd, owner) {
     },
     handler: (action, on) => transport.send(on ? KIND.subscribe : KIND.unsubscribe, TARGET.primary, 0, 0, action, 0, Buffer.alloc(0), false),
     flush,
+    checkSize: (action, payload) => void checkedLength(action, payload),
     drained: () => {
       writePending();
       return new Promise((resolve, reject) => {
@@ -211,6 +218,7 @@ function create(fd) {
       send: (...args) => channel().send(...args),
       handler: (action, on) => channel().handler(action, on),
       flush: () => channel().flush(),
+      checkSize: (action, payload) => channel().checkSize(action, payload),
       drained: () => (transport === null ? Promise.resolve() : transport.drained()),
       hold: (yes) => channel().hold(yes),
     },

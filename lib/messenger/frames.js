@@ -24,6 +24,8 @@ const FLAG_SHARED = 32;
 const SHARED_LEN_BYTES = 4;
 /** A host id (u8 length, then the id) precedes the payload: the host a frame came from, or is for. */
 const FLAG_HOST = 64;
+/** On an expect frame: the requester is one of the workers listed and answers its own copy itself. */
+const FLAG_ANSWER_HERE = 128;
 /** The longest action name, in UTF-8 bytes (src/wire/frames.rs refuses longer ones). */
 const MAX_ACTION_LEN = 1024;
 
@@ -241,4 +243,17 @@ function getUInt32(batch, at) {
   return (batch[at] | (batch[at + 1] << 8) | (batch[at + 2] << 16)) + batch[at + 3] * 0x1000000;
 }
 
-module.exports = { ReceivedFrame, forEachFrame, writeFrame, frameLength, actionLength, asciiFlag, FLAG_BINARY, FLAG_ASCII, FLAG_SHARED, FLAG_HOST, MAX_ACTION_LEN };
+module.exports = {
+  ReceivedFrame,
+  forEachFrame,
+  writeFrame,
+  frameLength,
+  actionLength,
+  asciiFlag,
+  FLAG_BINARY,
+  FLAG_ASCII,
+  FLAG_SHARED,
+  FLAG_HOST,
+  FLAG_ANSWER_HERE,
+  MAX_ACTION_LEN,
+};

@@ -12,7 +12,7 @@ const TARGET = { primary: 0, broadcast: 1, apps: 2, agent: 3, randomApp: 4, one:
 const FLAG_ERROR = 2;
 const FLAG_FROM_AGENT = 4;
 const FLAG_STRING = 8;
-const { FLAG_BINARY, FLAG_ASCII, FLAG_HOST } = require('./frames');
+const { ReceivedFrame, FLAG_BINARY, FLAG_ASCII, FLAG_HOST, FLAG_ANSWER_HERE } = require('./frames');
 /** ms a consume or map waits for its answers unless told otherwise. */
 const DEFAULT_TIMEOUT = 30_000;
 const EMPTY = Buffer.alloc(0);
@@ -113,9 +113,11 @@ const HOST_ID = /^[A-Za-z0-9._-]{1,128}$/;
 class Messenger {
   /**
    * @param transport {{ send(kind, target, targetId, correlation, action, flags, payload, bounded): void,
-   *                     handler(action, on): void, hold(yes): void, drained?(): Promise<void> }}
+   *                     handler(action, on): void, hold(yes): void, drained?(): Promise<void>,
+   *                     checkSize?(action, payload): void }}
    *   `bounded` false: a frame the messenger itself must send (a receipt, an error answer),
-   *   never refused for a full queue.
+   *   never refused for a full queue. `checkSize` throws what `send` would for a payload too
+   *   large (a child's, for the answers it keeps, FLAG_ANSWER_HERE).
    * @param self {{ workerId?: number | null, host?: string }} this process's worker id, named in
    *   the errors it answers with (none in the primary), and with `redis`, its host's id.
    */
@@ -304,6 +306,8 @@ class Messenger {
       this._requests.set(correlation, {
         onFrame: (frame) => onFrame(frame, settle),
         fail: (error) => settle(error),
+        /** A map this process is one of the targets of answers its own copy here (FLAG_ANSWER_HERE). */
+        answerHere: false,
       });
       this._holdIfListening();
     });
@@ -337,10 +341,12 @@ class Messenger {
     // like a receipt, is always sent: the requester must not wait in vain.
     // A call from another host (option `redis`) is answered there: the answer names that host.
     const host = frame.host !== undefined && frame.host !== this._host ? frame.host : undefined;
-    const send = (kind, flags, payload, bounded = false) =>
-      host === undefined
-        ? this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload, bounded)
-        : this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags | FLAG_HOST, forHost(host, payload), bounded);
+    const send = this._isAnsweredHere(frame)
+      ? (kind, flags, payload) => this._answerHere(frame, flags, payload)
+      : (kind, flags, payload, bounded = false) =>
+          host === undefined
+            ? this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags, payload, bounded)
+            : this._transport.send(kind, target, frame.sourceId, frame.correlation, frame.action, flags | FLAG_HOST, forHost(host, payload), bounded);
     // consume: tell the primary it arrived; from now on, if this process dies, the call failed
     // here and must not run elsewhere. (A map goes to every worker: there is no elsewhere.)
     if (frame.target === TARGET.anyApp) {
@@ -398,6 +404,27 @@ class Messenger {
     );
   }
 
+  /** Whether `request` is this process's own map, whose answer the primary said to keep here. */
+  _isAnsweredHere(request) {
+    if (request.target !== TARGET.apps || request.sourceId !== this._workerId || request.host !== undefined) return false;
+    const pending = this._requests.get(request.correlation);
+    return pending !== undefined && pending.answerHere;
+  }
+
+  /**
+   * This process's answer to its own map, handed to the map as if it had travelled: a copy of its
+   * bytes, and the same bound on its size as an answer sent.
+   */
+  _answerHere(request, flags, payload) {
+    this._transport.checkSize(request.action, payload);
+    const pending = this._requests.get(request.correlation);
+    // Over (out of time): like an answer that arrives after the end of its map.
+    if (pending === undefined) return;
+    const bytes = typeof payload === 'string' ? payload : Buffer.from(payload);
+    const { sourceId, sourcePid, correlation, action } = request;
+    pending.onFrame(new ReceivedFrame(KIND.reply, TARGET.one, flags, sourceId, sourcePid, correlation, action, bytes, 0, bytes.length));
+  }
+
   /** A frame that the channel delivered. */
   _receive(frame) {
     const pending = this._requests.get(frame.correlation);
@@ -415,7 +442,9 @@ class Messenger {
       return;
     }
     if (frame.kind === KIND.reply || frame.kind === KIND.expect) {
-      if (pending) pending.onFrame(frame);
+      if (!pending) return;
+      if (frame.kind === KIND.expect && frame.flags & FLAG_ANSWER_HERE) pending.answerHere = true;
+      pending.onFrame(frame);
       return;
     }
     if (frame.kind === KIND.request) {

@@ -26,7 +26,7 @@ use super::workers::Workers;
 use super::WorkerId;
 use crate::channel::frame_link::{Frame, FrameEvent, Outgoing, SendError, ENTRY_OVERHEAD};
 use crate::errors;
-use crate::wire::frames::{self, Header, Kind, Target, FLAG_ERROR};
+use crate::wire::frames::{self, Header, Kind, Target, FLAG_ANSWER_HERE, FLAG_ERROR};
 
 /// How long after a child's exit its channel may take to drain before its requests are settled.
 const DRAIN_AFTER_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -500,13 +500,20 @@ impl Messenger {
         self.requests
             .open(from, header.clone(), out.clone(), &targets);
         for id in targets {
-            if let Err(why) = self.deliver(cx, Dest::Worker(id), &out, &header, Bound::Applies) {
-                self.undelivered(cx, key, id, why);
+            match self.deliver(cx, Dest::Worker(id), &out, &header, Bound::Applies) {
+                Err(why) => self.undelivered(cx, key, id, why),
+                // A map's requester answers its own copy itself (FLAG_ANSWER_HERE). (A consume
+                // that goes to its requester is answered through the primary like any other.)
+                Ok(()) if header.target == Target::Apps && from == Some(id) => {
+                    self.requests.answered_here(key)
+                }
+                Ok(()) => {}
             }
         }
     }
 
-    /// A map's requester learns whose answers to wait for before any answer arrives.
+    /// A map's requester learns whose answers to wait for before any answer arrives, and
+    /// whether it is one of them: then it answers its own copy without sending the answer.
     fn expect(
         &mut self,
         cx: &mut Cx<'_>,
@@ -524,7 +531,9 @@ impl Messenger {
             None => json!(expected),
         }
         .to_string();
-        self.send_from_primary(cx, from, Kind::Expect, 0, header, payload);
+        let answer_here = from.is_some_and(|id| targets.contains(&id));
+        let flags = if answer_here { FLAG_ANSWER_HERE } else { 0 };
+        self.send_from_primary(cx, from, Kind::Expect, flags, header, payload);
     }
 
     fn forward_reply(&mut self, cx: &mut Cx<'_>, from: Option<WorkerId>, frame: Frame) {

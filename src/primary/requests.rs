@@ -128,6 +128,17 @@ impl<F: Clone> Requests<F> {
         Decision::Forward { to: key.0 }
     }
 
+    /// The requester is one of a map's targets and has its copy: it answers that copy itself
+    /// (FLAG_ANSWER_HERE), so it is not waited for.
+    pub fn answered_here(&mut self, key: RequestKey) {
+        let Some(requester) = key.0 else {
+            return;
+        };
+        if self.take_outstanding(key, requester).is_some() {
+            self.close_if_answered(key);
+        }
+    }
+
     /// The request could not be written to `to`: that is its answer. A consume does not move
     /// on, so that a worker whose queue is full is not picked again and again.
     pub fn undelivered(&mut self, key: RequestKey, to: Source, why: Undeliverable) -> Decision<F> {
@@ -345,6 +356,21 @@ mod tests {
         assert_eq!(requests.open_for(REQUESTER), 1);
         assert!(is_forward(&requests.answered(KEY, 3)));
         assert_eq!(requests.open_for(REQUESTER), 0);
+    }
+
+    #[test]
+    fn a_requester_that_answers_its_own_copy_is_not_waited_for() {
+        let mut requests = map(&[1, 2]);
+        requests.answered_here(KEY);
+        assert_eq!(requests.open_for(REQUESTER), 1);
+        // Its answer, were it sent all the same, goes nowhere.
+        assert!(matches!(requests.answered(KEY, 1), Decision::Nothing));
+        assert!(is_forward(&requests.answered(KEY, 2)));
+        assert_eq!(requests.open_for(REQUESTER), 0);
+        // Alone among the targets, it closes the map.
+        let mut alone = map(&[1]);
+        alone.answered_here(KEY);
+        assert_eq!(alone.open_for(REQUESTER), 0);
     }
 
     #[test]
