@@ -13,6 +13,7 @@ mod proxies;
 mod random_across_hosts;
 
 use std::collections::HashMap;
+use std::fmt::Write;
 
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -426,7 +427,7 @@ impl Messenger {
                 others,
             } = report;
             let receiver = receiver.map(|receiver| match receiver {
-                Dest::Primary => (0, std::process::id()),
+                Dest::Primary => (0, own_pid()),
                 Dest::Worker(id) => (id, self.router.source(id).map_or(0, |(pid, _)| pid)),
             });
             let message = if others {
@@ -521,16 +522,24 @@ impl Messenger {
         header: &Header,
         targets: &[WorkerId],
     ) {
-        let expected: Vec<_> = targets
-            .iter()
-            .map(|id| json!([id, self.pid_of(*id)]))
-            .collect();
+        // `[[id, pid], ...]`, written out: one is made for every map, and a list of numbers needs
+        // no JSON values built and dropped.
+        let mut expected = String::with_capacity(2 + targets.len() * 20);
+        expected.push('[');
+        for (i, id) in targets.iter().enumerate() {
+            let comma = if i == 0 { "" } else { "," };
+            let _ = write!(expected, "{comma}[{id},{}]", self.pid_of(*id));
+        }
+        expected.push(']');
         // Across hosts, it also names this host and the others whose lists will follow.
         let payload = match self.map_hosts(&(from, header.correlation)) {
-            Some((me, hosts)) => json!({ "host": me, "workers": expected, "hosts": hosts }),
-            None => json!(expected),
-        }
-        .to_string();
+            Some((me, hosts)) => format!(
+                r#"{{"host":{},"workers":{expected},"hosts":{}}}"#,
+                json!(me),
+                json!(hosts)
+            ),
+            None => expected,
+        };
         let answer_here = from.is_some_and(|id| targets.contains(&id));
         let flags = if answer_here { FLAG_ANSWER_HERE } else { 0 };
         self.send_from_primary(cx, from, Kind::Expect, flags, header, payload);
@@ -761,7 +770,7 @@ impl Messenger {
         about: &Header,
         payload: String,
     ) {
-        let source = (0, std::process::id());
+        let source = (0, own_pid());
         self.write_frame(
             cx,
             to,
@@ -846,7 +855,7 @@ impl Messenger {
         };
         // Each host tells its own processes: this one stays here.
         if let Ok(mut frame) = frames::encode(&header, b"").and_then(frames::parse::<_>) {
-            frame.set_source(0, std::process::id(), false);
+            frame.set_source(0, own_pid(), false);
             self.routed += 1;
             self.route_here(cx, None, frame);
             self.send_reports(cx);
