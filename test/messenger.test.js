@@ -258,6 +258,9 @@ test('large payloads between workers (in memory files) arrive whole: ASCII, UTF-
     { bigData: 40 * 1024, fill: 'y' },
     { bigData: 3 << 20, fill: 'q' },
     { bigData: 100_000, fill: 'é' },
+    // Shorter than 32 Ki UTF-16 units, longer than 32 KiB in UTF-8; and longer in both.
+    { bigData: 20_000, fill: '字' },
+    { bigData: 40_000, fill: '😀' },
     { bigData: 1 << 20, fill: 'z', bytes: true },
   ];
   for (const c of cases) {
