@@ -64,6 +64,16 @@ class ReceivedFrame {
   }
 }
 
+/**
+ * A copy of `bytes` in memory of its own, to be kept: a small Buffer made the usual way is a
+ * slice of a shared 8 KiB pool, which it would keep alive for good.
+ */
+function keptCopy(bytes) {
+  const copy = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(copy);
+  return copy;
+}
+
 // Actions repeat: the last one seen of each length is kept with its bytes, so a frame whose
 // action matches it byte for byte costs no new string.
 const SHORT_ACTION = 64;
@@ -78,7 +88,7 @@ function actionAt(batch, start, len) {
     if (i === len) return known.action;
   }
   const action = batch.toString('utf8', start, start + len);
-  if (len <= SHORT_ACTION) recentActions[len] = { bytes: Buffer.from(batch.subarray(start, start + len)), action };
+  if (len <= SHORT_ACTION) recentActions[len] = { bytes: keptCopy(batch.subarray(start, start + len)), action };
   return action;
 }
 
@@ -169,6 +179,7 @@ function actionBytes(action) {
     if (bytes.length > MAX_ACTION_LEN) {
       throw rclusterError('ERR_RCLUSTER_INVALID_OPTION', `messenger: an action name is at most ${MAX_ACTION_LEN} bytes`);
     }
+    bytes = keptCopy(bytes);
     if (actionsSent.size >= MAX_KEPT_ACTIONS) actionsSent.clear();
     actionsSent.set(action, bytes);
   }
