@@ -38,12 +38,14 @@ let staging = null;
  * Node 24.
  */
 function stagedUtf8(text) {
-  // Room for the longest UTF-8 a string of this length can have.
+  // Room for the longest UTF-8 a string of this length can have (3 bytes a UTF-16 unit), in the
+  // buffer that is kept; a longer string gets a buffer of its exact size, measured first.
   const room = text.length * 3;
   let into = staging;
-  if (into === null || into.length < room) {
-    into = Buffer.allocUnsafeSlow(room);
-    if (room <= MAX_KEPT_STAGING) staging = into;
+  if (room > MAX_KEPT_STAGING) {
+    into = Buffer.allocUnsafeSlow(Buffer.byteLength(text));
+  } else if (into === null || into.length < room) {
+    into = staging = Buffer.allocUnsafeSlow(room);
   }
   return into.subarray(0, utf8.encodeInto(text, into).written);
 }

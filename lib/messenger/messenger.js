@@ -416,7 +416,7 @@ class Messenger {
    * bytes, and the same bound on its size as an answer sent.
    */
   _answerHere(request, flags, payload) {
-    this._transport.checkSize(request.action, payload);
+    this._transport.checkSize?.(request.action, payload);
     const pending = this._requests.get(request.correlation);
     // Over (out of time): like an answer that arrives after the end of its map.
     if (pending === undefined) return;
@@ -443,7 +443,8 @@ class Messenger {
     }
     if (frame.kind === KIND.reply || frame.kind === KIND.expect) {
       if (!pending) return;
-      if (frame.kind === KIND.expect && frame.flags & FLAG_ANSWER_HERE) pending.answerHere = true;
+      // Only this host's primary can list this process (another host's list names that host).
+      if (frame.kind === KIND.expect && frame.flags & FLAG_ANSWER_HERE && frame.host === undefined) pending.answerHere = true;
       pending.onFrame(frame);
       return;
     }
